@@ -1,0 +1,5 @@
+"""Allow ``python -m cnnlab``."""
+
+from cnnlab.cli import main
+
+main()

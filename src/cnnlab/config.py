@@ -1,0 +1,200 @@
+"""Training configuration: one dataclass, filled from defaults < recipe YAML < command line.
+
+Every field carries its help text, and the CLI generates one ``--option`` per field from
+it, so every field of a recipe can be overridden on the command line by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.errors import CnnlabError
+
+CHOICES = {
+    "optimizer": ("sgd", "adam", "adamw"),
+    "schedule": ("constant", "step", "cosine", "onecycle"),
+    "init": ("default", "xavier"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "precision": ("fp32", "bf16"),
+}
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors click's name
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; saved as config.yaml in the run directory."""
+
+    model: str = _f("mnist-net", "model name (see `cnnlab models`)")
+    dataset: str = _f("digits", "data set name (see `cnnlab datasets`)")
+    data_dir: str | None = _f(None, "data root searched first (then $CNNLAB_DATA, user data dir)")
+    resize: int | None = _f(None, "resize images to SIZE x SIZE once, before training")
+    channels: int | None = _f(None, "convert images to 1 (grey) or 3 (RGB) channels")
+    normalize: bool = _f(True, "normalise with the data set's per-channel mean/std")
+    crop_padding: int = _f(0, "augment: random crop after zero padding by this many pixels")
+    flip: bool = _f(False, "augment: random horizontal flip")
+    limit_train: int | None = _f(None, "use only the first N training examples (quick runs)")
+    limit_test: int | None = _f(None, "use only the first N test examples")
+    epochs: int = _f(10, "number of epochs")
+    batch_size: int = _f(64, "training batch size")
+    eval_batch_size: int = _f(1024, "evaluation batch size")
+    optimizer: str = _f("sgd", "sgd | adam | adamw")
+    lr: float = _f(0.05, "peak learning rate")
+    momentum: float = _f(0.9, "SGD momentum")
+    nesterov: bool = _f(False, "SGD Nesterov momentum")
+    weight_decay: float = _f(0.0, "weight decay (L2 for SGD/Adam, decoupled for AdamW)")
+    schedule: str = _f("constant", "constant | step | cosine | onecycle")
+    step_size: int = _f(5, "step schedule: epochs between decays")
+    gamma: float = _f(0.1, "step schedule: decay factor")
+    warmup_epochs: float = _f(0.0, "linear warm-up length in epochs (constant/step/cosine)")
+    init: str = _f("default", "weight init: default (PyTorch) | xavier (d2l)")
+    label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
+    seed: int = _f(0, "random seed (init, shuffling, augmentation)")
+    device: str = _f("auto", "auto | cpu | cuda | mps")
+    precision: str = _f("fp32", "fp32 | bf16 (autocast)")
+    threads: int | None = _f(None, "CPU threads for PyTorch (default: PyTorch's choice)")
+    channels_last: bool = _f(False, "use the channels_last memory format")
+    out: str | None = _f(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)")
+    keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (0 keeps all)")
+    log_every: int = _f(50, "steps between progress updates and NaN checks")
+
+    def validate(self) -> TrainConfig:
+        """Check values a user can get wrong; raise one clear error for the first bad one."""
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise CnnlabError(
+                    f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                    f"got '{getattr(self, name)}'"
+                )
+        positive = ["epochs", "batch_size", "eval_batch_size", "step_size", "log_every"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise CnnlabError(f"--{name.replace('_', '-')} must be at least 1, "
+                                  f"got {getattr(self, name)}")
+        for name in ("limit_train", "limit_test", "resize", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise CnnlabError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+        if not self.lr > 0:
+            raise CnnlabError(f"--lr must be positive, got {self.lr}")
+        checks = [
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("weight_decay", self.weight_decay >= 0, "0 or more"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
+            ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "between 0 and --epochs"),
+            ("crop_padding", self.crop_padding >= 0, "0 or more"),
+            ("keep_checkpoints", self.keep_checkpoints >= 0, "0 or more"),
+            ("channels", self.channels in (None, 1, 3), "1 or 3"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise CnnlabError(f"--{name.replace('_', '-')} must be {what}, "
+                                  f"got {getattr(self, name)}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def recipes_dir() -> Path:
+    return Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def read_yaml_config(path: Path) -> dict[str, Any]:
+    """Read a recipe or a run's config.yaml; reject unknown keys naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise CnnlabError(f"cannot read {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise CnnlabError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{path} must be a YAML mapping of config fields")
+    data.pop("description", None)
+    unknown = sorted(set(data) - set(field_names()))
+    if unknown:
+        raise CnnlabError(f"{path} has unknown field(s) {', '.join(unknown)}; "
+                          f"valid fields: {', '.join(field_names())}")
+    return data
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """A recipe by name (``recipes/NAME.yaml``) or by path to a YAML file."""
+    path = Path(name)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = recipes_dir() / f"{name}.yaml"
+        if not path.is_file():
+            raise CnnlabError(f"unknown recipe '{name}'; choose one of: "
+                              f"{', '.join(recipe_names())} or give a path to a .yaml file")
+    return read_yaml_config(path)
+
+
+def recipe_description(name: str) -> str:
+    data = yaml.safe_load((recipes_dir() / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+    return str(data.get("description", ""))
+
+
+def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = None,
+                 base: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then ``base`` (a saved config), then the recipe, then CLI overrides."""
+    values: dict[str, Any] = dict(base or {})
+    if recipe:
+        values.update(load_recipe(recipe))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        cfg = TrainConfig(**values)
+    except TypeError as e:
+        raise CnnlabError(f"bad configuration: {e}") from e
+    _coerce_types(cfg)
+    return cfg.validate()
+
+
+def _coerce_types(cfg: TrainConfig) -> None:
+    """YAML may give ints for floats and vice versa; coerce and report impossible ones."""
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if v is None:
+            continue
+        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        try:
+            if t.startswith("float"):
+                setattr(cfg, f.name, float(v))
+            elif t.startswith("int"):
+                if isinstance(v, bool) or float(v) != int(float(v)):
+                    raise ValueError
+                setattr(cfg, f.name, int(float(v)))
+            elif t.startswith("bool") and not isinstance(v, bool):
+                raise ValueError
+        except (TypeError, ValueError) as e:
+            raise CnnlabError(f"field '{f.name}' must be {t.split(' ')[0]}, got {v!r}") from e
+
+
+def load_run_config(run_dir: Path) -> dict[str, Any]:
+    """The saved config.yaml of a run directory, as a dict."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no config.yaml); "
+                          "give the folder that `cnnlab train` wrote")
+    return read_yaml_config(path)
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,147 @@
+"""Downloading data set files from several mirrors, checked by md5, written atomically.
+
+Each file is fetched into a temporary file beside its destination, its md5 compared with
+the upstream checksum, and only then renamed into place, so an interrupted or corrupt
+download never looks like a valid file. When every mirror fails, one error names the data
+set, every URL tried with its reason, and where to put the files by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_path
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a data set: its name, upstream md5 and the mirrors that serve it."""
+
+    name: str
+    md5: str
+    mirrors: tuple[str, ...]  # base URLs; the file name is appended
+
+
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+FASHION_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+)
+CIFAR_MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
+
+REMOTE_FILES: dict[str, list[RemoteFile]] = {
+    "mnist": [
+        RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", MNIST_MIRRORS),
+        RemoteFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", MNIST_MIRRORS),
+        RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", MNIST_MIRRORS),
+        RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", MNIST_MIRRORS),
+    ],
+    "fashion-mnist": [
+        RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", FASHION_MIRRORS),
+        RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", FASHION_MIRRORS),
+        RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", FASHION_MIRRORS),
+        RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", FASHION_MIRRORS),
+    ],
+    "cifar10": [
+        RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", CIFAR_MIRRORS),
+    ],
+}
+
+
+def md5_of(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex md5 of a file, read in chunks."""
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fetch(url: str, dest: Path, timeout: float) -> None:
+    """Stream ``url`` into ``dest``; raise on HTTP errors and on short transfers."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - URLs are ours
+        expected = resp.headers.get("Content-Length")
+        written = 0
+        with dest.open("wb") as out:
+            while block := resp.read(1 << 16):
+                out.write(block)
+                written += len(block)
+    if expected is not None and written != int(expected):
+        raise OSError(f"truncated transfer: got {written} of {expected} bytes")
+
+
+def download_file(
+    remote: RemoteFile,
+    directory: Path,
+    dataset: str,
+    mirrors: tuple[str, ...] | None = None,
+    timeout: float = 30.0,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> Path:
+    """Download one file into ``directory`` from the first mirror that gives the right md5."""
+    dest = directory / remote.name
+    if dest.exists() and md5_of(dest) == remote.md5:
+        return dest
+    tried: list[str] = []
+    for base in mirrors or remote.mirrors:
+        url = base.rstrip("/") + "/" + remote.name
+        log(f"downloading {url}")
+        try:
+            with atomic_path(dest) as tmp:
+                _fetch(url, tmp, timeout)
+                got = md5_of(tmp)
+                if got != remote.md5:
+                    raise OSError(f"md5 {got} != expected {remote.md5}")
+            return dest
+        except (OSError, urllib.error.URLError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            tried.append(f"{url} ({reason})")
+    raise CnnlabError(
+        f"could not download {dataset} file {remote.name}: tried " + "; ".join(tried)
+        + f". Download it by hand and place it in {directory} (md5 {remote.md5})"
+    )
+
+
+def download_dataset(
+    name: str,
+    directory: Path,
+    mirrors: tuple[str, ...] | None = None,
+    timeout: float = 30.0,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> Path:
+    """Download every file of data set ``name`` into ``directory`` and unpack archives."""
+    if name not in REMOTE_FILES:
+        raise CnnlabError(
+            f"data set '{name}' cannot be downloaded; downloadable: {', '.join(REMOTE_FILES)}"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    for remote in REMOTE_FILES[name]:
+        path = download_file(remote, directory, name, mirrors, timeout, log)
+        if path.name.endswith(".tar.gz"):
+            _extract_tar(path, directory)
+    return directory
+
+
+def _extract_tar(path: Path, directory: Path) -> None:
+    """Extract a tarball, refusing members that would land outside ``directory``."""
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                target = (directory / member.name).resolve()
+                if not target.is_relative_to(directory.resolve()) or not (
+                    member.isfile() or member.isdir()
+                ):
+                    raise CnnlabError(f"{path} contains an unsafe member '{member.name}'")
+            tar.extractall(directory)  # noqa: S202 - members checked above
+    except tarfile.TarError as e:
+        raise CnnlabError(f"{path} is not a valid tar.gz ({e}); delete it and download again") from e

@@ -1,0 +1,120 @@
+"""The default loader: a whole split kept as one tensor on the training device.
+
+A ``torch.utils.data.DataLoader`` builds every batch sample by sample in Python (PIL image,
+then tensor, then normalise). Here the split is already a uint8 tensor on the device; a
+step slices a batch by a random permutation, augments it as a batch, converts to float and
+normalises with one fused multiply-add. Shuffling and augmentation draw from a generator
+seeded by (seed, epoch), so epoch k has the same batches whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.data.augment import random_crop, random_flip
+from cnnlab.data.datasets import Split
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Batch augmentation settings; the defaults do nothing."""
+
+    crop_padding: int = 0
+    flip: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.flip
+
+
+def adapt_images(images: torch.Tensor, resize: int | None, channels: int | None) -> torch.Tensor:
+    """Resize (bilinear) and/or change channel count of a whole uint8 split, once."""
+    if channels is not None and channels != images.shape[1]:
+        if images.shape[1] == 1:
+            images = images.expand(-1, channels, -1, -1).contiguous()
+        elif channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
+            images = (images.float() * w[:, None, None]).sum(1, keepdim=True).round().byte()
+        else:
+            raise ValueError(f"cannot convert {images.shape[1]} channels to {channels}")
+    if resize is not None and tuple(images.shape[2:]) != (resize, resize):
+        out = []
+        for chunk in images.split(4096):  # bounded memory for big splits
+            f = F.interpolate(chunk.float(), size=(resize, resize), mode="bilinear",
+                              align_corners=False, antialias=True)
+            out.append(f.round_().clamp_(0, 255).byte())
+        images = torch.cat(out)
+    return images
+
+
+class DeviceLoader:
+    """Iterate (float inputs, int64 labels) batches of a split held on ``device``."""
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        device: torch.device,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: Augment | None = None,
+        seed: int = 0,
+        channels_last: bool = False,
+    ):
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.augment = augment or Augment()
+        self.seed = seed
+        self.channels_last = channels_last
+        c = self.images.shape[1]
+        mean_t = torch.tensor(mean if mean is not None else (0.0,) * c, dtype=torch.float32)
+        std_t = torch.tensor(std if std is not None else (1.0,) * c, dtype=torch.float32)
+        # x_norm = (x/255 - mean) / std = x * scale + shift: one fused op per batch
+        self.scale = (1.0 / (255.0 * std_t)).view(1, c, 1, 1).to(device)
+        self.shift = (-mean_t / std_t).view(1, c, 1, 1).to(device)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.labels) if not self.drop_last else len(self) * self.batch_size
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of one epoch; the same ``epoch`` always gives the same batches."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else None
+        for i in range(len(self)):
+            lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
+            if order is None:
+                x, y = self.images[lo:hi], self.labels[lo:hi]
+            else:
+                idx = order[lo:hi]
+                x, y = self.images[idx], self.labels[idx]
+            if self.augment.crop_padding:
+                x = random_crop(x, self.augment.crop_padding, gen)
+            if self.augment.flip:
+                x = random_flip(x, gen)
+            yield self.to_float(x), y
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> normalised float32 batch (channels_last when asked)."""
+        out = torch.addcmul(self.shift, x.float(), self.scale)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)

@@ -1,0 +1,118 @@
+"""Checkpoints without pickle: safetensors for every tensor, JSON for everything else.
+
+A checkpoint for epoch k is ``checkpoints/epoch-00k.safetensors`` (model weights under
+``model.*`` and optimizer tensors under ``optim.<param>.<name>``) plus ``epoch-00k.json``
+(epoch, global step, optimizer hyper-parameters and scalars, metric history). Both are
+written atomically, the JSON last, so a JSON file marks a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_path, write_json
+
+CKPT_DIR = "checkpoints"
+
+
+def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, entries in state["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, entries in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(entries)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module,
+                    optimizer: torch.optim.Optimizer, meta: dict[str, Any], keep: int = 2) -> Path:
+    """Write the checkpoint after ``epoch`` (1-based count of finished epochs)."""
+    from safetensors.torch import save_file
+
+    directory = run_dir / CKPT_DIR
+    stem = directory / f"epoch-{epoch:03d}"
+    tensors = {f"model.{k}": v.detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
+    tensors.update(opt_tensors)
+    with atomic_path(stem.with_suffix(".safetensors")) as tmp:
+        save_file(tensors, str(tmp))
+    write_json(stem.with_suffix(".json"), {"epoch": epoch, "optimizer": opt_meta, **meta})
+    save_weights(run_dir / "model.safetensors", model)
+    if keep:
+        for old in sorted(directory.glob("epoch-*.json"))[:-keep]:
+            old.unlink()
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+    return stem
+
+
+def save_weights(path: Path, model: nn.Module) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """Load safetensors weights into ``model``; a wrong file gives a clear error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state)
+    except FileNotFoundError as e:
+        raise CnnlabError(f"no weights at {path}; train first or give the right run dir") from e
+    except (SafetensorError, OSError) as e:
+        raise CnnlabError(f"{path} is not a readable safetensors file ({e})") from e
+    except RuntimeError as e:
+        raise CnnlabError(f"{path} does not match the model ({str(e).splitlines()[0]})") from e
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """Stem of the newest complete checkpoint (its JSON exists), or None."""
+    found = sorted((run_dir / CKPT_DIR).glob("epoch-*.json"))
+    return found[-1].with_suffix("") if found else None
+
+
+def load_checkpoint(stem: Path, model: nn.Module,
+                    optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model and optimizer from a checkpoint; return its JSON metadata."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        meta = json.loads(stem.with_suffix(".json").read_text())
+        tensors = load_file(str(stem.with_suffix(".safetensors")))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise CnnlabError(f"checkpoint {stem} is unreadable ({e}); "
+                          "delete it to resume from the one before") from e
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(_join_optimizer(tensors, meta.pop("optimizer")))
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CnnlabError(f"checkpoint {stem} does not match the model or optimizer "
+                          f"({str(e).splitlines()[0]})") from e
+    return meta

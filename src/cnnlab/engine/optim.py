@@ -1,0 +1,52 @@
+"""Optimisers and learning-rate schedules.
+
+Schedules are plain functions of the global step (as in airbench), applied by setting each
+param group's ``lr`` before the step. The whole schedule state is then one integer, which
+makes checkpoints trivially exact and needs no pickled scheduler object.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cnnlab.config import TrainConfig
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of ``cfg.lr`` at global ``step`` (0-based) of a run."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":  # PyTorch OneCycleLR's defaults: cosine up 30%, then down
+        peak, div, final_div = 0.3 * total, 25.0, 1e4
+        if step < peak:
+            t = step / max(peak, 1)
+            return (1 / div) + (1 - 1 / div) * (1 - math.cos(math.pi * t)) / 2
+        t = (step - peak) / max(total - peak, 1)
+        low = 1 / (div * final_div)
+        return low + (1 - low) * (1 + math.cos(math.pi * t)) / 2
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.gamma ** (step // steps_per_epoch // cfg.step_size)
+    t = (step - warm) / max(total - warm, 1)  # cosine to zero after warm-up
+    return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,158 @@
+"""The training loop: ``fit`` = epochs of ``train_one_epoch`` + ``evaluate``, with a run dir.
+
+The hot loop is one flat function (forward, loss, ``zero_grad(set_to_none=True)``,
+backward, step). Losses and correct counts accumulate on the device; the host syncs only
+every ``log_every`` steps, to update the progress bar and to stop on a NaN/inf loss.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.config import TrainConfig, dump_config
+from cnnlab.data.loader import DeviceLoader
+from cnnlab.data.prepare import prepare
+from cnnlab.device import autocast, resolve_device, set_threads
+from cnnlab.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.optim import build_optimizer, lr_factor, set_lr
+from cnnlab.engine.runlog import EpochMetrics, write_metrics
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_atomic, write_json
+from cnnlab.models import create_model, init_weights
+
+
+class NonFiniteLoss(CnnlabError):
+    """The loss became NaN or infinite; the run stops at once."""
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    accuracy: float
+    examples: int
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[EpochMetrics]
+    model: nn.Module
+
+
+Progress = Callable[[int, int, float], None]  # (step, steps, running loss)
+
+
+def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.optim.Optimizer,
+                    cfg: TrainConfig, epoch: int, global_step: int,
+                    progress: Progress | None = None) -> EpochResult:
+    """One pass over the training split; returns mean loss, accuracy and timing."""
+    device = loader.device
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    steps = len(loader)
+    losses = torch.zeros(steps, device=device)  # per-step losses, checked every log_every
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen, checked = 0, 0
+    model.train()
+    start = time.perf_counter()
+    for step, (x, y) in enumerate(loader.epoch(epoch)):
+        set_lr(optimizer, cfg.lr * lr_factor(cfg, global_step + step, steps))
+        with autocast(device, cfg.precision):
+            out = model(x)
+            loss = criterion(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses[step] = loss.detach()
+        correct += (out.argmax(1) == y).sum()
+        seen += len(y)
+        if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+            window = losses[checked: step + 1]  # note: a CPU-GPU sync point
+            if not bool(torch.isfinite(window).all()):
+                bad = checked + int((~torch.isfinite(window)).nonzero()[0, 0])
+                raise NonFiniteLoss(
+                    f"loss became {float(losses[bad])} at epoch {epoch + 1}, step {bad + 1} of "
+                    f"{steps}; lower --lr (now {cfg.lr}) or check the data"
+                )
+            checked = step + 1
+            if progress is not None:
+                progress(step + 1, steps, float(window.mean()))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return EpochResult(float(losses.mean()), int(correct) / max(seen, 1), seen, seconds)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.model}-{cfg.dataset}-{stamp}"
+
+
+def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None] = print,
+        progress: Progress | None = None,
+        on_epoch_end: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
+    """Train ``cfg`` (continuing ``resume``'s checkpoint when given); return the history."""
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    data = prepare(cfg, device, log=log)  # raises before anything is written
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=len(data.classes))
+    init_weights(model, cfg.init)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+
+    history: list[EpochMetrics] = []
+    start_epoch = 0
+    if resume is not None:
+        run_dir = resume
+        stem = latest_checkpoint(run_dir)
+        if stem is None:
+            raise CnnlabError(f"{run_dir} has no checkpoint to resume from; train it anew")
+        meta = load_checkpoint(stem, model, optimizer)
+        start_epoch = int(meta["epoch"])
+        history = [EpochMetrics(**h) for h in meta["history"]]
+        if start_epoch >= cfg.epochs:
+            raise CnnlabError(f"{run_dir} already finished {start_epoch} epochs; pass a larger "
+                              f"--epochs to train further")
+        log(f"resuming {run_dir} after epoch {start_epoch}")
+    else:
+        run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+        if latest_checkpoint(run_dir) is not None:
+            raise CnnlabError(f"{run_dir} already holds a run; use --resume {run_dir} "
+                              "or pick another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.out = str(run_dir)
+    write_atomic(run_dir / "config.yaml", dump_config(cfg))
+    write_json(run_dir / "classes.json", {"classes": list(data.classes),
+                                          "input_shape": list(data.input_shape),
+                                          "mean": data.mean, "std": data.std})
+
+    steps = len(data.train)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        tr = train_one_epoch(model, data.train, optimizer, cfg, epoch, epoch * steps, progress)
+        ev = evaluate(model, data.test, len(data.classes), cfg.precision)
+        row = EpochMetrics(
+            epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=ev.loss,
+            test_acc=ev.accuracy, lr=optimizer.param_groups[0]["lr"],
+            examples_per_sec=tr.examples / max(tr.seconds, 1e-9), train_time=tr.seconds,
+            epoch_time=time.perf_counter() - t0,
+        )
+        history.append(row)
+        save_checkpoint(run_dir, epoch + 1, model, optimizer,
+                        {"global_step": (epoch + 1) * steps,
+                         "history": [asdict(h) for h in history]}, keep=cfg.keep_checkpoints)
+        write_metrics(run_dir, history)
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+    return TrainResult(run_dir, history, model)

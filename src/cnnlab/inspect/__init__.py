@@ -1,0 +1,1 @@
+"""Inspecting networks: per-layer shapes and parameters, conv/pool arithmetic."""

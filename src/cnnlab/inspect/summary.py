@@ -1,0 +1,61 @@
+"""Per-layer output shapes and parameter counts, printed the way d2l's loop prints them.
+
+d2l runs ``for layer in net: X = layer(X); print(...)``. That only works for a flat
+``nn.Sequential``; we use forward hooks on leaf modules instead, so it also works for
+models with nested blocks, and the lines come out the same for the flat ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str  # qualified module name, e.g. "3" or "features.conv1"
+    kind: str  # class name, e.g. "Conv2d"
+    output_shape: torch.Size
+    params: int
+
+
+def layer_rows(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
+    """Run one zero-grad forward pass of a (1, *input_shape) random input, recording leaves."""
+    rows: list[LayerRow] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if len(list(module.children())) == 0:
+            def hook(mod, _inp, out, name=name):
+                shape = out.shape if isinstance(out, torch.Tensor) else torch.Size([])
+                n = sum(p.numel() for p in mod.parameters(recurse=False))
+                rows.append(LayerRow(name, type(mod).__name__, shape, n))
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(torch.rand(1, *input_shape))
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CnnlabError(
+            f"input shape {'x'.join(map(str, input_shape))} does not fit this model ({first}); "
+            "pass the model's own --input C,H,W (see `cnnlab models`)"
+        ) from e
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def format_summary(rows: list[LayerRow], total_params: int) -> str:
+    """d2l-style lines (``Conv2d output shape: torch.Size([1, 6, 28, 28])``) plus params."""
+    width = max(len(f"{r.kind} output shape: {r.output_shape}") for r in rows)
+    lines = [
+        f"{f'{r.kind} output shape: {r.output_shape}':<{width}}  params: {r.params:,}"
+        for r in rows
+    ]
+    lines.append(f"Total params: {total_params:,}")
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""The curves d2l draws (train loss, train acc, test acc per epoch), as a PNG file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnnlab.engine.runlog import EpochMetrics
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_path
+
+
+def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Path:
+    """Draw the three d2l curves against epoch and write them atomically to ``path``."""
+    if not history:
+        raise CnnlabError("the run has no finished epoch yet: nothing to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    ax.plot(epochs, [h.train_loss for h in history], "-", label="train loss")
+    ax.plot(epochs, [h.train_acc for h in history], "m--", label="train acc")
+    ax.plot(epochs, [h.test_acc for h in history], "g-.", label="test acc")
+    ax.set_xlabel("epoch")
+    ax.set_xlim(min(epochs) - 0.05 if len(epochs) > 1 else 0.5, max(epochs) + 0.05)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    last = history[-1]
+    ax.set_title(title or f"test acc {last.test_acc:.3f} after {last.epoch} epochs", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

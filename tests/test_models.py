@@ -1,0 +1,103 @@
+"""Every registered model: output shape, finite output, gradients, summaries."""
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cnnlab.cli import cli
+from cnnlab.errors import CnnlabError
+from cnnlab.inspect.summary import format_summary, layer_rows
+from cnnlab.models import check_input_shape, create_model, get_model_info, model_names
+
+EXPECTED_PARAMS = {  # counted by hand from the seeds' layer sizes
+    "simple-cnn": (3 * 18 * 9 + 18) + (4608 * 64 + 64) + (64 * 10 + 10),
+    "mnist-net": (10 * 25 + 10) + (20 * 10 * 25 + 20) + (320 * 10 + 10),
+    "mlp": sum(a * b + b for a, b in [(784, 512), (512, 256), (256, 128), (128, 64), (64, 10)]),
+    "lenet5": (6 * 25 + 6) + (16 * 6 * 25 + 16) + (400 * 120 + 120) + (120 * 84 + 84)
+    + (84 * 10 + 10),
+}
+EXPECTED_PARAMS["lenet5-relu"] = EXPECTED_PARAMS["lenet5"]
+
+D2L_LENET = """Conv2d output shape: torch.Size([1, 6, 28, 28])
+Sigmoid output shape: torch.Size([1, 6, 28, 28])
+AvgPool2d output shape: torch.Size([1, 6, 14, 14])
+Conv2d output shape: torch.Size([1, 16, 10, 10])
+Sigmoid output shape: torch.Size([1, 16, 10, 10])
+AvgPool2d output shape: torch.Size([1, 16, 5, 5])
+Flatten output shape: torch.Size([1, 400])
+Linear output shape: torch.Size([1, 120])
+Sigmoid output shape: torch.Size([1, 120])
+Linear output shape: torch.Size([1, 84])
+Sigmoid output shape: torch.Size([1, 84])
+Linear output shape: torch.Size([1, 10])"""
+
+
+def test_registry_lists_the_seed_models():
+    assert set(model_names()) == set(EXPECTED_PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_forward_backward(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10)
+    shape = get_model_info(name).input_shape
+    out = model(torch.randn(4, *shape))
+    assert out.shape == (4, 10)
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_summary_every_model(name):
+    model = create_model(name)
+    rows = layer_rows(model, get_model_info(name).input_shape)
+    assert list(rows[-1].output_shape) == [1, 10]
+    assert sum(r.params for r in rows) == EXPECTED_PARAMS[name]
+    res = CliRunner().invoke(cli, ["summary", name])
+    assert res.exit_code == 0, res.output
+    assert f"Total params: {EXPECTED_PARAMS[name]:,}" in res.output
+
+
+def test_lenet_summary_matches_d2l_exactly():
+    rows = layer_rows(create_model("lenet5"), (1, 28, 28))
+    lines = [f"{r.kind} output shape: {r.output_shape}" for r in rows]
+    assert "\n".join(lines) == D2L_LENET
+    text = format_summary(rows, 61706)
+    assert text.splitlines()[0].startswith("Conv2d output shape: torch.Size([1, 6, 28, 28])")
+
+
+def test_named_intermediate_shapes():
+    simple = layer_rows(create_model("simple-cnn"), (3, 32, 32))
+    assert [list(r.output_shape) for r in simple if r.kind == "Flatten"] == [[1, 4608]]
+    net = layer_rows(create_model("mnist-net"), (1, 28, 28))
+    assert [list(r.output_shape) for r in net if r.kind == "Flatten"] == [[1, 320]]
+    assert [list(r.output_shape) for r in net if r.kind == "Conv2d"] == [[1, 10, 24, 24],
+                                                                        [1, 20, 8, 8]]
+
+
+def test_mismatched_shape_is_explained():
+    with pytest.raises(CnnlabError, match="--channels 3 --resize 32"):
+        check_input_shape("simple-cnn", (1, 28, 28), "data set 'mnist'")
+    with pytest.raises(CnnlabError, match="pass --resize 28 to adapt"):
+        check_input_shape("lenet5", (1, 8, 8))
+    check_input_shape("lenet5", (1, 28, 28))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["summary", "resnet9000"], "unknown model"),
+    (["summary", "mnist-net", "--input", "3,32,32"], "does not fit"),
+    (["summary", "mnist-net", "--input", "1,28"], "--input"),
+])
+def test_summary_bad_input(args, needle):
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code != 0 and needle in res.output
+
+
+def test_models_command_lists_all():
+    res = CliRunner().invoke(cli, ["models"])
+    assert res.exit_code == 0
+    for name in EXPECTED_PARAMS:
+        assert name in res.output
