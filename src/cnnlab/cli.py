@@ -70,8 +70,7 @@ def train(recipe: str | None, resume: Path | None, **overrides: Any) -> None:
 
     With no options: mnist-net on the embedded digits data (resized to 28x28), in seconds.
     """
-    from cnnlab.config import build_config
-    from cnnlab.config import load_run_config
+    from cnnlab.config import build_config, load_run_config
 
     if resume is not None:
         if recipe:
@@ -175,8 +174,8 @@ def eval_cmd(run_dir: Path, dataset: str | None, data_dir: str | None, split: st
 @click.option("--out", "out", type=click.Path(path_type=Path), help="PNG path [RUN_DIR/curves.png]")
 def plot(run_dir: Path, out: Path | None) -> None:
     """Plot train loss, train acc and test acc per epoch (d2l's curves) to a PNG."""
-    from cnnlab.engine.runlog import read_metrics
     from cnnlab.config import load_run_config
+    from cnnlab.engine.runlog import read_metrics
     from cnnlab.viz.plots import plot_curves
 
     load_run_config(run_dir)
