@@ -202,10 +202,15 @@ def not_found_error(name: str, data_dir: str | os.PathLike | None) -> CnnlabErro
 
 def _source_key(name: str, split: str, location: Path | None) -> str:
     """Cache key from the source files' names, sizes and modification times."""
-    parts = [name, split, "v1"]
+    parts = [name, split, "v1", str(location.resolve()) if location else ""]
     if location is not None:
-        files = [location] if location.is_file() else sorted(p for p in location.iterdir()
-                                                             if p.is_file())
+        required = get_info(name).required
+        if required:  # only the data set's own files, not whatever else shares the folder
+            files = [_file(location, f) for f in required]
+        elif location.is_file():
+            files = [location]
+        else:
+            files = sorted(p for p in location.rglob("*") if p.is_file())
         for p in files:
             st = p.stat()
             parts.append(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}")
