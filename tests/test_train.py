@@ -1,0 +1,177 @@
+"""Training end to end on the embedded digits: files, resume, NaN stop, CLI errors."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_idx_dataset
+
+from cnnlab.cli import cli
+from cnnlab.config import build_config
+from cnnlab.engine import train as train_mod
+from cnnlab.engine.train import NonFiniteLoss, fit
+from cnnlab.errors import CnnlabError
+
+QUICK = {"dataset": "digits", "resize": 28, "limit_train": 320, "limit_test": 120,
+         "epochs": 2, "batch_size": 32, "lr": 0.05, "log_every": 5}
+
+
+def _cfg(tmp_path, **kw):
+    return build_config(None, {**QUICK, "out": str(tmp_path / "run"), **kw})
+
+
+def test_fit_writes_a_complete_run_dir(tmp_path):
+    result = fit(_cfg(tmp_path), log=lambda _m: None)
+    run = result.run_dir
+    for name in ("config.yaml", "metrics.csv", "metrics.jsonl", "model.safetensors",
+                 "classes.json", "checkpoints/epoch-002.safetensors", "checkpoints/epoch-002.json"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"train_loss", "train_acc", "test_acc", "examples_per_sec", "epoch_time"} <= set(rows[0])
+    assert float(rows[-1]["train_acc"]) > 0.3  # chance is 0.1
+    assert float(rows[-1]["examples_per_sec"]) > 0
+    assert not list(run.rglob("*.tmp"))
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("extra", [
+    {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "cosine",
+     "crop_padding": 2, "flip": True},
+    {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.01, "schedule": "onecycle"},
+])
+def test_resume_equals_uninterrupted(tmp_path, extra):
+    full = fit(_cfg(tmp_path / "a", epochs=3, **extra), log=lambda _m: None)
+
+    def stop_after_first(m):
+        if m.epoch == 1:
+            raise _Stop
+
+    cfg_b = _cfg(tmp_path / "b", epochs=3, **extra)
+    with pytest.raises(_Stop):
+        fit(cfg_b, log=lambda _m: None, on_epoch_end=stop_after_first)
+    resumed = fit(_cfg(tmp_path / "b", epochs=3, **extra), resume=tmp_path / "b" / "run",
+                  log=lambda _m: None)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h.test_acc for h in full.history] == [h.test_acc for h in resumed.history]
+    assert [h.train_loss for h in full.history] == [h.train_loss for h in resumed.history]
+    lines = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+class _NaNAfter(torch.nn.Module):
+    """Wraps a model and returns NaN logits from the ``after``-th training call on."""
+
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, x):
+        out = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.after:
+                return out * float("nan")
+        return out
+
+
+def test_nan_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch):
+    real = train_mod.create_model
+    monkeypatch.setattr(train_mod, "create_model",
+                        lambda name, num_classes: _NaNAfter(real(name, num_classes), 10 + 5))
+    cfg = _cfg(tmp_path)  # 320 / 32 = 10 steps per epoch: call 15 is epoch 2, step 5
+    with pytest.raises(NonFiniteLoss, match="loss became nan at epoch 2, step 5 of 10"):
+        fit(cfg, log=lambda _m: None)
+    # epoch 1 finished and was checkpointed; epoch 2 was not
+    assert (tmp_path / "run" / "checkpoints" / "epoch-001.json").is_file()
+    assert not (tmp_path / "run" / "checkpoints" / "epoch-002.json").exists()
+
+
+def test_default_train_command_learns_digits(tmp_path, monkeypatch):
+    """`cnnlab train` with no options: the README's main job."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["train"])
+    assert res.exit_code == 0, res.output
+    assert "final test acc" in res.output
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1
+    last = json.loads((runs[0] / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["epoch"] == 10 and last["test_acc"] > 0.93
+
+
+def test_eval_and_plot_read_the_run(tmp_path):
+    quick = {k: v for k, v in QUICK.items() if k != "limit_test"}  # eval reads the whole split
+    result = fit(build_config(None, {**quick, "out": str(tmp_path / "run")}), log=lambda _m: None)
+    run = str(result.run_dir)
+    res = CliRunner().invoke(cli, ["eval", run])
+    assert res.exit_code == 0, res.output
+    data = json.loads((result.run_dir / "eval-test.json").read_text())
+    assert data["accuracy"] == pytest.approx(result.history[-1].test_acc)
+    assert sum(map(sum, data["confusion"])) == 360
+    assert len(data["per_class_accuracy"]) == 10 and "confusion matrix" in res.output
+    res = CliRunner().invoke(cli, ["plot", run])
+    assert res.exit_code == 0, res.output
+    assert (result.run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recipe_then_overrides(tmp_path):
+    cfg = build_config("seed-mnist", {"epochs": 3, "lr": 0.02})
+    assert (cfg.model, cfg.dataset, cfg.batch_size, cfg.momentum) == ("mnist-net", "mnist", 64, 0.5)
+    assert (cfg.epochs, cfg.lr) == (3, 0.02)
+    d2l = build_config("d2l-lenet-fashion")
+    assert (d2l.init, d2l.lr, d2l.batch_size, d2l.normalize) == ("xavier", 0.9, 256, False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: lenet5\nepochz: 3\n")
+    with pytest.raises(CnnlabError, match="bad.yaml has unknown field.*epochz"):
+        build_config(str(bad))
+    bad.write_text("epochs: three\n")
+    with pytest.raises(CnnlabError, match="'epochs' must be int"):
+        build_config(str(bad))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "resnet9000"], "unknown model 'resnet9000'"),
+    (["--dataset", "mnist"], "data set 'mnist' not found"),
+    (["--model", "simple-cnn"], "pass --channels 3 --resize 32"),
+    (["--epochs", "-1"], "--epochs must be at least 1"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--optimizer", "rmsprop"], "--optimizer must be one of"),
+    (["--recipe", "nope"], "unknown recipe 'nope'"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
+    (["--resume", "nowhere"], "not a cnnlab run directory"),
+])
+def test_train_bad_input_errors_and_writes_nothing(tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["train", "--resize", "28", "--limit-train", "64",
+                                   "--data-dir", str(tmp_path / "empty"), *args])
+    assert res.exit_code != 0
+    assert needle in res.output, res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_data_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = write_idx_dataset(tmp_path / "data" / "mnist", 8, 4)
+    (d / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    res = CliRunner().invoke(cli, ["train", "--dataset", "mnist", "--data-dir",
+                                   str(tmp_path / "data")])
+    assert res.exit_code != 0 and "train-images-idx3-ubyte.gz is not a complete gzip" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_real_entry_point_exit_code(tmp_path):
+    """The installed console entry point: one line on stderr, non-zero exit."""
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--epochs", "0"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == "Error: --epochs must be at least 1, got 0"
