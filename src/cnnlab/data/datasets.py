@@ -246,10 +246,9 @@ def _decode(name: str, split: str, location: Path | None) -> tuple[np.ndarray, n
     if info.source == "cifar":
         images, labels = cifar.read_cifar_split(location, train=split == "train")
         return images, labels, list(info.classes or ())
-    classes = None
-    if split != "train":  # test classes must index like train's
-        classes = list(load_split(name, "train", location).classes)
-    return folder.read_image_folder(location, split, classes)
+    # the test split's labels must index the train split's classes
+    classes = folder.class_names(location, "train") if split != "train" else None
+    return folder.read_image_folder(location, split, classes or None)
 
 
 def load_split(

@@ -59,6 +59,11 @@ class _Tree:
         return (self.root / f).read_bytes()
 
 
+def class_names(root: Path, split: str = "train") -> list[str]:
+    """Sorted class folder names of one split, without decoding any image."""
+    return sorted({c for c, _ in _Tree(root).images(split)})
+
+
 def _decode(blob: bytes, name: str, mode: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as im:

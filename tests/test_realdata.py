@@ -1,0 +1,35 @@
+"""A few runs on the real data sets in ../shared/data (skipped where it is absent)."""
+
+import pytest
+
+from cnnlab.config import build_config
+from cnnlab.data.datasets import load_split
+from cnnlab.engine.train import fit
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.mark.parametrize("name,first_labels", [("mnist", [5, 0, 4, 1, 9]),
+                                               ("fashion-mnist", [9, 0, 0, 3, 0])])
+def test_idx_sets_decode_with_known_labels(shared_data, name, first_labels):
+    train = load_split(name, "train", shared_data)
+    test = load_split(name, "test", shared_data)
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert train.labels[:5].tolist() == first_labels
+    assert train.labels.bincount().min() > 5000
+    mean = train.images.float().mean().item() / 255
+    assert abs(mean - {"mnist": 0.1307, "fashion-mnist": 0.2860}[name]) < 0.001
+
+
+def test_cifar_jpeg_zip_test_split(shared_data):
+    test = load_split("cifar10-jpeg", "test", shared_data)
+    assert test.images.shape == (10000, 3, 32, 32)
+    assert test.labels.bincount().tolist() == [1000] * 10
+    assert test.classes[:2] == ("airplane", "automobile")
+
+
+def test_seed_mnist_recipe_short_run(shared_data, tmp_path):
+    cfg = build_config("seed-mnist", {"data_dir": str(shared_data), "limit_train": 12800,
+                                      "epochs": 1, "out": str(tmp_path / "run")})
+    result = fit(cfg, log=lambda _m: None)
+    assert result.history[-1].test_acc > 0.85  # 200 steps of the seed's SGD
