@@ -108,6 +108,13 @@ def test_default_train_command_learns_digits(tmp_path, monkeypatch):
     assert last["epoch"] == 10 and last["test_acc"] > 0.93
 
 
+def test_short_default_job_keeps_the_default_recipe(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["train", "--epochs", "1", "--out", "r"])
+    assert res.exit_code == 0, res.output
+    assert "resize: 28" in (tmp_path / "r" / "config.yaml").read_text()
+
+
 def test_eval_and_plot_read_the_run(tmp_path):
     quick = {k: v for k, v in QUICK.items() if k != "limit_test"}  # eval reads the whole split
     result = fit(build_config(None, {**quick, "out": str(tmp_path / "run")}), log=lambda _m: None)

@@ -78,8 +78,8 @@ def train(recipe: str | None, resume: Path | None, **overrides: Any) -> None:
         cfg = build_config(None, overrides, base=load_run_config(resume))
         cfg.out = str(resume)
     else:
-        if recipe is None and not any(v is not None for v in overrides.values()):
-            recipe = "default"
+        if recipe is None and overrides["model"] is None and overrides["dataset"] is None:
+            recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
         cfg = build_config(recipe, overrides)
     _run_training(cfg, resume)
 

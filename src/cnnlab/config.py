@@ -50,7 +50,7 @@ class TrainConfig:
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(False, "SGD Nesterov momentum")
     weight_decay: float = _f(0.0, "weight decay (L2 for SGD/Adam, decoupled for AdamW)")
-    schedule: str = _f("constant", "constant | step | cosine | onecycle")
+    schedule: str = _f("cosine", "constant | step | cosine | onecycle")
     step_size: int = _f(5, "step schedule: epochs between decays")
     gamma: float = _f(0.1, "step schedule: decay factor")
     warmup_epochs: float = _f(0.0, "linear warm-up length in epochs (constant/step/cosine)")
