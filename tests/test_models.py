@@ -18,6 +18,15 @@ EXPECTED_PARAMS = {  # counted by hand from the seeds' layer sizes
 }
 EXPECTED_PARAMS["lenet5-relu"] = EXPECTED_PARAMS["lenet5"]
 
+
+def _fastnet_params(w, fc_in):
+    convs = 9 * (1 * w[0] + w[0] * w[1] + w[1] * w[2])
+    return convs + 2 * sum(w) + fc_in * 10 + 10
+
+
+EXPECTED_PARAMS["fastnet"] = _fastnet_params((16, 32, 64), 64 * 9)
+EXPECTED_PARAMS["fastnet-wide"] = _fastnet_params((24, 48, 96), 96 * 9)
+
 D2L_LENET = """Conv2d output shape: torch.Size([1, 6, 28, 28])
 Sigmoid output shape: torch.Size([1, 6, 28, 28])
 AvgPool2d output shape: torch.Size([1, 6, 14, 14])

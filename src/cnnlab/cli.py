@@ -132,6 +132,43 @@ def _run_training(cfg: TrainConfig, resume: Path | None) -> None:
                   f"run saved in {result.run_dir}")
 
 
+@cli.command("bench")
+@click.argument("model")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--data-dir", help="data root searched first")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--precision", default="fp32", show_default=True, help="fp32 | bf16 | auto")
+@click.option("--channels-last/--no-channels-last", default=None, help="[auto]")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True)
+@click.option("--threads", type=int)
+@click.option("--resize", type=int, help="resize the data to SIZE x SIZE")
+@click.option("--channels", type=int, help="convert the data to 1 or 3 channels")
+@click.option("--steps", type=int, default=50, show_default=True, help="timed steps")
+@click.option("--warmup", type=int, default=10, show_default=True)
+def bench_cmd(model: str, dataset: str, data_dir: str | None, batch_size: int, device: str,
+              precision: str, channels_last: bool | None, compile_: bool, threads: int | None,
+              resize: int | None, channels: int | None, steps: int, warmup: int) -> None:
+    """Time forward+backward+step: steps/sec, examples/sec, ms/step and peak memory."""
+    from cnnlab.config import build_config
+    from cnnlab.engine.bench import bench
+
+    if steps < 1 or warmup < 0:
+        raise CnnlabError("--steps must be at least 1 and --warmup 0 or more")
+    if dataset == "digits" and resize is None and model != "simple-cnn":
+        resize = 28
+    cfg = build_config(None, {"model": model, "dataset": dataset, "data_dir": data_dir,
+                              "batch_size": batch_size, "device": device, "precision": precision,
+                              "channels_last": channels_last, "compile": compile_,
+                              "threads": threads, "resize": resize, "channels": channels})
+    r = bench(cfg, steps, warmup)
+    click.echo(f"{model} on {dataset}, batch {batch_size}, {r.precision}, "
+               f"{'channels_last' if r.channels_last else 'contiguous'}"
+               f"{', compiled' if compile_ else ''}, {r.device}")
+    click.echo(f"{r.steps_per_sec:,.1f} steps/s  {r.examples_per_sec:,.0f} examples/s  "
+               f"{r.ms_per_step:.2f} ms/step  peak memory {r.peak_memory_mb:,.0f} MB")
+
+
 # ------------------------------------------------------------------------------ eval, plot
 @cli.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))

@@ -20,7 +20,7 @@ CHOICES = {
     "schedule": ("constant", "step", "cosine", "onecycle"),
     "init": ("default", "xavier"),
     "device": ("auto", "cpu", "cuda", "mps"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("fp32", "bf16", "auto"),
 }
 
 
@@ -58,9 +58,11 @@ class TrainConfig:
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
     seed: int = _f(0, "random seed (init, shuffling, augmentation)")
     device: str = _f("auto", "auto | cpu | cuda | mps")
-    precision: str = _f("fp32", "fp32 | bf16 (autocast)")
+    precision: str = _f("fp32", "fp32 | bf16 (autocast) | auto (bf16 where the device runs it fast)")
     threads: int | None = _f(None, "CPU threads for PyTorch (default: PyTorch's choice)")
-    channels_last: bool = _f(False, "use the channels_last memory format")
+    channels_last: bool | None = _f(None, "channels_last memory format (default: on for conv nets "
+                                    "on CPU/CUDA, where it is faster)")
+    compile: bool = _f(False, "torch.compile the model (pays off for larger nets on GPU)")
     out: str | None = _f(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)")
     keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (0 keeps all)")
     log_every: int = _f(50, "steps between progress updates and NaN checks")

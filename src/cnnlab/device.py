@@ -27,6 +27,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up on this device.
+
+    On CPUs it pays only with native bf16 dot products (AVX512-BF16 or AMX): measured on
+    2 such cores, a 16/32/64-channel net ran 1.8x faster; without them bf16 is emulated and slower.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 where it is fast (see :func:`bf16_is_fast`), else fp32."""
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return precision
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """fp32: a no-op context; bf16: autocast on the device (matmuls/convs in bfloat16)."""
     if precision == "fp32":
@@ -34,6 +56,16 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     raise CnnlabError(f"unknown precision '{precision}'; choose fp32 or bf16")
+
+
+def auto_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
+    """channels_last pays off for convolutions on CPU (oneDNN) and CUDA (cuDNN NHWC kernels).
+
+    Measured here: mnist-net, batch 64, 2 CPU cores: 9.6k -> 12.2k examples/sec. For a net
+    without convolutions it only costs a copy, so it stays off there.
+    """
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return has_conv and device.type in ("cpu", "cuda")
 
 
 def set_threads(threads: int | None) -> None:

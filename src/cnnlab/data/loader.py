@@ -93,9 +93,9 @@ class DeviceLoader:
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of one epoch; the same ``epoch`` always gives the same batches."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = self._generator(epoch)
+        order = self._order(gen)
         n = len(self.labels)
-        order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else None
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
             if order is None:
@@ -108,6 +108,22 @@ class DeviceLoader:
             if self.augment.flip:
                 x = random_flip(x, gen)
             yield self.to_float(x), y
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+
+    def _order(self, gen: torch.Generator) -> torch.Tensor | None:
+        if not self.shuffle:
+            return None
+        return torch.randperm(len(self.labels), generator=gen).to(self.device)
+
+    def batch_indices(self, epoch: int = 0) -> list[torch.Tensor]:
+        """The example indices of each batch of ``epoch``, as :meth:`epoch` draws them."""
+        order = self._order(self._generator(epoch))
+        n = len(self.labels)
+        order = torch.arange(n) if order is None else order.cpu()
+        return [order[i * self.batch_size: min((i + 1) * self.batch_size, n)]
+                for i in range(len(self))]
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> normalised float32 batch (channels_last when asked)."""

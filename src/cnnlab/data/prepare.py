@@ -56,7 +56,7 @@ def prepare(cfg: TrainConfig, device: torch.device,
     mean = std = None
     if cfg.normalize:
         mean, std = normalization(cfg.dataset, train)
-    common = dict(device=device, mean=mean, std=std, channels_last=cfg.channels_last)
+    common = dict(device=device, mean=mean, std=std, channels_last=bool(cfg.channels_last))
     train_loader = DeviceLoader(
         train, cfg.batch_size, shuffle=True, seed=cfg.seed,
         augment=Augment(cfg.crop_padding, cfg.flip), **common,

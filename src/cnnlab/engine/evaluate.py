@@ -74,10 +74,12 @@ def evaluate_run(run_dir: Path, dataset: str | None = None, data_dir: str | None
         if mean is None:
             mean, std = normalization(cfg.dataset, data)
     loader = DeviceLoader(data, batch_size, device, mean=mean, std=std,
-                          channels_last=cfg.channels_last)
+                          channels_last=bool(cfg.channels_last))
     model = create_model(cfg.model, num_classes=len(classes))
     load_weights(run_dir / "model.safetensors", model)
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     res = evaluate(model, loader, len(classes), cfg.precision)
     write_json(run_dir / f"eval-{split}.json", {
         "dataset": dataset or cfg.dataset, "split": split, "accuracy": res.accuracy,

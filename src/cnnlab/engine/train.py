@@ -19,7 +19,13 @@ from torch import nn
 from cnnlab.config import TrainConfig, dump_config
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.data.prepare import prepare
-from cnnlab.device import autocast, resolve_device, set_threads
+from cnnlab.device import (
+    auto_channels_last,
+    autocast,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
 from cnnlab.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.optim import build_optimizer, lr_factor, set_lr
@@ -102,14 +108,19 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
     """Train ``cfg`` (continuing ``resume``'s checkpoint when given); return the history."""
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    cfg.precision = resolve_precision(cfg.precision, device)
     data = prepare(cfg, device, log=log)  # raises before anything is written
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=len(data.classes))
     init_weights(model, cfg.init)
     model.to(device)
+    if cfg.channels_last is None:
+        cfg.channels_last = auto_channels_last(model, device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model)
+        data.train.channels_last = data.test.channels_last = True
+    optimizer = build_optimizer(cfg, model)  # before compile: it must see the real parameters
+    step_model = torch.compile(model) if cfg.compile else model
 
     history: list[EpochMetrics] = []
     start_epoch = 0
@@ -140,8 +151,8 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
     steps = len(data.train)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        tr = train_one_epoch(model, data.train, optimizer, cfg, epoch, epoch * steps, progress)
-        ev = evaluate(model, data.test, len(data.classes), cfg.precision)
+        tr = train_one_epoch(step_model, data.train, optimizer, cfg, epoch, epoch * steps, progress)
+        ev = evaluate(step_model, data.test, len(data.classes), cfg.precision)
         row = EpochMetrics(
             epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=ev.loss,
             test_acc=ev.accuracy, lr=optimizer.param_groups[0]["lr"],
