@@ -27,6 +27,16 @@ def _fastnet_params(w, fc_in):
 EXPECTED_PARAMS["fastnet"] = _fastnet_params((16, 32, 64), 64 * 9)
 EXPECTED_PARAMS["fastnet-wide"] = _fastnet_params((24, 48, 96), 96 * 9)
 
+
+def _airbench_params():
+    def group(a, b):
+        return 9 * a * b + 2 * b + 9 * b * b + 2 * b  # two convs, two BN (scale + shift)
+
+    return (24 * 3 * 4 + 24) + group(24, 64) + group(64, 256) + group(256, 256) + 256 * 10
+
+
+EXPECTED_PARAMS["airbench"] = _airbench_params()
+
 D2L_LENET = """Conv2d output shape: torch.Size([1, 6, 28, 28])
 Sigmoid output shape: torch.Size([1, 6, 28, 28])
 AvgPool2d output shape: torch.Size([1, 6, 14, 14])
@@ -55,7 +65,8 @@ def test_forward_backward(name):
     assert torch.isfinite(out).all()
     out.logsumexp(1).sum().backward()
     for pname, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        if p.requires_grad:  # airbench freezes its whitening filters and BN scales
+            assert p.grad is not None and p.grad.abs().sum() > 0, pname
     assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMS[name]
 
 
@@ -103,6 +114,22 @@ def test_mismatched_shape_is_explained():
 def test_summary_bad_input(args, needle):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code != 0 and needle in res.output
+
+
+def test_airbench_whitening_init_whitens_patches():
+    torch.manual_seed(0)
+    net = create_model("airbench")
+    mix = torch.tensor([[1.0, 0.5, 0.2], [0.0, 1.0, 0.4], [0.0, 0.0, 1.0]])
+    images = torch.einsum("ij,njhw->nihw", mix, torch.randn(64, 3, 32, 32))  # correlated channels
+    net.init_from_data(images)
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(images, net[0].weight)  # the 24 whitened channels
+    half = out[:, :12].permute(1, 0, 2, 3).reshape(12, -1)
+    cov = half @ half.T / half.shape[1]
+    torch.testing.assert_close(cov, torch.eye(12), atol=0.02, rtol=0)
+    torch.testing.assert_close(out[:, 12:], -out[:, :12])
+    net.on_epoch_start(3)
+    assert not net[0].bias.requires_grad
 
 
 def test_models_command_lists_all():

@@ -17,7 +17,8 @@ from cnnlab.errors import CnnlabError
 
 CHOICES = {
     "optimizer": ("sgd", "adam", "adamw"),
-    "schedule": ("constant", "step", "cosine", "onecycle"),
+    "schedule": ("constant", "step", "cosine", "onecycle", "triangle"),
+    "crop_pad_mode": ("zeros", "reflect"),
     "init": ("default", "xavier"),
     "device": ("auto", "cpu", "cuda", "mps"),
     "precision": ("fp32", "bf16", "auto"),
@@ -38,8 +39,12 @@ class TrainConfig:
     resize: int | None = _f(None, "resize images to SIZE x SIZE once, before training")
     channels: int | None = _f(None, "convert images to 1 (grey) or 3 (RGB) channels")
     normalize: bool = _f(True, "normalise with the data set's per-channel mean/std")
-    crop_padding: int = _f(0, "augment: random crop after zero padding by this many pixels")
+    crop_padding: int = _f(0, "augment: random crop after padding by this many pixels")
+    crop_pad_mode: str = _f("zeros", "padding for the random crop: zeros | reflect")
     flip: bool = _f(False, "augment: random horizontal flip")
+    alternate_flip: bool = _f(False, "flip a fixed random half in even epochs, the other half in "
+                              "odd epochs (airbench) instead of fresh coin flips")
+    drop_last: bool = _f(False, "drop the last incomplete training batch")
     limit_train: int | None = _f(None, "use only the first N training examples (quick runs)")
     limit_test: int | None = _f(None, "use only the first N test examples")
     epochs: int = _f(10, "number of epochs")
@@ -50,11 +55,19 @@ class TrainConfig:
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(False, "SGD Nesterov momentum")
     weight_decay: float = _f(0.0, "weight decay (L2 for SGD/Adam, decoupled for AdamW)")
-    schedule: str = _f("cosine", "constant | step | cosine | onecycle")
+    schedule: str = _f("cosine", "constant | step | cosine | onecycle | triangle")
+    triangle: tuple[float, float, float] | list | None = _f(
+        None, "triangle schedule: (start factor, peak position 0..1, end factor) "
+        "[default (0.2, 0.23, 0.07)]")
     step_size: int = _f(5, "step schedule: epochs between decays")
     gamma: float = _f(0.1, "step schedule: decay factor")
     warmup_epochs: float = _f(0.0, "linear warm-up length in epochs (constant/step/cosine)")
     init: str = _f("default", "weight init: default (PyTorch) | xavier (d2l)")
+    bias_lr_scale: float = _f(1.0, "lr multiplier for normalisation-layer biases; their weight "
+                              "decay is divided by it (airbench: 64)")
+    ema_every: int = _f(0, "lookahead EMA of the weights every N steps (0: off)")
+    ema_start_epoch: int = _f(0, "first epoch (0-based) with the lookahead EMA")
+    tta: int = _f(0, "test-time augmentation: 0 none | 1 mirror | 2 mirror + 1-pixel translate")
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
     seed: int = _f(0, "random seed (init, shuffling, augmentation)")
     device: str = _f("auto", "auto | cpu | cuda | mps")
@@ -95,11 +108,20 @@ class TrainConfig:
             ("crop_padding", self.crop_padding >= 0, "0 or more"),
             ("keep_checkpoints", self.keep_checkpoints >= 0, "0 or more"),
             ("channels", self.channels in (None, 1, 3), "1 or 3"),
+            ("bias_lr_scale", self.bias_lr_scale > 0, "positive"),
+            ("ema_every", self.ema_every >= 0, "0 or more"),
+            ("tta", self.tta in (0, 1, 2), "0, 1 or 2"),
         ]
         for name, ok, what in checks:
             if not ok:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be {what}, "
                                   f"got {getattr(self, name)}")
+        if self.triangle is not None:
+            t = list(self.triangle)
+            if len(t) != 3 or not (0 < float(t[1]) < 1) or min(float(t[0]), float(t[2])) < 0:
+                raise CnnlabError("--triangle must be START,PEAK,END with 0 < PEAK < 1, "
+                                  f"got {self.triangle}")
+            self.triangle = (float(t[0]), float(t[1]), float(t[2]))
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
         return self
@@ -176,6 +198,13 @@ def _coerce_types(cfg: TrainConfig) -> None:
         if v is None:
             continue
         t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if t.startswith("tuple"):
+            if isinstance(v, str):  # from the command line: "0.2,0.23,0.07"
+                try:
+                    setattr(cfg, f.name, tuple(float(x) for x in v.split(",")))
+                except ValueError as e:
+                    raise CnnlabError(f"field '{f.name}' must be numbers like 0.2,0.23,0.07") from e
+            continue
         try:
             if t.startswith("float"):
                 setattr(cfg, f.name, float(v))
@@ -199,4 +228,5 @@ def load_run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def dump_config(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.to_dict().items()}
+    return yaml.safe_dump(data, sort_keys=False)

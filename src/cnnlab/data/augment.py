@@ -10,22 +10,45 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Pad by ``padding`` pixels with zeros and crop each image back at a random offset."""
+def _reflect(idx: torch.Tensor, size: int) -> torch.Tensor:
+    """Map indices in [-size+1, 2*size-2] into [0, size-1] by mirror reflection."""
+    idx = idx.abs()
+    return torch.where(idx > size - 1, 2 * (size - 1) - idx, idx)
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None,
+                mode: str = "zeros") -> torch.Tensor:
+    """Pad by ``padding`` pixels (zeros or reflection) and crop back at a random offset.
+
+    One gather over (batch, channel, row, column) index grids: no per-image Python. For
+    reflection the padded image is never built; indices are mirrored instead.
+    """
     if padding <= 0:
         return x
     n, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device="cpu").to(x.device)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device="cpu").to(x.device)
-    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, None, :, None]
-    cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, None, :]
+    rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]
+    cols = torch.arange(w, device=x.device)[None, :] + dx[:, None]
+    if mode == "reflect":
+        src = x
+        rows, cols = _reflect(rows - padding, h), _reflect(cols - padding, w)
+    else:
+        src = F.pad(x, (padding,) * 4)
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    return src[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
     flip = torch.rand(x.shape[0], generator=generator, device="cpu").lt(0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def alternate_flip(x: torch.Tensor, coin: torch.Tensor, epoch: int) -> torch.Tensor:
+    """airbench's alternating flip: an example is mirrored in even epochs iff its fixed coin
+    (drawn once per run) says so, and in odd epochs iff it does not, so every image is seen
+    both ways in any two consecutive epochs; that beats fresh coin flips for short runs."""
+    flip = coin ^ bool(epoch % 2)
     return torch.where(flip[:, None, None, None], x.flip(3), x)

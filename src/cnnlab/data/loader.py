@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.augment import random_crop, random_flip
+from cnnlab.data.augment import alternate_flip, random_crop, random_flip
 from cnnlab.data.datasets import Split
 
 
@@ -25,6 +25,8 @@ class Augment:
 
     crop_padding: int = 0
     flip: bool = False
+    crop_pad_mode: str = "zeros"  # or "reflect"
+    alternate_flip: bool = False  # with flip: airbench's alternating scheme
 
     @property
     def active(self) -> bool:
@@ -82,6 +84,10 @@ class DeviceLoader:
         # x_norm = (x/255 - mean) / std = x * scale + shift: one fused op per batch
         self.scale = (1.0 / (255.0 * std_t)).view(1, c, 1, 1).to(device)
         self.shift = (-mean_t / std_t).view(1, c, 1, 1).to(device)
+        self.flip_coin = None
+        if self.augment.flip and self.augment.alternate_flip:  # one fixed coin per example
+            g = torch.Generator().manual_seed(seed * 1_000_003 + 7919)
+            self.flip_coin = (torch.rand(len(self.labels), generator=g) < 0.5).to(device)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -98,14 +104,13 @@ class DeviceLoader:
         n = len(self.labels)
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
-            if order is None:
-                x, y = self.images[lo:hi], self.labels[lo:hi]
-            else:
-                idx = order[lo:hi]
-                x, y = self.images[idx], self.labels[idx]
+            idx = slice(lo, hi) if order is None else order[lo:hi]
+            x, y = self.images[idx], self.labels[idx]
             if self.augment.crop_padding:
-                x = random_crop(x, self.augment.crop_padding, gen)
-            if self.augment.flip:
+                x = random_crop(x, self.augment.crop_padding, gen, self.augment.crop_pad_mode)
+            if self.flip_coin is not None:
+                x = alternate_flip(x, self.flip_coin[idx], epoch)
+            elif self.augment.flip:
                 x = random_flip(x, gen)
             yield self.to_float(x), y
 

@@ -25,9 +25,12 @@ class Prepared:
 
 
 def _limit(split: Split, n: int | None) -> Split:
+    """A fixed random subset of ``n`` examples (image folders are stored class by class, so
+    the first n would be one class); the same for every run, kept in stored order."""
     if n is None or n >= len(split):
         return split
-    return Split(split.images[:n], split.labels[:n], split.classes)
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return Split(split.images[idx], split.labels[idx], split.classes)
 
 
 def adapt_split(split: Split, cfg: TrainConfig) -> Split:
@@ -58,8 +61,9 @@ def prepare(cfg: TrainConfig, device: torch.device,
         mean, std = normalization(cfg.dataset, train)
     common = dict(device=device, mean=mean, std=std, channels_last=bool(cfg.channels_last))
     train_loader = DeviceLoader(
-        train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-        augment=Augment(cfg.crop_padding, cfg.flip), **common,
+        train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=cfg.drop_last,
+        augment=Augment(cfg.crop_padding, cfg.flip, cfg.crop_pad_mode, cfg.alternate_flip),
+        **common,
     )
     test_loader = DeviceLoader(test, cfg.eval_batch_size, **common)
     return Prepared(train_loader, test_loader, train.classes, train.shape, mean, std)

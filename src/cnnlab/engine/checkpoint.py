@@ -45,7 +45,8 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
 
 
 def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module,
-                    optimizer: torch.optim.Optimizer, meta: dict[str, Any], keep: int = 2) -> Path:
+                    optimizer: torch.optim.Optimizer, ema: Any, meta: dict[str, Any],
+                    keep: int = 2) -> Path:
     """Write the checkpoint after ``epoch`` (1-based count of finished epochs)."""
     from safetensors.torch import save_file
 
@@ -55,6 +56,8 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module,
                for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
+    if ema is not None:
+        tensors.update(ema.state_tensors())
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(tensors, str(tmp))
     write_json(stem.with_suffix(".json"), {"epoch": epoch, "optimizer": opt_meta, **meta})
@@ -96,8 +99,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1].with_suffix("") if found else None
 
 
-def load_checkpoint(stem: Path, model: nn.Module,
-                    optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(stem: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    ema: Any = None) -> dict[str, Any]:
     """Restore model and optimizer from a checkpoint; return its JSON metadata."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -112,6 +115,8 @@ def load_checkpoint(stem: Path, model: nn.Module,
     try:
         model.load_state_dict(model_state)
         optimizer.load_state_dict(_join_optimizer(tensors, meta.pop("optimizer")))
+        if ema is not None:
+            ema.load_tensors(tensors, next(model.parameters()).device)
     except (RuntimeError, ValueError, KeyError) as e:
         raise CnnlabError(f"checkpoint {stem} does not match the model or optimizer "
                           f"({str(e).splitlines()[0]})") from e

@@ -25,9 +25,23 @@ class EvalResult:
         return (self.confusion.diag().double() / totals).tolist()
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits with test-time augmentation: 0 plain, 1 mean with the mirror image,
+    2 also the views shifted one pixel up-left and down-right (reflect padded), as airbench."""
+    if level == 0:
+        return model(x)
+    mirrored = 0.5 * model(x) + 0.5 * model(x.flip(3))
+    if level == 1:
+        return mirrored
+    h, w = x.shape[2:]
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[:, :, :h, :w], padded[:, :, 2:, 2:]]
+    return 0.5 * mirrored + 0.25 * sum(0.5 * model(v) + 0.5 * model(v.flip(3)) for v in shifted)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
-             precision: str = "fp32") -> EvalResult:
+             precision: str = "fp32", tta: int = 0) -> EvalResult:
     """One pass over ``loader`` in eval mode; a single sync at the end."""
     was_training = model.training
     model.eval()
@@ -35,7 +49,7 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
     for x, y in loader.epoch(0):
         with autocast(loader.device, precision):
-            out = model(x)
+            out = tta_logits(model, x, tta)
         loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum").double()
         confusion += torch.bincount(y * num_classes + out.argmax(1),
                                     minlength=num_classes * num_classes)
@@ -80,7 +94,7 @@ def evaluate_run(run_dir: Path, dataset: str | None = None, data_dir: str | None
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    res = evaluate(model, loader, len(classes), cfg.precision)
+    res = evaluate(model, loader, len(classes), cfg.precision, cfg.tta)
     write_json(run_dir / f"eval-{split}.json", {
         "dataset": dataset or cfg.dataset, "split": split, "accuracy": res.accuracy,
         "loss": res.loss, "classes": list(classes),

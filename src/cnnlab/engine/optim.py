@@ -14,15 +14,35 @@ from torch import nn
 
 from cnnlab.config import TrainConfig
 
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+
+
+def param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict]:
+    """One group, or two when ``bias_lr_scale`` != 1: norm-layer biases get lr x scale and
+    weight decay / scale (so their decay per step stays the same), as airbench does.
+
+    Every group records its ``lr_scale``; :func:`set_lr` multiplies the schedule by it.
+    Parameters frozen at build time (``requires_grad`` False) are left out for good.
+    """
+    norm_biases = {id(m.bias) for m in model.modules()
+                   if isinstance(m, _NORMS) and getattr(m, "bias", None) is not None}
+    special = [p for p in model.parameters() if p.requires_grad and id(p) in norm_biases]
+    if cfg.bias_lr_scale == 1.0 or not special:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in norm_biases]
+    return [{"params": special, "lr_scale": cfg.bias_lr_scale,
+             "weight_decay": cfg.weight_decay / cfg.bias_lr_scale},
+            {"params": rest, "lr_scale": 1.0}]
+
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = param_groups(cfg, model)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -36,6 +56,12 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
         t = (step - peak) / max(total - peak, 1)
         low = 1 / (div * final_div)
         return low + (1 - low) * (1 + math.cos(math.pi * t)) / 2
+    if cfg.schedule == "triangle":  # linear start -> 1 at the peak -> end (airbench)
+        start, peak_at, end = cfg.triangle or (0.2, 0.23, 0.07)
+        peak = int(peak_at * total)
+        if step < peak:
+            return start + (1 - start) * step / max(peak, 1)
+        return 1 + (end - 1) * min((step - peak) / max(total - peak, 1), 1.0)
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
         return (step + 1) / warm
@@ -49,4 +75,4 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -27,6 +27,7 @@ from cnnlab.device import (
     set_threads,
 )
 from cnnlab.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from cnnlab.engine.ema import LookaheadEMA
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.optim import build_optimizer, lr_factor, set_lr
 from cnnlab.engine.runlog import EpochMetrics, write_metrics
@@ -59,7 +60,8 @@ Progress = Callable[[int, int, float], None]  # (step, steps, running loss)
 
 def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.optim.Optimizer,
                     cfg: TrainConfig, epoch: int, global_step: int,
-                    progress: Progress | None = None) -> EpochResult:
+                    progress: Progress | None = None, ema: LookaheadEMA | None = None,
+                    ) -> EpochResult:
     """One pass over the training split; returns mean loss, accuracy and timing."""
     device = loader.device
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -77,6 +79,8 @@ def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.opt
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.step(global_step + step + 1)
         losses[step] = loss.detach()
         correct += (out.argmax(1) == y).sum()
         seen += len(y)
@@ -108,6 +112,8 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
     """Train ``cfg`` (continuing ``resume``'s checkpoint when given); return the history."""
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     cfg.precision = resolve_precision(cfg.precision, device)
     data = prepare(cfg, device, log=log)  # raises before anything is written
     torch.manual_seed(cfg.seed)
@@ -119,8 +125,15 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
         data.train.channels_last = data.test.channels_last = True
+    init_from_data = getattr(model, "init_from_data", None)
+    if init_from_data is not None and resume is None:  # e.g. airbench's whitening layer
+        pick = torch.randperm(len(data.train.labels), generator=torch.Generator().manual_seed(
+            cfg.seed))[:5000].to(device)  # a random sample: stored order may be by class
+        init_from_data(data.train.to_float(data.train.images[pick]))
     optimizer = build_optimizer(cfg, model)  # before compile: it must see the real parameters
     step_model = torch.compile(model) if cfg.compile else model
+    steps = len(data.train)
+    ema = LookaheadEMA(model, cfg.ema_every, cfg.epochs * steps) if cfg.ema_every else None
 
     history: list[EpochMetrics] = []
     start_epoch = 0
@@ -129,7 +142,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
         stem = latest_checkpoint(run_dir)
         if stem is None:
             raise CnnlabError(f"{run_dir} has no checkpoint to resume from; train it anew")
-        meta = load_checkpoint(stem, model, optimizer)
+        meta = load_checkpoint(stem, model, optimizer, ema)
         start_epoch = int(meta["epoch"])
         history = [EpochMetrics(**h) for h in meta["history"]]
         if start_epoch >= cfg.epochs:
@@ -148,11 +161,17 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
                                           "input_shape": list(data.input_shape),
                                           "mean": data.mean, "std": data.std})
 
-    steps = len(data.train)
+    on_epoch_start = getattr(model, "on_epoch_start", None)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        tr = train_one_epoch(step_model, data.train, optimizer, cfg, epoch, epoch * steps, progress)
-        ev = evaluate(step_model, data.test, len(data.classes), cfg.precision)
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        use_ema = ema if ema is not None and epoch >= cfg.ema_start_epoch else None
+        tr = train_one_epoch(step_model, data.train, optimizer, cfg, epoch, epoch * steps,
+                             progress, use_ema)
+        if use_ema is not None:
+            use_ema.copy_to_model()
+        ev = evaluate(step_model, data.test, len(data.classes), cfg.precision, cfg.tta)
         row = EpochMetrics(
             epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=ev.loss,
             test_acc=ev.accuracy, lr=optimizer.param_groups[0]["lr"],
@@ -160,7 +179,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
             epoch_time=time.perf_counter() - t0,
         )
         history.append(row)
-        save_checkpoint(run_dir, epoch + 1, model, optimizer,
+        save_checkpoint(run_dir, epoch + 1, model, optimizer, ema,
                         {"global_step": (epoch + 1) * steps,
                          "history": [asdict(h) for h in history]}, keep=cfg.keep_checkpoints)
         write_metrics(run_dir, history)

@@ -38,7 +38,7 @@ def register_model(name: str, input_shape: tuple[int, int, int], description: st
 
 def _ensure_loaded() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from cnnlab.models import fastnet, lenet, mlp, mnist_net, simple_cnn  # noqa: F401
+    from cnnlab.models import airbench, fastnet, lenet, mlp, mnist_net, simple_cnn  # noqa: F401
 
 
 def model_names() -> list[str]:

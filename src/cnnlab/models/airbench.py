@@ -1,0 +1,93 @@
+"""An airbench-style CIFAR-10 net for the `cifar-fast` recipe (after Keller Jordan's airbench94).
+
+What makes it train fast, each piece a small module here:
+- a first 2x2 convolution fixed to whiten image patches: its filters are the eigenvectors of
+  the patch covariance of training images (and their negatives), set by ``init_from_data``;
+  only its bias trains, and only for the first 3 epochs (``on_epoch_start``);
+- three blocks conv -> max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU, with
+  convolutions initialised as partial identities (dirac) so the net starts near a residual net;
+- BatchNorm with a frozen scale, tiny eps and fast-moving statistics, and outputs scaled 1/9.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnlab.models.registry import register_model
+
+
+class FrozenScaleBN(nn.BatchNorm2d):
+    """BatchNorm whose scale stays 1 (only the bias trains); momentum 0.4 = airbench's 0.6."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, eps=1e-12, momentum=0.4)
+        self.weight.requires_grad = False
+
+
+class DiracConv(nn.Conv2d):
+    """3x3 'same' convolution, no bias, whose first in_channels filters start as identities."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, 3, padding="same", bias=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        with torch.no_grad():
+            nn.init.dirac_(self.weight[: self.in_channels])
+
+
+def _group(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(DiracConv(cin, cout), nn.MaxPool2d(2), FrozenScaleBN(cout), nn.GELU(),
+                         DiracConv(cout, cout), FrozenScaleBN(cout), nn.GELU())
+
+
+class Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+class AirNet(nn.Sequential):
+    """Sequential, so summaries and the training loop treat it like every other model."""
+
+    whiten_bias_epochs = 3
+
+    def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10,
+                 whiten_kernel: int = 2):
+        whiten = nn.Conv2d(3, 2 * 3 * whiten_kernel**2, whiten_kernel, bias=True)
+        whiten.weight.requires_grad = False
+        super().__init__(
+            whiten, nn.GELU(),
+            _group(whiten.out_channels, widths[0]), _group(widths[0], widths[1]),
+            _group(widths[1], widths[2]),
+            nn.MaxPool2d(3), nn.Flatten(), nn.Linear(widths[2], num_classes, bias=False),
+            Scale(1 / 9),
+        )
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the whitening filters from normalised training images (N, 3, H, W)."""
+        conv = self[0]
+        k = conv.kernel_size[0]
+        x = images.float().contiguous()
+        patches = x.unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H', W', k, k)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * k * k).double()
+        cov = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
+        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)
+        filters = eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]
+        filters = filters.reshape(-1, x.shape[1], k, k).to(conv.weight.dtype)
+        conv.weight.copy_(torch.cat([filters, -filters]))
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self[0].bias.requires_grad = epoch < self.whiten_bias_epochs
+
+
+@register_model("airbench", (3, 32, 32), "airbench-style: whitening conv, 3 conv groups "
+                "64/256/256, GELU, fc", "cnnlab (cifar-fast, after airbench94)")
+def airbench(num_classes: int = 10) -> nn.Module:
+    return AirNet(num_classes=num_classes)
