@@ -1,0 +1,96 @@
+"""GPU figures for the fast recipes, one command per data group (for a lent GPU machine).
+
+    python benchmarks/gpu.py mnist --data-dir DATA [--seeds 5]   # mnist-fast, d2l LeNet ex/s
+    python benchmarks/gpu.py cifar --data-dir DATA [--seeds 5]   # cifar-fast on the JPEG zip
+
+Each recipe runs once untimed first (cuDNN autotuning, allocator warm-up), then once per
+seed. "train s" is the time in training steps only (synchronised at the end of each epoch);
+"eval s" the per-epoch evaluations (with TTA where the recipe asks for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _sides  # noqa: E402
+
+from cnnlab.config import build_config  # noqa: E402
+from cnnlab.engine.train import fit  # noqa: E402
+
+
+def run_recipe(recipe: str, data_dir: str, seed: int, **over) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = build_config(recipe, {"data_dir": data_dir, "device": "cuda", "seed": seed,
+                                    "out": str(Path(tmp) / "run"), **over})
+        t = time.perf_counter()
+        r = fit(cfg, log=lambda _m: None)
+        wall = time.perf_counter() - t
+    h = r.history
+    train_s = sum(m.train_time for m in h)
+    eval_s = sum(m.epoch_time - m.train_time for m in h)
+    return {"recipe": recipe, "seed": seed, "acc": h[-1].test_acc, "train_s": train_s,
+            "eval_s": eval_s, "last_eval_s": h[-1].epoch_time - h[-1].train_time,
+            "wall_s": wall, "examples_per_sec": statistics.mean(m.examples_per_sec for m in h[1:] or h),
+            "precision": cfg.precision, "curve": [round(m.test_acc, 4) for m in h]}
+
+
+def many(recipe: str, data_dir: str, seeds: int, **over) -> list[dict]:
+    run_recipe(recipe, data_dir, 1000, **over)  # warm-up, not reported
+    runs = []
+    for s in range(seeds):
+        runs.append(run_recipe(recipe, data_dir, s, **over))
+        r = runs[-1]
+        print(f"  {recipe} seed {s}: acc {r['acc']:.4f}  train {r['train_s']:.2f} s  "
+              f"eval {r['eval_s']:.2f} s  wall {r['wall_s']:.2f} s  {r['examples_per_sec']:,.0f} ex/s "
+              f"({r['precision']}) curve {r['curve']}", flush=True)
+    accs = [r["acc"] for r in runs]
+    print(f"{recipe}: mean acc {statistics.mean(accs):.4f} (min {min(accs):.4f}, n={len(accs)}), "
+          f"mean train {statistics.mean(r['train_s'] for r in runs):.2f} s, mean train + final "
+          f"eval {statistics.mean(r['train_s'] + r['last_eval_s'] for r in runs):.2f} s", flush=True)
+    return runs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["mnist", "cifar"])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--out", default=os.environ.get("OUT", "."))
+    a = p.parse_args()
+    print(f"gpu benchmark: {_sides.machine()}, cudnn {torch.backends.cudnn.version()}", flush=True)
+    results: dict = {"machine": _sides.machine()}
+    if a.what == "mnist":
+        results["mnist-fast"] = many("mnist-fast", a.data_dir, a.seeds)
+        for prec in ("fp32", "auto"):
+            r = run_recipe("d2l-lenet-fashion", a.data_dir, 0, precision=prec)
+            results[f"d2l-{prec}"] = r
+            print(f"d2l-lenet-fashion ({r['precision']}): {r['examples_per_sec']:,.0f} examples/s "
+                  f"(d2l's figure on its GPU: 82k), acc {r['acc']:.4f}, curve {r['curve']}",
+                  flush=True)
+        r = run_recipe("seed-mnist", a.data_dir, 0)
+        results["seed-mnist"] = r
+        print(f"seed-mnist: {r['examples_per_sec']:,.0f} examples/s, acc {r['acc']:.4f}", flush=True)
+    else:
+        t = time.perf_counter()
+        from cnnlab.data.datasets import load_split
+
+        load_split("cifar10-jpeg", "train", a.data_dir)
+        load_split("cifar10-jpeg", "test", a.data_dir)
+        print(f"decoded the CIFAR-10 JPEG zip in {time.perf_counter() - t:.1f} s", flush=True)
+        results["cifar-fast"] = many("cifar-fast", a.data_dir, a.seeds)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / f"gpu-{a.what}.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
