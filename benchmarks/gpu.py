@@ -66,6 +66,8 @@ def main() -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--out", default=os.environ.get("OUT", "."))
+    p.add_argument("--variant", action="append", default=[],
+                   help="also run the recipe with overrides KEY=VALUE[,KEY=VALUE] (2 seeds)")
     a = p.parse_args()
     print(f"gpu benchmark: {_sides.machine()}, cudnn {torch.backends.cudnn.version()}", flush=True)
     results: dict = {"machine": _sides.machine()}
@@ -88,6 +90,11 @@ def main() -> None:
         load_split("cifar10-jpeg", "test", a.data_dir)
         print(f"decoded the CIFAR-10 JPEG zip in {time.perf_counter() - t:.1f} s", flush=True)
         results["cifar-fast"] = many("cifar-fast", a.data_dir, a.seeds)
+    recipe = "mnist-fast" if a.what == "mnist" else "cifar-fast"
+    for v in a.variant:
+        over = dict(kv.split("=", 1) for kv in v.split(","))
+        print(f"variant {recipe} {over}:", flush=True)
+        results[f"{recipe} {v}"] = many(recipe, a.data_dir, 2, **over)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"gpu-{a.what}.json").write_text(json.dumps(results, indent=1))
 
