@@ -28,14 +28,15 @@ EXPECTED_PARAMS["fastnet"] = _fastnet_params((16, 32, 64), 64 * 9)
 EXPECTED_PARAMS["fastnet-wide"] = _fastnet_params((24, 48, 96), 96 * 9)
 
 
-def _airbench_params():
+def _airbench_params(w):
     def group(a, b):
         return 9 * a * b + 2 * b + 9 * b * b + 2 * b  # two convs, two BN (scale + shift)
 
-    return (24 * 3 * 4 + 24) + group(24, 64) + group(64, 256) + group(256, 256) + 256 * 10
+    return (24 * 3 * 4 + 24) + group(24, w[0]) + group(w[0], w[1]) + group(w[1], w[2]) + w[2] * 10
 
 
-EXPECTED_PARAMS["airbench"] = _airbench_params()
+EXPECTED_PARAMS["airbench"] = _airbench_params((64, 256, 256))
+EXPECTED_PARAMS["airbench-wide"] = _airbench_params((128, 384, 384))
 
 D2L_LENET = """Conv2d output shape: torch.Size([1, 6, 28, 28])
 Sigmoid output shape: torch.Size([1, 6, 28, 28])

@@ -60,6 +60,7 @@ class AirNet(nn.Sequential):
                  whiten_kernel: int = 2):
         whiten = nn.Conv2d(3, 2 * 3 * whiten_kernel**2, whiten_kernel, bias=True)
         whiten.weight.requires_grad = False
+        nn.init.zeros_(whiten.bias)
         super().__init__(
             whiten, nn.GELU(),
             _group(whiten.out_channels, widths[0]), _group(widths[0], widths[1]),
@@ -91,3 +92,9 @@ class AirNet(nn.Sequential):
                 "64/256/256, GELU, fc", "cnnlab (cifar-fast, after airbench94)")
 def airbench(num_classes: int = 10) -> nn.Module:
     return AirNet(num_classes=num_classes)
+
+
+@register_model("airbench-wide", (3, 32, 32), "airbench-style, wider: groups 128/384/384",
+                "cnnlab (after airbench95)")
+def airbench_wide(num_classes: int = 10) -> nn.Module:
+    return AirNet(widths=(128, 384, 384), num_classes=num_classes)
