@@ -23,6 +23,8 @@ import _sides  # noqa: E402
 import baselines as B  # noqa: E402
 
 from cnnlab.config import build_config  # noqa: E402
+from cnnlab.data.datasets import Split  # noqa: E402
+from cnnlab.data.loader import DeviceLoader  # noqa: E402
 from cnnlab.data.prepare import prepare  # noqa: E402
 from cnnlab.device import auto_channels_last, resolve_device  # noqa: E402
 from cnnlab.engine.optim import build_optimizer  # noqa: E402
@@ -84,10 +86,11 @@ def _cnnlab(recipe: str, rest) -> dict:
         model.to(memory_format=torch.channels_last)
         data.train.channels_last = True
     opt = build_optimizer(cfg, model)
-    warm = build_config(recipe, {**over, "limit_train": cfg.batch_size * 30})
-    warm_data = prepare(warm, device)
-    warm_data.train.channels_last = cl
-    train_one_epoch(model, warm_data.train, opt, cfg, 0, 0)
+    t = data.train  # warm up on a view of the first 30 batches: no second copy of the data
+    n = cfg.batch_size * 30
+    warm = DeviceLoader(Split(t.images[:n], t.labels[:n], data.classes), cfg.batch_size, device,
+                        data.mean, data.std, shuffle=True, channels_last=cl)
+    train_one_epoch(model, warm, opt, cfg, 0, 0)
     r = train_one_epoch(model, data.train, opt, cfg, 1, len(data.train))
     return {"examples_per_sec": r.examples / r.seconds, "precision": cfg.precision,
             "channels_last": cl}

@@ -119,7 +119,7 @@ def main() -> None:
         runs = [_sides.run_side(__file__, "cnnlab", [*common, "--recipe", "mnist-fast",
                                                       "--seed", str(s), "--target", "0.99"])
                 for s in range(a.seeds)]
-        _summary("mnist-fast", runs, t_base, "seed pipeline to 98.5%", 0.990, 0.15)
+        _summary("mnist-fast", runs, t_base, "seed pipeline to 98.5%", 0.990, 0.15, base)
     if a.only in (None, "fashion"):
         base = _sides.run_side(__file__, "d2l-baseline", common)
         print("d2l LeNet baseline (epoch, test acc, cumulative s):",
@@ -127,17 +127,18 @@ def main() -> None:
         runs = [_sides.run_side(__file__, "cnnlab", [*common, "--recipe", "fashion-fast",
                                                       "--seed", str(s), "--target", "0.925"])
                 for s in range(a.seeds)]
-        _summary("fashion-fast", runs, base["seconds"], "d2l LeNet 10 epochs", 0.925, 1.0)
+        _summary("fashion-fast", runs, base["seconds"], "d2l LeNet 10 epochs", 0.925, 1.0, base)
 
 
-def _summary(name, runs, t_base, base_label, acc_target, ratio_target):
+def _summary(name, runs, t_base, base_label, acc_target, ratio_target, base):
     accs = [r["final_acc"] for r in runs]
     secs = [r["seconds"] for r in runs]
     mean_acc, mean_s = statistics.mean(accs), statistics.mean(secs)
     ratio = mean_s / t_base
     print(f"{name}: accuracies {[round(x, 4) for x in accs]} (mean {mean_acc:.4f}), wall s "
           f"{[round(x, 1) for x in secs]} (mean {mean_s:.1f}), peak RSS "
-          f"{max(r['peak_rss_mb'] for r in runs):,.0f} MB")
+          f"{max(r['peak_rss_mb'] for r in runs):,.0f} MB (baseline {base['peak_rss_mb']:,.0f} MB"
+          f" + workers {base['workers_peak_rss_mb']:,.0f} MB)")
     ok = mean_acc >= acc_target and ratio <= ratio_target
     print(f"RESULT {name}: {mean_acc:.4f} in {mean_s:.1f} s vs {base_label} {t_base:.1f} s -> "
           f"{ratio:.3f}x (target >= {acc_target:.3f} in <= {ratio_target}x): "

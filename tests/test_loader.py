@@ -77,3 +77,28 @@ def test_adapt_images_resize_and_channels():
     assert int(out.min()) == 200 and int(out.max()) == 200  # a flat image stays flat
     grey = adapt_images(torch.full((2, 3, 4, 4), 100, dtype=torch.uint8), None, 1)
     assert grey.shape == (2, 1, 4, 4) and int(grey[0, 0, 0, 0]) == 100
+
+
+def test_reflect_crop_matches_reflect_padding():
+    x = torch.randint(0, 256, (40, 3, 6, 6), dtype=torch.uint8)
+    out = random_crop(x, 2, torch.Generator().manual_seed(1), mode="reflect")
+    padded = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode="reflect").byte()
+    for i in range(40):
+        assert any(torch.equal(out[i], padded[i, :, dy:dy + 6, dx:dx + 6])
+                   for dy in range(5) for dx in range(5)), i
+
+
+def test_alternate_flip_shows_each_image_both_ways():
+    split = _split(32, c=1, size=4)
+    loader = DeviceLoader(split, 8, torch.device("cpu"), shuffle=True,
+                          augment=Augment(flip=True, alternate_flip=True))
+    seen = {}
+    for epoch in (0, 1):
+        order = torch.cat(loader.batch_indices(epoch))
+        for x, i in zip(torch.cat([x for x, _ in loader.epoch(epoch)]), order, strict=True):
+            orig = split.images[i].float()
+            seen.setdefault(int(i), []).append(torch.equal(x, orig.flip(2)) and
+                                               not torch.equal(x, orig))
+    flips = [v for v in seen.values()]
+    assert all(len(v) == 2 and v[0] != v[1] for v in flips)  # flipped in exactly one epoch
+    assert 6 < sum(v[0] for v in flips) < 26

@@ -46,6 +46,9 @@ class _Stop(Exception):
     {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "schedule": "cosine",
      "crop_padding": 2, "flip": True},
     {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.01, "schedule": "onecycle"},
+    {"model": "fastnet", "schedule": "triangle", "bias_lr_scale": 8.0, "ema_every": 2,
+     "ema_start_epoch": 1, "tta": 2, "flip": True, "alternate_flip": True, "crop_padding": 2,
+     "crop_pad_mode": "reflect", "drop_last": True, "nesterov": True},
 ])
 def test_resume_equals_uninterrupted(tmp_path, extra):
     full = fit(_cfg(tmp_path / "a", epochs=3, **extra), log=lambda _m: None)

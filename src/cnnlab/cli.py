@@ -88,13 +88,15 @@ def _run_training(cfg: TrainConfig, resume: Path | None) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from cnnlab.device import describe, resolve_device
+    from cnnlab.device import describe, resolve_device, resolve_precision
     from cnnlab.engine.train import fit
 
     console = _console()
+    device = resolve_device(cfg.device)
     console.print(f"cnnlab train: [bold]{cfg.model}[/] on [bold]{cfg.dataset}[/], "
                   f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, "
-                  f"{cfg.schedule}, {cfg.precision} on {describe(resolve_device(cfg.device))}")
+                  f"{cfg.schedule}, {resolve_precision(cfg.precision, device)} on "
+                  f"{describe(device)}")
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                    TimeRemainingColumn(), console=console, transient=True,
                    disable=not console.is_terminal)

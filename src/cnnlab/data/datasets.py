@@ -305,7 +305,13 @@ def normalization(name: str, train: Split) -> tuple[tuple[float, ...], tuple[flo
     info = get_info(name)
     if info.mean is not None and info.std is not None and len(info.mean) == train.shape[0]:
         return info.mean, info.std
-    x = train.images.double() / 255.0
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    total = torch.zeros(train.shape[0], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in train.images.split(4096):  # chunks: no float copy of the whole split
+        x = chunk.double() / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    n = train.images.numel() / train.shape[0]
+    mean = total / n
+    std = (squares / n - mean * mean).clamp_min(1e-6).sqrt()
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
