@@ -25,11 +25,9 @@ import baselines as B  # noqa: E402
 from cnnlab.config import build_config  # noqa: E402
 from cnnlab.data.datasets import Split  # noqa: E402
 from cnnlab.data.loader import DeviceLoader  # noqa: E402
-from cnnlab.data.prepare import prepare  # noqa: E402
-from cnnlab.device import auto_channels_last, resolve_device  # noqa: E402
-from cnnlab.engine.optim import build_optimizer  # noqa: E402
+from cnnlab.engine.setup import setup_run  # noqa: E402
 from cnnlab.engine.train import train_one_epoch  # noqa: E402
-from cnnlab.models import create_model, init_weights  # noqa: E402
+from cnnlab.models import create_model  # noqa: E402
 
 
 def _opts(rest: list[str]) -> argparse.Namespace:
@@ -76,22 +74,14 @@ def _cnnlab(recipe: str, rest) -> dict:
     o = _opts(rest)
     over = {"data_dir": o.data_dir, "device": o.device, "precision": o.precision}
     cfg = build_config(recipe, over)
-    device = resolve_device(cfg.device)
-    data = prepare(cfg, device)
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model).to(device)
-    init_weights(model, cfg.init)
-    cl = auto_channels_last(model, device) if cfg.channels_last is None else cfg.channels_last
-    if cl:
-        model.to(memory_format=torch.channels_last)
-        data.train.channels_last = True
-    opt = build_optimizer(cfg, model)
+    run = setup_run(cfg)
+    device, data, opt, cl = run.device, run.data, run.optimizer, cfg.channels_last
     t = data.train  # warm up on a view of the first 30 batches: no second copy of the data
     n = cfg.batch_size * 30
     warm = DeviceLoader(Split(t.images[:n], t.labels[:n], data.classes), cfg.batch_size, device,
                         data.mean, data.std, shuffle=True, channels_last=cl)
-    train_one_epoch(model, warm, opt, cfg, 0, 0)
-    r = train_one_epoch(model, data.train, opt, cfg, 1, len(data.train))
+    train_one_epoch(run.step_model, warm, opt, cfg, 0, 0)
+    r = train_one_epoch(run.step_model, data.train, opt, cfg, 1, len(data.train))
     return {"examples_per_sec": r.examples / r.seconds, "precision": cfg.precision,
             "channels_last": cl}
 

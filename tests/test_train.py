@@ -12,7 +12,7 @@ from conftest import write_idx_dataset
 
 from cnnlab.cli import cli
 from cnnlab.config import build_config
-from cnnlab.engine import train as train_mod
+from cnnlab.engine import setup as setup_mod
 from cnnlab.engine.train import NonFiniteLoss, fit
 from cnnlab.errors import CnnlabError
 
@@ -88,8 +88,8 @@ class _NaNAfter(torch.nn.Module):
 
 
 def test_nan_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch):
-    real = train_mod.create_model
-    monkeypatch.setattr(train_mod, "create_model",
+    real = setup_mod.create_model
+    monkeypatch.setattr(setup_mod, "create_model",
                         lambda name, num_classes: _NaNAfter(real(name, num_classes), 10 + 5))
     cfg = _cfg(tmp_path)  # 320 / 32 = 10 steps per epoch: call 15 is epoch 2, step 5
     with pytest.raises(NonFiniteLoss, match="loss became nan at epoch 2, step 5 of 10"):

@@ -14,16 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.data.prepare import prepare
-from cnnlab.device import (
-    auto_channels_last,
-    autocast,
-    resolve_device,
-    resolve_precision,
-    set_threads,
-)
-from cnnlab.engine.optim import build_optimizer
-from cnnlab.models import create_model
+from cnnlab.device import autocast
+from cnnlab.engine.setup import setup_run
 
 
 @dataclass
@@ -55,19 +47,8 @@ def _sync(device: torch.device) -> None:
 
 
 def bench(cfg: TrainConfig, steps: int = 50, warmup: int = 10) -> BenchResult:
-    set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    cfg.precision = resolve_precision(cfg.precision, device)
-    data = prepare(cfg, device)
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=len(data.classes)).to(device)
-    channels_last = (auto_channels_last(model, device) if cfg.channels_last is None
-                     else cfg.channels_last)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-        data.train.channels_last = True
-    optimizer = build_optimizer(cfg, model)
-    step_model = torch.compile(model) if cfg.compile else model
+    run = setup_run(cfg)
+    device, model = run.device, run.model
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -75,7 +56,7 @@ def bench(cfg: TrainConfig, steps: int = 50, warmup: int = 10) -> BenchResult:
     def batches():
         epoch = 0
         while True:
-            yield from data.train.epoch(epoch)
+            yield from run.data.train.epoch(epoch)
             epoch += 1
 
     it = batches()
@@ -86,15 +67,15 @@ def bench(cfg: TrainConfig, steps: int = 50, warmup: int = 10) -> BenchResult:
             start = time.perf_counter()
         x, y = next(it)
         with autocast(device, cfg.precision):
-            loss = criterion(step_model(x), y)
-        optimizer.zero_grad(set_to_none=True)
+            loss = criterion(run.step_model(x), y)
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        run.optimizer.step()
     _sync(device)
     seconds = time.perf_counter() - start
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return BenchResult(str(device), steps, seconds, cfg.batch_size, peak, channels_last,
+    return BenchResult(str(device), steps, seconds, cfg.batch_size, peak, bool(cfg.channels_last),
                        cfg.precision)

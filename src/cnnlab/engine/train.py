@@ -18,22 +18,15 @@ from torch import nn
 
 from cnnlab.config import TrainConfig, dump_config
 from cnnlab.data.loader import DeviceLoader
-from cnnlab.data.prepare import prepare
-from cnnlab.device import (
-    auto_channels_last,
-    autocast,
-    resolve_device,
-    resolve_precision,
-    set_threads,
-)
+from cnnlab.device import autocast
 from cnnlab.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from cnnlab.engine.ema import LookaheadEMA
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.optim import build_optimizer, lr_factor, set_lr
+from cnnlab.engine.optim import lr_factor, set_lr
 from cnnlab.engine.runlog import EpochMetrics, write_metrics
+from cnnlab.engine.setup import setup_run
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_atomic, write_json
-from cnnlab.models import create_model, init_weights
 
 
 class NonFiniteLoss(CnnlabError):
@@ -110,28 +103,8 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
         progress: Progress | None = None,
         on_epoch_end: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
     """Train ``cfg`` (continuing ``resume``'s checkpoint when given); return the history."""
-    set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-    cfg.precision = resolve_precision(cfg.precision, device)
-    data = prepare(cfg, device, log=log)  # raises before anything is written
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=len(data.classes))
-    init_weights(model, cfg.init)
-    model.to(device)
-    if cfg.channels_last is None:
-        cfg.channels_last = auto_channels_last(model, device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-        data.train.channels_last = data.test.channels_last = True
-    init_from_data = getattr(model, "init_from_data", None)
-    if init_from_data is not None and resume is None:  # e.g. airbench's whitening layer
-        pick = torch.randperm(len(data.train.labels), generator=torch.Generator().manual_seed(
-            cfg.seed))[:5000].to(device)  # a random sample: stored order may be by class
-        init_from_data(data.train.to_float(data.train.images[pick]))
-    optimizer = build_optimizer(cfg, model)  # before compile: it must see the real parameters
-    step_model = torch.compile(model) if cfg.compile else model
+    run = setup_run(cfg, log, fresh=resume is None)  # raises before anything is written
+    data, model, optimizer, step_model = run.data, run.model, run.optimizer, run.step_model
     steps = len(data.train)
     ema = LookaheadEMA(model, cfg.ema_every, cfg.epochs * steps) if cfg.ema_every else None
 
