@@ -213,7 +213,10 @@ def _coerce_types(cfg: TrainConfig) -> None:
                     raise ValueError
                 setattr(cfg, f.name, int(float(v)))
             elif t.startswith("bool") and not isinstance(v, bool):
-                raise ValueError
+                words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+                if str(v).lower() not in words:
+                    raise ValueError
+                setattr(cfg, f.name, words[str(v).lower()])
         except (TypeError, ValueError) as e:
             raise CnnlabError(f"field '{f.name}' must be {t.split(' ')[0]}, got {v!r}") from e
 
