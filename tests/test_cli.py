@@ -1,0 +1,50 @@
+"""The catalogue and speed commands, run as a user would."""
+
+import torch
+from click.testing import CliRunner
+
+from cnnlab.cli import cli
+from cnnlab.engine.evaluate import tta_logits
+from cnnlab.models import create_model
+
+
+def test_bench_reports_speed_and_memory():
+    res = CliRunner().invoke(cli, ["bench", "mnist-net", "--steps", "3", "--warmup", "1"])
+    assert res.exit_code == 0, res.output
+    assert "channels_last" in res.output and "examples/s" in res.output and "MB" in res.output
+    bad = CliRunner().invoke(cli, ["bench", "mnist-net", "--steps", "0"])
+    assert bad.exit_code != 0 and "--steps" in bad.output
+
+
+def test_datasets_and_recipes_list_everything():
+    res = CliRunner().invoke(cli, ["datasets"])
+    assert res.exit_code == 0
+    for name in ("digits", "mnist", "fashion-mnist", "cifar10", "cifar10-jpeg", "folder"):
+        assert name in res.output
+    assert "embedded" in res.output and "searched, in order" in res.output
+    res = CliRunner().invoke(cli, ["recipes"])
+    for name in ("default", "seed-mnist", "d2l-lenet-fashion", "seed-cifar", "mnist-fast",
+                 "fashion-fast", "cifar-fast"):
+        assert name in res.output
+
+
+def test_every_recipe_builds_a_valid_config():
+    from cnnlab.config import build_config, recipe_names
+
+    for name in recipe_names():
+        cfg = build_config(name)
+        create_model(cfg.model)  # the recipe names a real model
+
+
+def test_tta_levels_average_views():
+    torch.manual_seed(0)
+    net = create_model("simple-cnn").eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        plain, mirror, full = (tta_logits(net, x, k) for k in (0, 1, 2))
+        torch.testing.assert_close(mirror, 0.5 * net(x) + 0.5 * net(x.flip(3)))
+    assert not torch.allclose(plain, full)
+    # a mirror-symmetric input gives the same logits with and without the mirror view
+    sym = torch.cat([x[..., :16], x[..., :16].flip(3)], dim=3)
+    with torch.no_grad():
+        torch.testing.assert_close(tta_logits(net, sym, 1), net(sym), rtol=1e-5, atol=1e-5)
