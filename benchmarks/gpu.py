@@ -60,9 +60,29 @@ def many(recipe: str, data_dir: str, seeds: int, **over) -> list[dict]:
     return runs
 
 
+def graphs_check(data_dir: str) -> dict:
+    """Eager vs CUDA-graph steps, fp32, same seed: per-step losses must agree closely."""
+    curves = {}
+    for graphs in (False, True):
+        losses: list[float] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = build_config("mnist-fast", {"data_dir": data_dir, "device": "cuda", "seed": 0,
+                                              "precision": "fp32", "log_every": 1,
+                                              "cuda_graphs": graphs, "out": str(Path(tmp) / "r")})
+            r = fit(cfg, log=lambda _m: None,
+                    progress=lambda _s, _n, loss, out=losses: out.append(loss))
+        curves[graphs] = (losses, r.history[-1].test_acc)
+    (a, acc_a), (b, acc_b) = curves[False], curves[True]
+    rel = [abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b, strict=True)]
+    print(f"graphs-check: {len(a)} steps; first 5 eager {[round(x, 5) for x in a[:5]]} graphed "
+          f"{[round(x, 5) for x in b[:5]]}; max rel diff first 20 steps {max(rel[:20]):.2e}, "
+          f"all steps {max(rel):.2e}; test acc eager {acc_a:.4f} graphed {acc_b:.4f}", flush=True)
+    return {"rel_first20": max(rel[:20]), "rel_all": max(rel), "acc": [acc_a, acc_b]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["mnist", "cifar"])
+    p.add_argument("what", choices=["mnist", "cifar", "graphs-check"])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -71,7 +91,9 @@ def main() -> None:
     a = p.parse_args()
     print(f"gpu benchmark: {_sides.machine()}, cudnn {torch.backends.cudnn.version()}", flush=True)
     results: dict = {"machine": _sides.machine()}
-    if a.what == "mnist":
+    if a.what == "graphs-check":
+        results["graphs-check"] = graphs_check(a.data_dir)
+    elif a.what == "mnist":
         results["mnist-fast"] = many("mnist-fast", a.data_dir, a.seeds)
         for prec in ("fp32", "auto"):
             r = run_recipe("d2l-lenet-fashion", a.data_dir, 0, precision=prec)
@@ -90,6 +112,8 @@ def main() -> None:
         load_split("cifar10-jpeg", "test", a.data_dir)
         print(f"decoded the CIFAR-10 JPEG zip in {time.perf_counter() - t:.1f} s", flush=True)
         results["cifar-fast"] = many("cifar-fast", a.data_dir, a.seeds)
+    if a.what == "graphs-check":
+        return
     recipe = "mnist-fast" if a.what == "mnist" else "cifar-fast"
     for v in a.variant:
         over = dict(kv.split("=", 1) for kv in v.split(","))

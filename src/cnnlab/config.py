@@ -76,6 +76,8 @@ class TrainConfig:
     channels_last: bool | None = _f(None, "channels_last memory format (default: on for conv nets "
                                     "on CPU/CUDA, where it is faster)")
     compile: bool = _f(False, "torch.compile the model (pays off for larger nets on GPU)")
+    cuda_graphs: bool = _f(False, "replay each training step as a CUDA graph (SGD on a GPU; "
+                           "ignored on other devices)")
     out: str | None = _f(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)")
     keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (0 keeps all)")
     log_every: int = _f(50, "steps between progress updates and NaN checks")
@@ -122,6 +124,8 @@ class TrainConfig:
                 raise CnnlabError("--triangle must be START,PEAK,END with 0 < PEAK < 1, "
                                   f"got {self.triangle}")
             self.triangle = (float(t[0]), float(t[1]), float(t[2]))
+        if self.cuda_graphs and (self.optimizer != "sgd" or self.compile):
+            raise CnnlabError("--cuda-graphs works with --optimizer sgd and without --compile")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
         return self

@@ -22,6 +22,7 @@ from cnnlab.device import autocast
 from cnnlab.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from cnnlab.engine.ema import LookaheadEMA
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.graphed import GraphedSGDStep
 from cnnlab.engine.optim import lr_factor, set_lr
 from cnnlab.engine.runlog import EpochMetrics, write_metrics
 from cnnlab.engine.setup import setup_run
@@ -54,7 +55,7 @@ Progress = Callable[[int, int, float], None]  # (step, steps, running loss)
 def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.optim.Optimizer,
                     cfg: TrainConfig, epoch: int, global_step: int,
                     progress: Progress | None = None, ema: LookaheadEMA | None = None,
-                    ) -> EpochResult:
+                    graphed: GraphedSGDStep | None = None) -> EpochResult:
     """One pass over the training split; returns mean loss, accuracy and timing."""
     device = loader.device
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -66,16 +67,20 @@ def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.opt
     start = time.perf_counter()
     for step, (x, y) in enumerate(loader.epoch(epoch)):
         set_lr(optimizer, cfg.lr * lr_factor(cfg, global_step + step, steps))
-        with autocast(device, cfg.precision):
-            out = model(x)
-            loss = criterion(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if graphed is not None:
+            loss, n_correct = graphed(x, y)
+        else:
+            with autocast(device, cfg.precision):
+                out = model(x)
+                loss = criterion(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            n_correct = (out.argmax(1) == y).sum()
         if ema is not None:
             ema.step(global_step + step + 1)
         losses[step] = loss.detach()
-        correct += (out.argmax(1) == y).sum()
+        correct += n_correct
         seen += len(y)
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
             window = losses[checked: step + 1]  # note: a CPU-GPU sync point
@@ -134,6 +139,13 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
                                           "input_shape": list(data.input_shape),
                                           "mean": data.mean, "std": data.std})
 
+    graphed = None
+    if cfg.cuda_graphs and run.device.type == "cuda":
+        graphed = GraphedSGDStep(
+            model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+            cfg.precision, (cfg.batch_size, *data.input_shape), run.device, bool(cfg.channels_last))
+    elif cfg.cuda_graphs:
+        log(f"note: --cuda-graphs needs a CUDA device; training eagerly on {run.device}")
     on_epoch_start = getattr(model, "on_epoch_start", None)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -141,7 +153,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
             on_epoch_start(epoch)
         use_ema = ema if ema is not None and epoch >= cfg.ema_start_epoch else None
         tr = train_one_epoch(step_model, data.train, optimizer, cfg, epoch, epoch * steps,
-                             progress, use_ema)
+                             progress, use_ema, graphed)
         if use_ema is not None:
             use_ema.copy_to_model()
         ev = evaluate(step_model, data.test, len(data.classes), cfg.precision, cfg.tta)
