@@ -62,6 +62,13 @@ class GraphedSGDStep:
         groups = self._trainable()
         params = [p for _, ps in groups for p in ps]
         grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            self._update(groups, grads)
+        return loss.detach(), (out.argmax(1) == y).sum()
+
+    def _update(self, groups: list[tuple[int, list[torch.Tensor]]],
+                grads: tuple[torch.Tensor, ...]) -> None:
+        """torch.optim.SGD's update (momentum, dampening 0, Nesterov, weight decay)."""
         k = 0
         for i, ps in groups:
             if not ps:
@@ -76,7 +83,6 @@ class GraphedSGDStep:
             torch._foreach_add_(bufs, gs)
             step = torch._foreach_add(gs, bufs, alpha=g["momentum"]) if g["nesterov"] else bufs
             torch._foreach_add_(ps, torch._foreach_mul(step, self.lrs[i]), alpha=-1.0)
-        return loss.detach(), (out.argmax(1) == y).sum()
 
     def _capture(self) -> None:
         side = torch.cuda.Stream(self.device)
@@ -109,13 +115,20 @@ class GraphedSGDStep:
         self.signature = tuple(p.requires_grad for g in self.optimizer.param_groups
                                for p in g["params"])
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One training step on batch (x, y); returns (loss, number correct) on the device."""
+    def _fill_lrs(self) -> None:
         for lr, group in zip(self.lrs, self.optimizer.param_groups, strict=True):
             lr.fill_(group["lr"])
+
+    def eager_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same step without a graph (any device): for odd-sized batches and for tests."""
+        self._fill_lrs()
+        return self._step(x, y)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step on batch (x, y); returns (loss, number correct) on the device."""
         if x.shape != self.x.shape:  # the last, incomplete batch: same update, eagerly
-            loss, correct = self._step(x, y)
-            return loss, correct
+            return self.eager_step(x, y)
+        self._fill_lrs()
         signature = tuple(p.requires_grad for g in self.optimizer.param_groups
                           for p in g["params"])
         if self.graph is None or signature != self.signature:
