@@ -145,7 +145,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
             model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
             cfg.precision, (cfg.batch_size, *data.input_shape), run.device, bool(cfg.channels_last))
     elif cfg.cuda_graphs:
-        log(f"note: --cuda-graphs needs a CUDA device; training eagerly on {run.device}")
+        log(f"(cuda_graphs applies to CUDA devices only: training eagerly on {run.device})")
     on_epoch_start = getattr(model, "on_epoch_start", None)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
