@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cnnlab.config import build_config
-from cnnlab.engine.optim import build_optimizer, lr_factor, set_lr
+from cnnlab.engine.optim import base_lr, build_optimizer, lr_factor, set_lr
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 
@@ -39,6 +39,7 @@ def test_bias_lr_scale_groups_norm_biases():
     assert biases["weight_decay"] == pytest.approx(0.01 / 64) and rest["weight_decay"] == 0.01
     set_lr(opt, 0.5)
     assert biases["lr"] == pytest.approx(32.0) and rest["lr"] == pytest.approx(0.5)
+    assert base_lr(opt) == pytest.approx(0.5)
 
 
 def test_bad_triangle_is_refused():

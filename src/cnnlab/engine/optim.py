@@ -76,3 +76,9 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def base_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The schedule's current lr, without any group's ``lr_scale``."""
+    group = optimizer.param_groups[0]
+    return group["lr"] / group.get("lr_scale", 1.0)

@@ -23,7 +23,7 @@ from cnnlab.engine.checkpoint import latest_checkpoint, load_checkpoint, save_ch
 from cnnlab.engine.ema import LookaheadEMA
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.graphed import GraphedSGDStep
-from cnnlab.engine.optim import lr_factor, set_lr
+from cnnlab.engine.optim import base_lr, lr_factor, set_lr
 from cnnlab.engine.runlog import EpochMetrics, write_metrics
 from cnnlab.engine.setup import setup_run
 from cnnlab.errors import CnnlabError
@@ -159,7 +159,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
         ev = evaluate(step_model, data.test, len(data.classes), cfg.precision, cfg.tta)
         row = EpochMetrics(
             epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=ev.loss,
-            test_acc=ev.accuracy, lr=optimizer.param_groups[0]["lr"],
+            test_acc=ev.accuracy, lr=base_lr(optimizer),
             examples_per_sec=tr.examples / max(tr.seconds, 1e-9), train_time=tr.seconds,
             epoch_time=time.perf_counter() - t0,
         )
