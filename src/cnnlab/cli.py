@@ -49,7 +49,8 @@ def _train_options(fn):
     """One --option per TrainConfig field, its help text and default taken from the field."""
     for f in reversed(dataclasses.fields(TrainConfig)):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} [default: {f.default}]"
+        shown = "" if f.default is None else f" [default: {f.default}]"
+        help_text = f"{f.metadata['help']}{shown}"
         t = str(f.type)
         if t.startswith("bool"):
             opt = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)
