@@ -115,10 +115,6 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def dataset_names() -> list[str]:
-    return list(DATASETS)
-
-
 def get_info(name: str) -> DatasetInfo:
     """Registry entry for ``name``, or an error that lists the known names."""
     if name not in DATASETS:

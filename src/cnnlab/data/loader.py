@@ -28,10 +28,6 @@ class Augment:
     crop_pad_mode: str = "zeros"  # or "reflect"
     alternate_flip: bool = False  # with flip: airbench's alternating scheme
 
-    @property
-    def active(self) -> bool:
-        return self.crop_padding > 0 or self.flip
-
 
 def adapt_images(images: torch.Tensor, resize: int | None, channels: int | None) -> torch.Tensor:
     """Resize (bilinear) and/or change channel count of a whole uint8 split, once."""
