@@ -12,6 +12,9 @@ def test_bench_reports_speed_and_memory():
     res = CliRunner().invoke(cli, ["bench", "mnist-net", "--steps", "3", "--warmup", "1"])
     assert res.exit_code == 0, res.output
     assert "channels_last" in res.output and "examples/s" in res.output and "MB" in res.output
+    # the data is fitted to the model: 1x8x8 digits become 3x32x32 for simple-cnn
+    rgb = CliRunner().invoke(cli, ["bench", "simple-cnn", "--steps", "2", "--warmup", "0"])
+    assert rgb.exit_code == 0, rgb.output
     bad = CliRunner().invoke(cli, ["bench", "mnist-net", "--steps", "0"])
     assert bad.exit_code != 0 and "--steps" in bad.output
 

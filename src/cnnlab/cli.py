@@ -158,8 +158,16 @@ def bench_cmd(model: str, dataset: str, data_dir: str | None, batch_size: int, d
 
     if steps < 1 or warmup < 0:
         raise CnnlabError("--steps must be at least 1 and --warmup 0 or more")
-    if dataset == "digits" and resize is None and model != "simple-cnn":
-        resize = 28
+    from cnnlab.data.datasets import get_info
+    from cnnlab.models import get_model_info
+
+    # bench measures speed, so it fits known data to the model instead of refusing it
+    want, have = get_model_info(model).input_shape, get_info(dataset).shape
+    if have is not None:
+        if resize is None and have[1:] != want[1:]:
+            resize = want[1]
+        if channels is None and have[0] != want[0]:
+            channels = want[0]
     cfg = build_config(None, {"model": model, "dataset": dataset, "data_dir": data_dir,
                               "batch_size": batch_size, "device": device, "precision": precision,
                               "channels_last": channels_last, "compile": compile_,

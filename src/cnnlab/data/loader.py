@@ -97,10 +97,8 @@ class DeviceLoader:
         """Batches of one epoch; the same ``epoch`` always gives the same batches."""
         gen = self._generator(epoch)
         order = self._order(gen)
-        n = len(self.labels)
         for i in range(len(self)):
-            lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
-            idx = slice(lo, hi) if order is None else order[lo:hi]
+            idx = self._batch(order, i)
             x, y = self.images[idx], self.labels[idx]
             if self.augment.crop_padding:
                 x = random_crop(x, self.augment.crop_padding, gen, self.augment.crop_pad_mode)
@@ -118,13 +116,16 @@ class DeviceLoader:
             return None
         return torch.randperm(len(self.labels), generator=gen).to(self.device)
 
+    def _batch(self, order: torch.Tensor | None, i: int) -> slice | torch.Tensor:
+        """Batch ``i`` of an epoch: a slice of the stored order, or of the permutation."""
+        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(self.labels))
+        return slice(lo, hi) if order is None else order[lo:hi]
+
     def batch_indices(self, epoch: int = 0) -> list[torch.Tensor]:
         """The example indices of each batch of ``epoch``, as :meth:`epoch` draws them."""
         order = self._order(self._generator(epoch))
-        n = len(self.labels)
-        order = torch.arange(n) if order is None else order.cpu()
-        return [order[i * self.batch_size: min((i + 1) * self.batch_size, n)]
-                for i in range(len(self))]
+        order = torch.arange(len(self.labels)) if order is None else order.cpu()
+        return [order[self._batch(None, i)] for i in range(len(self))]
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> normalised float32 batch (channels_last when asked)."""

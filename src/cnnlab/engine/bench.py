@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.device import autocast
 from cnnlab.engine.setup import setup_run
+from cnnlab.engine.train import training_step
 
 
 @dataclass
@@ -66,11 +66,7 @@ def bench(cfg: TrainConfig, steps: int = 50, warmup: int = 10) -> BenchResult:
             _sync(device)
             start = time.perf_counter()
         x, y = next(it)
-        with autocast(device, cfg.precision):
-            loss = criterion(run.step_model(x), y)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        training_step(run.step_model, run.optimizer, criterion, x, y, cfg.precision)
     _sync(device)
     seconds = time.perf_counter() - start
     if device.type == "cuda":

@@ -112,8 +112,11 @@ class GraphedSGDStep:
             loss, correct = self._step(self.x, self.y)
             self.loss.copy_(loss)
             self.correct.copy_(correct)
-        self.signature = tuple(p.requires_grad for g in self.optimizer.param_groups
-                               for p in g["params"])
+        self.signature = self._signature()
+
+    def _signature(self) -> tuple[bool, ...]:
+        """Which parameters train now; the captured graph is valid only for this set."""
+        return tuple(p.requires_grad for g in self.optimizer.param_groups for p in g["params"])
 
     def _fill_lrs(self) -> None:
         for lr, group in zip(self.lrs, self.optimizer.param_groups, strict=True):
@@ -129,9 +132,7 @@ class GraphedSGDStep:
         if x.shape != self.x.shape:  # the last, incomplete batch: same update, eagerly
             return self.eager_step(x, y)
         self._fill_lrs()
-        signature = tuple(p.requires_grad for g in self.optimizer.param_groups
-                          for p in g["params"])
-        if self.graph is None or signature != self.signature:
+        if self.graph is None or self._signature() != self.signature:
             self._capture()
         self.x.copy_(x)
         self.y.copy_(y)

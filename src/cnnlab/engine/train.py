@@ -52,6 +52,19 @@ class TrainResult:
 Progress = Callable[[int, int, float], None]  # (step, steps, running loss)
 
 
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                  x: torch.Tensor, y: torch.Tensor, precision: str
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One eager step: forward, loss, zero_grad, backward, step; returns (loss, correct)."""
+    with autocast(x.device, precision):
+        out = model(x)
+        loss = criterion(out, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (out.argmax(1) == y).sum()
+
+
 def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.optim.Optimizer,
                     cfg: TrainConfig, epoch: int, global_step: int,
                     progress: Progress | None = None, ema: LookaheadEMA | None = None,
@@ -70,13 +83,7 @@ def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.opt
         if graphed is not None:
             loss, n_correct = graphed(x, y)
         else:
-            with autocast(device, cfg.precision):
-                out = model(x)
-                loss = criterion(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            n_correct = (out.argmax(1) == y).sum()
+            loss, n_correct = training_step(model, optimizer, criterion, x, y, cfg.precision)
         if ema is not None:
             ema.step(global_step + step + 1)
         losses[step] = loss.detach()
