@@ -123,3 +123,9 @@ def test_cli_download_unknown_dataset():
 
     res = CliRunner().invoke(cli, ["download", "digits"])
     assert res.exit_code != 0 and "cannot be downloaded" in res.output
+
+
+def test_failed_dataset_download_leaves_no_empty_folder(tmp_path):
+    with pytest.raises(CnnlabError, match="could not download"):
+        dl.download_dataset("mnist", tmp_path / "new", mirrors=(_closed_port_url(),), timeout=2)
+    assert not (tmp_path / "new").exists()

@@ -128,6 +128,9 @@ def test_eval_and_plot_read_the_run(tmp_path):
     assert data["accuracy"] == pytest.approx(result.history[-1].test_acc)
     assert sum(map(sum, data["confusion"])) == 360
     assert len(data["per_class_accuracy"]) == 10 and "confusion matrix" in res.output
+    # the data can be adapted at evaluation time with the options the shape error names
+    bad = CliRunner().invoke(cli, ["eval", run, "--resize", "16"])
+    assert bad.exit_code != 0 and "pass --resize 28" in bad.output
     res = CliRunner().invoke(cli, ["plot", run])
     assert res.exit_code == 0, res.output
     assert (result.run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

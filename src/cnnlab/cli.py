@@ -187,14 +187,17 @@ def bench_cmd(model: str, dataset: str, data_dir: str | None, batch_size: int, d
 @click.option("--data-dir", help="data root for --dataset")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--batch-size", type=int, default=1024, show_default=True)
+@click.option("--resize", type=int, help="resize the data to SIZE x SIZE [the run's setting]")
+@click.option("--channels", type=int, help="convert the data to 1 or 3 channels [the run's]")
 def eval_cmd(run_dir: Path, dataset: str | None, data_dir: str | None, split: str,
-             batch_size: int) -> None:
+             batch_size: int, resize: int | None, channels: int | None) -> None:
     """Accuracy, per-class accuracy and confusion matrix of a trained run."""
     from rich.table import Table
 
     from cnnlab.engine.evaluate import evaluate_run
 
-    res, classes = evaluate_run(run_dir, dataset, data_dir, split, batch_size)
+    res, classes = evaluate_run(run_dir, dataset, data_dir, split, batch_size,
+                                {"resize": resize, "channels": channels})
     console = _console()
     console.print(f"accuracy {res.accuracy:.4f}  loss {res.loss:.4f}  "
                   f"({int(res.confusion.sum())} examples, {split} split)")

@@ -124,11 +124,17 @@ def download_dataset(
         raise CnnlabError(
             f"data set '{name}' cannot be downloaded; downloadable: {', '.join(REMOTE_FILES)}"
         )
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
-    for remote in REMOTE_FILES[name]:
-        path = download_file(remote, directory, name, mirrors, timeout, log)
-        if path.name.endswith(".tar.gz"):
-            _extract_tar(path, directory)
+    try:
+        for remote in REMOTE_FILES[name]:
+            path = download_file(remote, directory, name, mirrors, timeout, log)
+            if path.name.endswith(".tar.gz"):
+                _extract_tar(path, directory)
+    except CnnlabError:
+        if created and not any(directory.iterdir()):
+            directory.rmdir()  # leave no trace of a download that got nothing
+        raise
     return directory
 
 

@@ -60,7 +60,8 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
 
 
 def evaluate_run(run_dir: Path, dataset: str | None = None, data_dir: str | None = None,
-                 split: str = "test", batch_size: int = 1024) -> tuple[EvalResult, tuple[str, ...]]:
+                 split: str = "test", batch_size: int = 1024, adapt: dict | None = None,
+                 ) -> tuple[EvalResult, tuple[str, ...]]:
     """Evaluate a run directory's final weights on a split; also writes eval-SPLIT.json."""
     from cnnlab.config import build_config, load_run_config
     from cnnlab.data.datasets import normalization
@@ -72,9 +73,8 @@ def evaluate_run(run_dir: Path, dataset: str | None = None, data_dir: str | None
 
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
-    cfg = build_config(None, {"limit_test": None, "limit_train": None},
-                       base=load_run_config(run_dir))
-    cfg.limit_test = None
+    cfg = build_config(None, dict(adapt or {}), base=load_run_config(run_dir))
+    cfg.limit_train = cfg.limit_test = None  # evaluation reads whole splits
     device = resolve_device(cfg.device)
     meta = json.loads((run_dir / "classes.json").read_text())
     classes = tuple(meta["classes"])
