@@ -45,7 +45,9 @@ def run_recipe(recipe: str, data_dir: str, seed: int, **over) -> dict:
 
 
 def many(recipe: str, data_dir: str, seeds: int, **over) -> list[dict]:
-    run_recipe(recipe, data_dir, 1000, **over)  # warm-up, not reported
+    if seeds < 1:
+        return []
+    run_recipe(recipe, data_dir, 1000, **{**over, "epochs": 1})  # warm-up (cuDNN autotuning)
     runs = []
     for s in range(seeds):
         runs.append(run_recipe(recipe, data_dir, s, **over))
@@ -85,9 +87,12 @@ def main() -> None:
     p.add_argument("what", choices=["mnist", "cifar", "graphs-check"])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--recipe", action="append", default=[],
+                   help="cifar: the recipe(s) to run (default cifar-fast); variants use the first")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
     p.add_argument("--variant", action="append", default=[],
-                   help="also run the recipe with overrides KEY=VALUE[,KEY=VALUE] (2 seeds)")
+                   help="also run the recipe with overrides KEY=VALUE[,KEY=VALUE] (--variant-seeds seeds)")
+    p.add_argument("--variant-seeds", type=int, default=2)
     a = p.parse_args()
     print(f"gpu benchmark: {_sides.machine()}, cudnn {torch.backends.cudnn.version()}", flush=True)
     results: dict = {"machine": _sides.machine()}
@@ -111,14 +116,15 @@ def main() -> None:
         load_split("cifar10-jpeg", "train", a.data_dir)
         load_split("cifar10-jpeg", "test", a.data_dir)
         print(f"decoded the CIFAR-10 JPEG zip in {time.perf_counter() - t:.1f} s", flush=True)
-        results["cifar-fast"] = many("cifar-fast", a.data_dir, a.seeds)
+        for recipe in a.recipe or ["cifar-fast"]:
+            results[recipe] = many(recipe, a.data_dir, a.seeds)
     if a.what == "graphs-check":
         return
-    recipe = "mnist-fast" if a.what == "mnist" else "cifar-fast"
+    recipe = "mnist-fast" if a.what == "mnist" else (a.recipe or ["cifar-fast"])[0]
     for v in a.variant:
         over = dict(kv.split("=", 1) for kv in v.split(","))
         print(f"variant {recipe} {over}:", flush=True)
-        results[f"{recipe} {v}"] = many(recipe, a.data_dir, 2, **over)
+        results[f"{recipe} {v}"] = many(recipe, a.data_dir, a.variant_seeds, **over)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / f"gpu-{a.what}.json").write_text(json.dumps(results, indent=1))
 

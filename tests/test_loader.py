@@ -2,7 +2,7 @@
 
 import torch
 
-from cnnlab.data.augment import random_crop, random_flip
+from cnnlab.data.augment import cutout, random_crop, random_flip
 from cnnlab.data.datasets import Split
 from cnnlab.data.loader import Augment, DeviceLoader, adapt_images
 
@@ -64,7 +64,7 @@ def test_random_flip_flips_about_half():
 def test_augmented_loader_is_reproducible():
     split = _split(16, c=3, size=8)
     loader = DeviceLoader(split, 8, torch.device("cpu"), shuffle=True,
-                          augment=Augment(crop_padding=2, flip=True))
+                          augment=Augment(crop_padding=2, flip=True, cutout=3))
     a = [x for x, _ in loader.epoch(3)]
     b = [x for x, _ in loader.epoch(3)]
     assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
@@ -102,3 +102,18 @@ def test_alternate_flip_shows_each_image_both_ways():
     flips = [v for v in seen.values()]
     assert all(len(v) == 2 and v[0] != v[1] for v in flips)  # flipped in exactly one epoch
     assert 6 < sum(v[0] for v in flips) < 26
+
+
+def test_cutout_zeros_one_square_inside_each_image():
+    x = torch.rand(50, 3, 10, 12) + 1  # no zeros of its own
+    out = cutout(x, 4, torch.Generator().manual_seed(0))
+    corners = set()
+    for i in range(50):
+        zero = (out[i] == 0).all(0)  # every channel zeroed at the same pixels
+        assert int(zero.sum()) == 16 and int((out[i] == 0).sum()) == 48
+        rows, cols = zero.nonzero().unbind(1)
+        assert int(rows.max() - rows.min()) == 3 and int(cols.max() - cols.min()) == 3
+        assert torch.equal(out[i][:, ~zero], x[i][:, ~zero])  # the rest untouched
+        corners.add((int(rows.min()), int(cols.min())))
+    assert len(corners) > 10  # positions really vary
+    assert torch.equal(cutout(x, 0, None), x)

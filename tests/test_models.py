@@ -38,6 +38,16 @@ def _airbench_params(w):
 EXPECTED_PARAMS["airbench"] = _airbench_params((64, 256, 256))
 EXPECTED_PARAMS["airbench-wide"] = _airbench_params((128, 384, 384))
 
+
+def _airbench_res_params(w):
+    def group(a, b):  # conv a->b, then two convs b->b in the residual branch; 3 BN
+        return 9 * a * b + 2 * 9 * b * b + 3 * 2 * b
+
+    return (24 * 3 * 4 + 24) + group(24, w[0]) + group(w[0], w[1]) + group(w[1], w[2]) + w[2] * 10
+
+
+EXPECTED_PARAMS["airbench-res"] = _airbench_res_params((128, 512, 512))
+
 D2L_LENET = """Conv2d output shape: torch.Size([1, 6, 28, 28])
 Sigmoid output shape: torch.Size([1, 6, 28, 28])
 AvgPool2d output shape: torch.Size([1, 6, 14, 14])
@@ -138,3 +148,18 @@ def test_models_command_lists_all():
     assert res.exit_code == 0
     for name in EXPECTED_PARAMS:
         assert name in res.output
+
+
+def test_residual_group_adds_its_branch():
+    """With the branch's last conv zeroed the group is GELU(stem): the skip carries it."""
+    from cnnlab.models.airbench import ResidualGroup
+
+    torch.manual_seed(0)
+    group = ResidualGroup(3, 8).eval()  # fresh BN statistics: mean 0, var 1, bias 0
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        stem = group.stem(x)
+        with_branch = group(x)
+        group.body[-2].weight.zero_()
+        torch.testing.assert_close(group(x), torch.nn.functional.gelu(stem))
+    assert not torch.allclose(with_branch, group(x))

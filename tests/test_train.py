@@ -48,7 +48,7 @@ class _Stop(Exception):
     {"optimizer": "adamw", "lr": 0.002, "weight_decay": 0.01, "schedule": "onecycle"},
     {"model": "fastnet", "schedule": "triangle", "bias_lr_scale": 8.0, "ema_every": 2,
      "ema_start_epoch": 1, "tta": 2, "flip": True, "alternate_flip": True, "crop_padding": 2,
-     "crop_pad_mode": "reflect", "drop_last": True, "nesterov": True},
+     "crop_pad_mode": "reflect", "drop_last": True, "nesterov": True, "cutout": 3},
 ])
 def test_resume_equals_uninterrupted(tmp_path, extra):
     full = fit(_cfg(tmp_path / "a", epochs=3, **extra), log=lambda _m: None)
@@ -85,6 +85,21 @@ class _NaNAfter(torch.nn.Module):
             if self.calls >= self.after:
                 return out * float("nan")
         return out
+
+
+def test_tta_is_for_the_final_evaluation_only(tmp_path, monkeypatch):
+    from cnnlab.engine import train as train_mod
+
+    levels = []
+    real = train_mod.evaluate
+
+    def spy(*args):
+        levels.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    fit(_cfg(tmp_path, epochs=3, tta=2), log=lambda _m: None)
+    assert levels == [0, 0, 2]
 
 
 def test_nan_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch):
@@ -161,6 +176,9 @@ def test_recipe_then_overrides(tmp_path):
     (["--recipe", "nope"], "unknown recipe 'nope'"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "device"),
     (["--resume", "nowhere"], "not a cnnlab run directory"),
+    (["--cutout", "40"], "--cutout 40 is larger than the 28-pixel images"),
+    (["--cutout", "-2"], "--cutout must be 0 or more"),
+    (["--crop-padding", "28", "--crop-pad-mode", "reflect"], "use at most 27"),
 ])
 def test_train_bad_input_errors_and_writes_nothing(tmp_path, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)

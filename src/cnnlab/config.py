@@ -44,6 +44,7 @@ class TrainConfig:
     flip: bool = _f(False, "augment: random horizontal flip")
     alternate_flip: bool = _f(False, "flip a fixed random half in even epochs, the other half in "
                               "odd epochs (airbench) instead of fresh coin flips")
+    cutout: int = _f(0, "augment: zero a random SIZE x SIZE square in each image (0: off)")
     drop_last: bool = _f(False, "drop the last incomplete training batch")
     limit_train: int | None = _f(None, "use only the first N training examples (quick runs)")
     limit_test: int | None = _f(None, "use only the first N test examples")
@@ -67,7 +68,8 @@ class TrainConfig:
                               "decay is divided by it (airbench: 64)")
     ema_every: int = _f(0, "lookahead EMA of the weights every N steps (0: off)")
     ema_start_epoch: int = _f(0, "first epoch (0-based) with the lookahead EMA")
-    tta: int = _f(0, "test-time augmentation: 0 none | 1 mirror | 2 mirror + 1-pixel translate")
+    tta: int = _f(0, "test-time augmentation of the final evaluation: 0 none | 1 mirror | "
+                  "2 mirror + 1-pixel translate")
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
     seed: int = _f(0, "random seed (init, shuffling, augmentation)")
     device: str = _f("auto", "auto | cpu | cuda | mps")
@@ -108,6 +110,7 @@ class TrainConfig:
             ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "between 0 and --epochs"),
             ("crop_padding", self.crop_padding >= 0, "0 or more"),
+            ("cutout", self.cutout >= 0, "0 or more"),
             ("keep_checkpoints", self.keep_checkpoints >= 0, "0 or more"),
             ("channels", self.channels in (None, 1, 3), "1 or 3"),
             ("bias_lr_scale", self.bias_lr_scale > 0, "positive"),

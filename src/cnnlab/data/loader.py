@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.augment import alternate_flip, random_crop, random_flip
+from cnnlab.data.augment import alternate_flip, cutout, random_crop, random_flip
 from cnnlab.data.datasets import Split
 
 
@@ -27,6 +27,7 @@ class Augment:
     flip: bool = False
     crop_pad_mode: str = "zeros"  # or "reflect"
     alternate_flip: bool = False  # with flip: airbench's alternating scheme
+    cutout: int = 0  # side of the square zeroed (after normalisation) in each image
 
 
 def adapt_images(images: torch.Tensor, resize: int | None, channels: int | None) -> torch.Tensor:
@@ -106,7 +107,10 @@ class DeviceLoader:
                 x = alternate_flip(x, self.flip_coin[idx], epoch)
             elif self.augment.flip:
                 x = random_flip(x, gen)
-            yield self.to_float(x), y
+            x = self.to_float(x)
+            if self.augment.cutout:
+                x = cutout(x, self.augment.cutout, gen)
+            yield x, y
 
     def _generator(self, epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

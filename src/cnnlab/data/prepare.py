@@ -52,17 +52,30 @@ def prepare_split(cfg: TrainConfig, split_name: str, log: Callable[[str], None],
     return split
 
 
+def _check_augment_fits(cfg: TrainConfig, size: tuple[int, ...]) -> None:
+    """Crop reflection and cutout squares must fit inside the (adapted) images."""
+    side = min(size)
+    if cfg.cutout > side:
+        raise CnnlabError(f"--cutout {cfg.cutout} is larger than the {side}-pixel images; "
+                          f"use at most {side}")
+    if cfg.crop_pad_mode == "reflect" and cfg.crop_padding >= side:
+        raise CnnlabError(f"--crop-padding {cfg.crop_padding} with reflect padding needs "
+                          f"images larger than that ({side} pixels); use at most {side - 1}")
+
+
 def prepare(cfg: TrainConfig, device: torch.device,
             log: Callable[[str], None] = lambda _m: None) -> Prepared:
     train = prepare_split(cfg, "train", log)
     test = prepare_split(cfg, "test", log)
+    _check_augment_fits(cfg, train.shape[1:])
     mean = std = None
     if cfg.normalize:
         mean, std = normalization(cfg.dataset, train)
     common = dict(device=device, mean=mean, std=std, channels_last=bool(cfg.channels_last))
     train_loader = DeviceLoader(
         train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=cfg.drop_last,
-        augment=Augment(cfg.crop_padding, cfg.flip, cfg.crop_pad_mode, cfg.alternate_flip),
+        augment=Augment(cfg.crop_padding, cfg.flip, cfg.crop_pad_mode, cfg.alternate_flip,
+                        cfg.cutout),
         **common,
     )
     test_loader = DeviceLoader(test, cfg.eval_batch_size, **common)

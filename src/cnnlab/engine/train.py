@@ -163,7 +163,9 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
                              progress, use_ema, graphed)
         if use_ema is not None:
             use_ema.copy_to_model()
-        ev = evaluate(step_model, data.test, len(data.classes), cfg.precision, cfg.tta)
+        # TTA costs 6 forward passes: only the final evaluation uses it (as airbench reports)
+        tta = cfg.tta if epoch + 1 == cfg.epochs else 0
+        ev = evaluate(step_model, data.test, len(data.classes), cfg.precision, tta)
         row = EpochMetrics(
             epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=ev.loss,
             test_acc=ev.accuracy, lr=base_lr(optimizer),

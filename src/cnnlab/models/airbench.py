@@ -7,6 +7,9 @@ What makes it train fast, each piece a small module here:
 - three blocks conv -> max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU, with
   convolutions initialised as partial identities (dirac) so the net starts near a residual net;
 - BatchNorm with a frozen scale, tiny eps and fast-moving statistics, and outputs scaled 1/9.
+
+``airbench-res`` follows airbench96 instead: a third convolution in each group, a residual
+connection over the group's last two, and widths 128/512/512.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from cnnlab.models.registry import register_model
 
 
 class FrozenScaleBN(nn.BatchNorm2d):
-    """BatchNorm whose scale stays 1 (only the bias trains); momentum 0.4 = airbench's 0.6."""
+    """BatchNorm whose scale stays 1 (only the bias trains). PyTorch's momentum 0.4 is
+    airbench94's 0.6 (it counts the other way); airbench96 keeps PyTorch's 0.1."""
 
-    def __init__(self, channels: int):
-        super().__init__(channels, eps=1e-12, momentum=0.4)
+    def __init__(self, channels: int, momentum: float = 0.4):
+        super().__init__(channels, eps=1e-12, momentum=momentum)
         self.weight.requires_grad = False
 
 
@@ -42,6 +46,24 @@ def _group(cin: int, cout: int) -> nn.Sequential:
                          DiracConv(cout, cout), FrozenScaleBN(cout), nn.GELU())
 
 
+class ResidualGroup(nn.Module):
+    """conv -> pool -> BN -> GELU, then two conv -> BN layers added back to that, then GELU
+    (the activation after the sum, as in airbench96's 2024-06 update)."""
+
+    def __init__(self, cin: int, cout: int, bn_momentum: float = 0.1):
+        super().__init__()
+        self.stem = nn.Sequential(DiracConv(cin, cout), nn.MaxPool2d(2),
+                                  FrozenScaleBN(cout, bn_momentum), nn.GELU())
+        self.body = nn.Sequential(DiracConv(cout, cout), FrozenScaleBN(cout, bn_momentum),
+                                  nn.GELU(), DiracConv(cout, cout),
+                                  FrozenScaleBN(cout, bn_momentum))
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.act(x + self.body(x))
+
+
 class Scale(nn.Module):
     def __init__(self, factor: float):
         super().__init__()
@@ -57,14 +79,15 @@ class AirNet(nn.Sequential):
     whiten_bias_epochs = 3
 
     def __init__(self, widths: tuple[int, int, int] = (64, 256, 256), num_classes: int = 10,
-                 whiten_kernel: int = 2):
+                 whiten_kernel: int = 2, residual: bool = False):
         whiten = nn.Conv2d(3, 2 * 3 * whiten_kernel**2, whiten_kernel, bias=True)
         whiten.weight.requires_grad = False
         nn.init.zeros_(whiten.bias)
+        group = ResidualGroup if residual else _group
         super().__init__(
             whiten, nn.GELU(),
-            _group(whiten.out_channels, widths[0]), _group(widths[0], widths[1]),
-            _group(widths[1], widths[2]),
+            group(whiten.out_channels, widths[0]), group(widths[0], widths[1]),
+            group(widths[1], widths[2]),
             nn.MaxPool2d(3), nn.Flatten(), nn.Linear(widths[2], num_classes, bias=False),
             Scale(1 / 9),
         )
@@ -98,3 +121,9 @@ def airbench(num_classes: int = 10) -> nn.Module:
                 "cnnlab (after airbench95)")
 def airbench_wide(num_classes: int = 10) -> nn.Module:
     return AirNet(widths=(128, 384, 384), num_classes=num_classes)
+
+
+@register_model("airbench-res", (3, 32, 32), "airbench-style with residual groups of 3 convs: "
+                "128/512/512", "cnnlab (after airbench96)")
+def airbench_res(num_classes: int = 10) -> nn.Module:
+    return AirNet(widths=(128, 512, 512), num_classes=num_classes, residual=True)
