@@ -10,8 +10,10 @@ graph launches the whole step at once. What makes a replayed step equal to an ea
   out with ``torch._foreach`` ops: momentum buffers start at zero, which equals PyTorch's
   first step (``buf = grad``) for dampening 0, and live in ``optimizer.state`` as
   ``momentum_buffer`` so checkpoints stay those of ``torch.optim.SGD``;
-- each param group's learning rate is a device tensor filled before every replay, so the
-  schedule still applies; weight decay and Nesterov follow ``torch.optim.SGD``;
+- each param group's learning rate is a device tensor (holding -lr) filled before every
+  replay, so the schedule still applies. The update is ``p + g * (-lr)`` by ``addcmul``,
+  which rounds like ``torch.optim.SGD``'s ``p.add_(g, alpha=-lr)`` (a separate multiply
+  and add would round twice and drift); weight decay and Nesterov follow it too;
 - the graph is captured again when the set of trainable parameters changes (airbench stops
   training its whitening bias after 3 epochs), and an incomplete last batch runs eagerly
   through the same update code.
@@ -38,7 +40,7 @@ class GraphedSGDStep:
         self.y = torch.zeros(batch_shape[0], dtype=torch.long, device=device)
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.long, device=device)
-        self.lrs = [torch.zeros((), device=device) for _ in optimizer.param_groups]
+        self.neg_lrs = [torch.zeros((), device=device) for _ in optimizer.param_groups]
         for group in optimizer.param_groups:
             for p in group["params"]:
                 state = optimizer.state[p]
@@ -82,7 +84,7 @@ class GraphedSGDStep:
             torch._foreach_mul_(bufs, g["momentum"])
             torch._foreach_add_(bufs, gs)
             step = torch._foreach_add(gs, bufs, alpha=g["momentum"]) if g["nesterov"] else bufs
-            torch._foreach_add_(ps, torch._foreach_mul(step, self.lrs[i]), alpha=-1.0)
+            torch._foreach_addcmul_(ps, step, [self.neg_lrs[i]] * len(ps))
 
     def _capture(self) -> None:
         side = torch.cuda.Stream(self.device)
@@ -90,8 +92,8 @@ class GraphedSGDStep:
         buffers = {k: v.clone() for k, v in self.model.state_dict().items()}
         saved = [(p.detach().clone(), self.optimizer.state[p]["momentum_buffer"].clone())
                  for g in self.optimizer.param_groups for p in g["params"]]
-        lrs = [lr.clone() for lr in self.lrs]
-        for lr in self.lrs:
+        lrs = [lr.clone() for lr in self.neg_lrs]
+        for lr in self.neg_lrs:
             lr.zero_()  # warm-up steps must not move the weights
         with torch.cuda.stream(side):
             for _ in range(3):  # cuDNN autotuning and autograd set-up happen outside capture
@@ -105,7 +107,7 @@ class GraphedSGDStep:
                                                      for p in g["params"]], strict=True):
                 p.copy_(p_saved)
                 self.optimizer.state[p]["momentum_buffer"].copy_(b_saved)
-            for lr, old in zip(self.lrs, lrs, strict=True):
+            for lr, old in zip(self.neg_lrs, lrs, strict=True):
                 lr.copy_(old)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
@@ -119,8 +121,8 @@ class GraphedSGDStep:
         return tuple(p.requires_grad for g in self.optimizer.param_groups for p in g["params"])
 
     def _fill_lrs(self) -> None:
-        for lr, group in zip(self.lrs, self.optimizer.param_groups, strict=True):
-            lr.fill_(group["lr"])
+        for lr, group in zip(self.neg_lrs, self.optimizer.param_groups, strict=True):
+            lr.fill_(-group["lr"])
 
     def eager_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The same step without a graph (any device): for odd-sized batches and for tests."""
