@@ -2,10 +2,12 @@
 
     python benchmarks/gpu.py mnist --data-dir DATA [--seeds 5]   # mnist-fast, d2l LeNet ex/s
     python benchmarks/gpu.py cifar --data-dir DATA [--seeds 5]   # cifar-fast on the JPEG zip
+    python benchmarks/gpu.py cifar --data-dir DATA --recipe cifar-res [--variant epochs=31]
 
-Each recipe runs once untimed first (cuDNN autotuning, allocator warm-up), then once per
-seed. "train s" is the time in training steps only (synchronised at the end of each epoch);
-"eval s" the per-epoch evaluations (with TTA where the recipe asks for it).
+Each recipe (and variant) runs one untimed epoch first (cuDNN autotuning, graph capture,
+allocator warm-up), then once per seed. "train s" is the time in training steps only
+(synchronised at the end of each epoch); "eval s" the per-epoch evaluations (the last one
+with TTA where the recipe asks for it).
 """
 
 from __future__ import annotations

@@ -117,3 +117,5 @@ def test_cutout_zeros_one_square_inside_each_image():
         corners.add((int(rows.min()), int(cols.min())))
     assert len(corners) > 10  # positions really vary
     assert torch.equal(cutout(x, 0, None), x)
+    nhwc = x.contiguous(memory_format=torch.channels_last)  # the layout survives
+    assert cutout(nhwc, 4, None).is_contiguous(memory_format=torch.channels_last)
