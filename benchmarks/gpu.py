@@ -96,6 +96,7 @@ def main() -> None:
                    help="also run the recipe with overrides KEY=VALUE[,KEY=VALUE] (--variant-seeds seeds)")
     p.add_argument("--variant-seeds", type=int, default=2)
     a = p.parse_args()
+    recipes = a.recipe or ["cifar-fast"]
     print(f"gpu benchmark: {_sides.machine()}, cudnn {torch.backends.cudnn.version()}", flush=True)
     results: dict = {"machine": _sides.machine()}
     if a.what == "graphs-check":
@@ -118,11 +119,11 @@ def main() -> None:
         load_split("cifar10-jpeg", "train", a.data_dir)
         load_split("cifar10-jpeg", "test", a.data_dir)
         print(f"decoded the CIFAR-10 JPEG zip in {time.perf_counter() - t:.1f} s", flush=True)
-        for recipe in a.recipe or ["cifar-fast"]:
+        for recipe in recipes:
             results[recipe] = many(recipe, a.data_dir, a.seeds)
     if a.what == "graphs-check":
         return
-    recipe = "mnist-fast" if a.what == "mnist" else (a.recipe or ["cifar-fast"])[0]
+    recipe = "mnist-fast" if a.what == "mnist" else recipes[0]
     for v in a.variant:
         over = dict(kv.split("=", 1) for kv in v.split(","))
         print(f"variant {recipe} {over}:", flush=True)

@@ -117,5 +117,10 @@ def test_cutout_zeros_one_square_inside_each_image():
         corners.add((int(rows.min()), int(cols.min())))
     assert len(corners) > 10  # positions really vary
     assert torch.equal(cutout(x, 0, None), x)
-    nhwc = x.contiguous(memory_format=torch.channels_last)  # the layout survives
-    assert cutout(nhwc, 4, None).is_contiguous(memory_format=torch.channels_last)
+
+def test_cutout_batches_keep_channels_last():
+    loader = DeviceLoader(_split(8, c=3, size=8), 4, torch.device("cpu"), channels_last=True,
+                          augment=Augment(cutout=3))
+    for x, _ in loader.epoch(0):
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        assert int((x == 0).all(1).sum()) >= 4 * 9  # a 3x3 square per image (plus true zeros)

@@ -69,4 +69,4 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None) -> tor
     cols = torch.arange(w, device=x.device)[None, :] - left[:, None]
     inside = ((rows >= 0) & (rows < size))[:, None, :, None] & \
         ((cols >= 0) & (cols < size))[:, None, None, :]
-    return x.clone(memory_format=torch.preserve_format).masked_fill_(inside, 0)  # keeps layout
+    return x.masked_fill(inside, 0)

@@ -107,10 +107,10 @@ class DeviceLoader:
                 x = alternate_flip(x, self.flip_coin[idx], epoch)
             elif self.augment.flip:
                 x = random_flip(x, gen)
-            x = self.to_float(x)
-            if self.augment.cutout:
+            x = self._normalise(x)
+            if self.augment.cutout:  # on normalised values, so the square is the mean colour
                 x = cutout(x, self.augment.cutout, gen)
-            yield x, y
+            yield self._layout(x), y
 
     def _generator(self, epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -133,10 +133,13 @@ class DeviceLoader:
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> normalised float32 batch (channels_last when asked)."""
-        out = torch.addcmul(self.shift, x.float(), self.scale)
-        if self.channels_last:
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        return self._layout(self._normalise(x))
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)

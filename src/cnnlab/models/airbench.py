@@ -50,13 +50,12 @@ class ResidualGroup(nn.Module):
     """conv -> pool -> BN -> GELU, then two conv -> BN layers added back to that, then GELU
     (the activation after the sum, as in airbench96's 2024-06 update)."""
 
-    def __init__(self, cin: int, cout: int, bn_momentum: float = 0.1):
+    def __init__(self, cin: int, cout: int):
         super().__init__()
         self.stem = nn.Sequential(DiracConv(cin, cout), nn.MaxPool2d(2),
-                                  FrozenScaleBN(cout, bn_momentum), nn.GELU())
-        self.body = nn.Sequential(DiracConv(cout, cout), FrozenScaleBN(cout, bn_momentum),
-                                  nn.GELU(), DiracConv(cout, cout),
-                                  FrozenScaleBN(cout, bn_momentum))
+                                  FrozenScaleBN(cout, 0.1), nn.GELU())
+        self.body = nn.Sequential(DiracConv(cout, cout), FrozenScaleBN(cout, 0.1), nn.GELU(),
+                                  DiracConv(cout, cout), FrozenScaleBN(cout, 0.1))
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
