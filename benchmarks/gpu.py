@@ -28,6 +28,7 @@ import _sides  # noqa: E402
 
 from cnnlab.config import build_config  # noqa: E402
 from cnnlab.engine.train import fit  # noqa: E402
+from cnnlab.errors import CnnlabError  # noqa: E402
 
 
 def run_recipe(recipe: str, data_dir: str, seed: int, **over) -> dict:
@@ -133,4 +134,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CnnlabError as e:  # bad recipe, variant or data dir: one line, not a traceback
+        raise SystemExit(f"gpu.py: {e}") from None

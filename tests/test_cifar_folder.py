@@ -87,3 +87,11 @@ def test_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CnnlabError, match="no images found"):
         load_split("folder", "train", tmp_path / "empty")
+
+
+def test_missing_jpeg_zip_names_a_file_path(tmp_path):
+    from cnnlab.data.datasets import not_found_error
+
+    msg = str(not_found_error("cifar10-jpeg", tmp_path))
+    assert "<root>/cifar10-jpeg/cifar10-jpeg.zip and pass --data-dir" in msg
+    assert "<root>/mnist/ and" in str(not_found_error("mnist", tmp_path))

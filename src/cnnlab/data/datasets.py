@@ -189,7 +189,8 @@ def not_found_error(name: str, data_dir: str | os.PathLike | None) -> CnnlabErro
     searched = ", ".join(str(r) for r in search_roots(data_dir))
     how = (f"run `cnnlab download {name}`, or " if name in ("mnist", "fashion-mnist", "cifar10")
            else "")
-    where = f"{info.subdirs[0]}/" if info.subdirs else ""
+    where = info.subdirs[0] if info.subdirs else ""
+    where += "" if not where or where.endswith(".zip") else "/"  # a zip is a file, not a folder
     return CnnlabError(
         f"data set '{name}' not found under {searched}; {how}put its files in "
         f"<root>/{where} and pass --data-dir <root> or set CNNLAB_DATA"
