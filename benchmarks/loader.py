@@ -23,9 +23,8 @@ import _sides  # noqa: E402
 import baselines as B  # noqa: E402
 
 from cnnlab.config import build_config  # noqa: E402
-from cnnlab.data.datasets import Split  # noqa: E402
 from cnnlab.data.loader import DeviceLoader  # noqa: E402
-from cnnlab.engine.setup import setup_run  # noqa: E402
+from cnnlab.engine.build import build  # noqa: E402
 from cnnlab.engine.train import train_one_epoch  # noqa: E402
 from cnnlab.models import create_model  # noqa: E402
 
@@ -74,16 +73,15 @@ def _cnnlab(recipe: str, rest) -> dict:
     o = _opts(rest)
     over = {"data_dir": o.data_dir, "device": o.device, "precision": o.precision}
     cfg = build_config(recipe, over)
-    run = setup_run(cfg)
-    device, data, opt, cl = run.device, run.data, run.optimizer, cfg.channels_last
-    t = data.train  # warm up on a view of the first 30 batches: no second copy of the data
-    n = cfg.batch_size * 30
-    warm = DeviceLoader(Split(t.images[:n], t.labels[:n], data.classes), cfg.batch_size, device,
-                        data.mean, data.std, shuffle=True, channels_last=cl)
-    train_one_epoch(run.step_model, warm, opt, cfg, 0, 0)
-    r = train_one_epoch(run.step_model, data.train, opt, cfg, 1, len(data.train))
+    run = build(cfg)
+    cfg, opt, t = run.cfg, run.optimizer, run.train
+    n = cfg.batch_size * 30  # warm up on a view of the first 30 batches: no second copy
+    warm = DeviceLoader(t.images[:n], t.labels[:n], cfg.batch_size, run.device, run.preprocess,
+                        shuffle=True)
+    train_one_epoch(run.step_model, warm, opt, cfg, 0, 0, criterion=run.criterion)
+    r = train_one_epoch(run.step_model, t, opt, cfg, 1, len(t), criterion=run.criterion)
     return {"examples_per_sec": r.examples / r.seconds, "precision": cfg.precision,
-            "channels_last": cl}
+            "channels_last": cfg.channels_last}
 
 
 SIDES = {

@@ -1,7 +1,45 @@
 """cnnlab: build, inspect, train, evaluate and visualise CNNs in PyTorch.
 
-Importing the package does no work: submodules are imported where they are used, so
-``import cnnlab`` stays fast and needs no optional package.
+Importing the package does no work: ``train``, ``evaluate``, ``load_run`` and friends are
+imported on first use (PEP 562 ``__getattr__``), so ``import cnnlab`` stays fast and needs no
+optional package::
+
+    import cnnlab
+    result = cnnlab.train(recipe="default", epochs=3)
+    run = cnnlab.load_run(result.run_dir)          # model, preprocess, classes, config, history
+    cnnlab.evaluate(result.run_dir).accuracy
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "train": ("cnnlab.api", "train"),
+    "evaluate": ("cnnlab.api", "evaluate"),
+    "load_run": ("cnnlab.run", "load_run"),
+    "LoadedRun": ("cnnlab.run", "LoadedRun"),
+    "RunDir": ("cnnlab.run", "RunDir"),
+    "Preprocess": ("cnnlab.data.preprocess", "Preprocess"),
+    "TrainConfig": ("cnnlab.config", "TrainConfig"),
+    "CnnlabError": ("cnnlab.errors", "CnnlabError"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,20 +9,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
 from cnnlab.errors import CnnlabError
 
-CHOICES = {
-    "optimizer": ("sgd", "adam", "adamw"),
-    "schedule": ("constant", "step", "cosine", "onecycle", "triangle"),
-    "crop_pad_mode": ("zeros", "reflect"),
-    "init": ("default", "xavier"),
-    "device": ("auto", "cpu", "cuda", "mps"),
-    "precision": ("fp32", "bf16", "auto"),
-}
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["constant", "step", "cosine", "onecycle", "triangle"]
+PadMode = Literal["zeros", "reflect"]
+Init = Literal["default", "xavier"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Precision = Literal["fp32", "bf16", "auto"]
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors click's name
@@ -40,7 +38,7 @@ class TrainConfig:
     channels: int | None = _f(None, "convert images to 1 (grey) or 3 (RGB) channels")
     normalize: bool = _f(True, "normalise with the data set's per-channel mean/std")
     crop_padding: int = _f(0, "augment: random crop after padding by this many pixels")
-    crop_pad_mode: str = _f("zeros", "padding for the random crop: zeros | reflect")
+    crop_pad_mode: PadMode = _f("zeros", "padding for the random crop: zeros | reflect")
     flip: bool = _f(False, "augment: random horizontal flip")
     alternate_flip: bool = _f(False, "flip a fixed random half in even epochs, the other half in "
                               "odd epochs (airbench) instead of fresh coin flips")
@@ -51,19 +49,19 @@ class TrainConfig:
     epochs: int = _f(10, "number of epochs")
     batch_size: int = _f(64, "training batch size")
     eval_batch_size: int = _f(1024, "evaluation batch size")
-    optimizer: str = _f("sgd", "sgd | adam | adamw")
+    optimizer: Optimizer = _f("sgd", "sgd | adam | adamw")
     lr: float = _f(0.05, "peak learning rate")
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(False, "SGD Nesterov momentum")
     weight_decay: float = _f(0.0, "weight decay (L2 for SGD/Adam, decoupled for AdamW)")
-    schedule: str = _f("cosine", "constant | step | cosine | onecycle | triangle")
+    schedule: Schedule = _f("cosine", "constant | step | cosine | onecycle | triangle")
     triangle: tuple[float, float, float] | list | None = _f(
         None, "triangle schedule: (start factor, peak position 0..1, end factor) "
         "[default (0.2, 0.23, 0.07)]")
     step_size: int = _f(5, "step schedule: epochs between decays")
     gamma: float = _f(0.1, "step schedule: decay factor")
     warmup_epochs: float = _f(0.0, "linear warm-up length in epochs (constant/step/cosine)")
-    init: str = _f("default", "weight init: default (PyTorch) | xavier (d2l)")
+    init: Init = _f("default", "weight init: default (PyTorch) | xavier (d2l)")
     bias_lr_scale: float = _f(1.0, "lr multiplier for normalisation-layer biases; their weight "
                               "decay is divided by it (airbench: 64)")
     ema_every: int = _f(0, "lookahead EMA of the weights every N steps (0: off)")
@@ -72,8 +70,8 @@ class TrainConfig:
                   "2 mirror + 1-pixel translate")
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
     seed: int = _f(0, "random seed (init, shuffling, augmentation)")
-    device: str = _f("auto", "auto | cpu | cuda | mps")
-    precision: str = _f("fp32", "fp32 | bf16 (autocast) | auto (bf16 where the device runs it fast)")
+    device: Device = _f("auto", "auto | cpu | cuda | mps")
+    precision: Precision = _f("fp32", "fp32 | bf16 (autocast) | auto (bf16 where the device runs it fast)")
     threads: int | None = _f(None, "CPU threads for PyTorch (default: PyTorch's choice)")
     channels_last: bool | None = _f(None, "channels_last memory format (default: on for conv nets "
                                     "on CPU/CUDA, where it is faster)")
@@ -86,7 +84,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Check values a user can get wrong; raise one clear error for the first bad one."""
-        for name, allowed in CHOICES.items():
+        for name, allowed in choices().items():
             if getattr(self, name) not in allowed:
                 raise CnnlabError(
                     f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
@@ -135,6 +133,31 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def field_types() -> dict[str, Any]:
+    """The fields' resolved type hints (``Literal[...]``, ``int | None``, ...)."""
+    return get_type_hints(TrainConfig)
+
+
+def literal_choices(hint: Any) -> tuple[str, ...] | None:
+    """The allowed values of a ``Literal`` hint (also inside ``X | None``), else None."""
+    if get_origin(hint) is Literal:
+        return tuple(get_args(hint))
+    for arg in get_args(hint):
+        if get_origin(arg) is Literal:
+            return tuple(get_args(arg))
+    return None
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """Field name -> allowed values, for every field typed as a ``Literal``."""
+    out = {}
+    for name, hint in field_types().items():
+        allowed = literal_choices(hint)
+        if allowed is not None:
+            out[name] = allowed
+    return out
 
 
 def field_names() -> list[str]:
@@ -198,34 +221,51 @@ def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = N
     return cfg.validate()
 
 
+def base_type(hint: Any) -> type:
+    """The plain type behind a hint: ``int | None`` -> int, ``Literal['a']`` -> str,
+    ``tuple[float, float, float] | list | None`` -> tuple."""
+    if get_origin(hint) is Literal:
+        return type(get_args(hint)[0])
+    if hint in (int, float, bool, str):
+        return hint
+    if get_origin(hint) is tuple:
+        return tuple
+    for arg in get_args(hint):
+        if arg is not type(None):
+            return base_type(arg)
+    return str
+
+
 def _coerce_types(cfg: TrainConfig) -> None:
     """YAML may give ints for floats and vice versa; coerce and report impossible ones."""
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
+    for name, hint in field_types().items():
+        v = getattr(cfg, name)
         if v is None:
             continue
-        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        if t.startswith("tuple"):
+        t = base_type(hint)
+        if t is tuple:
             if isinstance(v, str):  # from the command line: "0.2,0.23,0.07"
                 try:
-                    setattr(cfg, f.name, tuple(float(x) for x in v.split(",")))
+                    setattr(cfg, name, tuple(float(x) for x in v.split(",")))
                 except ValueError as e:
-                    raise CnnlabError(f"field '{f.name}' must be numbers like 0.2,0.23,0.07") from e
+                    raise CnnlabError(f"field '{name}' must be numbers like 0.2,0.23,0.07") from e
             continue
         try:
-            if t.startswith("float"):
-                setattr(cfg, f.name, float(v))
-            elif t.startswith("int"):
+            if t is float:
+                if isinstance(v, bool):
+                    raise ValueError
+                setattr(cfg, name, float(v))
+            elif t is int:
                 if isinstance(v, bool) or float(v) != int(float(v)):
                     raise ValueError
-                setattr(cfg, f.name, int(float(v)))
-            elif t.startswith("bool") and not isinstance(v, bool):
+                setattr(cfg, name, int(float(v)))
+            elif t is bool and not isinstance(v, bool):
                 words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
                 if str(v).lower() not in words:
                     raise ValueError
-                setattr(cfg, f.name, words[str(v).lower()])
+                setattr(cfg, name, words[str(v).lower()])
         except (TypeError, ValueError) as e:
-            raise CnnlabError(f"field '{f.name}' must be {t.split(' ')[0]}, got {v!r}") from e
+            raise CnnlabError(f"field '{name}' must be {t.__name__}, got {v!r}") from e
 
 
 def load_run_config(run_dir: Path) -> dict[str, Any]:

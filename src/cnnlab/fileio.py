@@ -1,4 +1,9 @@
-"""Atomic file writes, so that an interrupted run never leaves a half-written file behind."""
+"""Atomic file writes, so that an interrupted run never leaves a half-written file behind.
+
+A temporary file from ``mkstemp`` is private (0600); before it is renamed into place it
+gets the permissions any new file would get (0666 less the umask, usually 0644), so a
+teammate can read a shared run directory.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,18 @@ from pathlib import Path
 from typing import Any
 
 
+_UMASK: int | None = None
+
+
+def _file_mode() -> int:
+    """0666 less the process umask (read once: ``os.umask`` can only be read by setting it)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
@@ -21,6 +38,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -2,12 +2,71 @@
 
 They work on uint8 (N, C, H, W) batches before normalisation, so padding is black exactly
 as torchvision's ``RandomCrop(padding=p)`` pads a PIL image; no per-sample Python runs.
+Their random numbers (offsets, coins, positions) are arguments, not drawn here: the loader
+draws them for a whole epoch at once on the training device (:func:`draw_epoch`), because
+drawing per batch on the host and copying to a GPU is a hidden synchronisation per step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Batch augmentation settings; the defaults do nothing."""
+
+    crop_padding: int = 0
+    flip: bool = False
+    crop_pad_mode: str = "zeros"  # or "reflect"
+    alternate_flip: bool = False  # with flip: airbench's alternating scheme
+    cutout: int = 0  # side of the square zeroed (after normalisation) in each image
+
+    def check_fits(self, size: tuple[int, ...]) -> None:
+        """Crop reflection and cutout squares must fit inside the images."""
+        from cnnlab.errors import CnnlabError
+
+        side = min(size)
+        if self.cutout > side:
+            raise CnnlabError(f"--cutout {self.cutout} is larger than the {side}-pixel images; "
+                              f"use at most {side}")
+        if self.crop_pad_mode == "reflect" and self.crop_padding >= side:
+            raise CnnlabError(f"--crop-padding {self.crop_padding} with reflect padding needs "
+                              f"images larger than that ({side} pixels); use at most {side - 1}")
+
+
+@dataclass
+class EpochDraws:
+    """Every random number one epoch of augmentation needs, one entry per example slot
+    (position in the epoch's order), all on the training device."""
+
+    crop: torch.Tensor | None = None  # (n, 2) row and column offsets
+    flip: torch.Tensor | None = None  # (n,) bool
+    cutout: torch.Tensor | None = None  # (n, 2) top and left
+
+    def slice(self, lo: int, hi: int) -> EpochDraws:
+        return EpochDraws(*(None if t is None else t[lo:hi]
+                            for t in (self.crop, self.flip, self.cutout)))
+
+
+def draw_epoch(aug: Augment, n: int, size: tuple[int, int], generator: torch.Generator,
+               device: torch.device) -> EpochDraws:
+    """Draw one epoch's augmentation randomness with ``generator`` (on ``device``)."""
+    h, w = size
+    draws = EpochDraws()
+    if aug.crop_padding:
+        draws.crop = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), generator=generator,
+                                   device=device)
+    if aug.flip and not aug.alternate_flip:
+        draws.flip = torch.rand(n, generator=generator, device=device) < 0.5
+    if aug.cutout:
+        draws.cutout = torch.stack([
+            torch.randint(0, h - aug.cutout + 1, (n,), generator=generator, device=device),
+            torch.randint(0, w - aug.cutout + 1, (n,), generator=generator, device=device)], 1)
+    return draws
 
 
 def _reflect(idx: torch.Tensor, size: int) -> torch.Tensor:
@@ -16,9 +75,10 @@ def _reflect(idx: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(idx > size - 1, 2 * (size - 1) - idx, idx)
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None,
+def random_crop(x: torch.Tensor, padding: int, offsets: torch.Tensor,
                 mode: str = "zeros") -> torch.Tensor:
-    """Pad by ``padding`` pixels (zeros or reflection) and crop back at a random offset.
+    """Pad by ``padding`` pixels (zeros or reflection) and crop back at ``offsets`` (n, 2),
+    each in [0, 2 * padding].
 
     One gather over (batch, channel, row, column) index grids: no per-image Python. For
     reflection the padded image is never built; indices are mirrored instead.
@@ -26,8 +86,7 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     if padding <= 0:
         return x
     n, c, h, w = x.shape
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device="cpu").to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device="cpu").to(x.device)
+    dy, dx = offsets[:, 0], offsets[:, 1]
     rows = torch.arange(h, device=x.device)[None, :] + dy[:, None]
     cols = torch.arange(w, device=x.device)[None, :] + dx[:, None]
     if mode == "reflect":
@@ -40,9 +99,8 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     return src[batch, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def random_flip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=generator, device="cpu").lt(0.5).to(x.device)
+def random_flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror the images whose ``flip`` coin (n,) is True left-right."""
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
@@ -54,17 +112,17 @@ def alternate_flip(x: torch.Tensor, coin: torch.Tensor, epoch: int) -> torch.Ten
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Zero one random ``size`` x ``size`` square per image (the square lies inside it).
+def cutout(x: torch.Tensor, size: int, corners: torch.Tensor) -> torch.Tensor:
+    """Zero one ``size`` x ``size`` square per image at ``corners`` (n, 2: top, left), which
+    :func:`draw_epoch` draws so that the square lies inside the image.
 
     Applied to normalised batches, so the square becomes the data set's mean colour, as in
     DeVries and Taylor's cutout and airbench96. One mask built by broadcasting; no loop.
     """
     if size <= 0:
         return x
-    n, _, h, w = x.shape
-    top = torch.randint(0, h - size + 1, (n,), generator=generator, device="cpu").to(x.device)
-    left = torch.randint(0, w - size + 1, (n,), generator=generator, device="cpu").to(x.device)
+    _, _, h, w = x.shape
+    top, left = corners[:, 0], corners[:, 1]
     rows = torch.arange(h, device=x.device)[None, :] - top[:, None]
     cols = torch.arange(w, device=x.device)[None, :] - left[:, None]
     inside = ((rows >= 0) & (rows < size))[:, None, :, None] & \

@@ -3,84 +3,63 @@
 A ``torch.utils.data.DataLoader`` builds every batch sample by sample in Python (PIL image,
 then tensor, then normalise). Here the split is already a uint8 tensor on the device; a
 step slices a batch by a random permutation, augments it as a batch, converts to float and
-normalises with one fused multiply-add. Shuffling and augmentation draw from a generator
-seeded by (seed, epoch), so epoch k has the same batches whether or not the run was resumed.
+normalises with one fused multiply-add (:class:`~cnnlab.data.preprocess.Preprocess`).
+
+All randomness of an epoch (the permutation, crop offsets, flip coins, cutout corners) is
+drawn at the start of the epoch, on the training device, from a generator seeded by
+(seed, epoch): epoch k has the same batches whether or not the run was resumed, and no step
+copies random numbers from the host (on a GPU that copy would synchronise every step).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from cnnlab.data.augment import alternate_flip, cutout, random_crop, random_flip
-from cnnlab.data.datasets import Split
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Batch augmentation settings; the defaults do nothing."""
-
-    crop_padding: int = 0
-    flip: bool = False
-    crop_pad_mode: str = "zeros"  # or "reflect"
-    alternate_flip: bool = False  # with flip: airbench's alternating scheme
-    cutout: int = 0  # side of the square zeroed (after normalisation) in each image
+from cnnlab.data.augment import Augment, EpochDraws, alternate_flip, cutout, draw_epoch, \
+    random_crop, random_flip
+from cnnlab.data.preprocess import Preprocess
 
 
-def adapt_images(images: torch.Tensor, resize: int | None, channels: int | None) -> torch.Tensor:
-    """Resize (bilinear) and/or change channel count of a whole uint8 split, once."""
-    if channels is not None and channels != images.shape[1]:
-        if images.shape[1] == 1:
-            images = images.expand(-1, channels, -1, -1).contiguous()
-        elif channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
-            w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
-            images = (images.float() * w[:, None, None]).sum(1, keepdim=True).round().byte()
-        else:
-            raise ValueError(f"cannot convert {images.shape[1]} channels to {channels}")
-    if resize is not None and tuple(images.shape[2:]) != (resize, resize):
-        out = []
-        for chunk in images.split(4096):  # bounded memory for big splits
-            f = F.interpolate(chunk.float(), size=(resize, resize), mode="bilinear",
-                              align_corners=False, antialias=True)
-            out.append(f.round_().clamp_(0, 255).byte())
-        images = torch.cat(out)
-    return images
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    """The generator of one epoch, on ``device`` where PyTorch has one (else the CPU)."""
+    try:
+        gen = torch.Generator(device=device)
+    except RuntimeError:  # a backend without its own generator
+        gen = torch.Generator()
+    return gen.manual_seed(seed * 1_000_003 + epoch)
 
 
 class DeviceLoader:
-    """Iterate (float inputs, int64 labels) batches of a split held on ``device``."""
+    """Iterate (float inputs, int64 labels) batches of a split held on ``device``.
+
+    ``images`` are uint8 (N, C, H, W) already in the model's channels and size
+    (``preprocess.adapt``); ``preprocess`` normalises them and sets the memory layout.
+    """
 
     def __init__(
         self,
-        split: Split,
+        images: torch.Tensor,
+        labels: torch.Tensor,
         batch_size: int,
         device: torch.device,
-        mean: tuple[float, ...] | None = None,
-        std: tuple[float, ...] | None = None,
+        preprocess: Preprocess,
         shuffle: bool = False,
         drop_last: bool = False,
         augment: Augment | None = None,
         seed: int = 0,
-        channels_last: bool = False,
     ):
-        self.images = split.images.to(device)
-        self.labels = split.labels.to(device)
+        self.images = images.to(device)
+        self.labels = labels.to(device)
         self.batch_size = batch_size
         self.device = device
+        self.preprocess = preprocess
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.augment = augment or Augment()
         self.seed = seed
-        self.channels_last = channels_last
-        c = self.images.shape[1]
-        mean_t = torch.tensor(mean if mean is not None else (0.0,) * c, dtype=torch.float32)
-        std_t = torch.tensor(std if std is not None else (1.0,) * c, dtype=torch.float32)
-        # x_norm = (x/255 - mean) / std = x * scale + shift: one fused op per batch
-        self.scale = (1.0 / (255.0 * std_t)).view(1, c, 1, 1).to(device)
-        self.shift = (-mean_t / std_t).view(1, c, 1, 1).to(device)
+        self._scale_shift = preprocess.scale_shift(device)
         self.flip_coin = None
         if self.augment.flip and self.augment.alternate_flip:  # one fixed coin per example
             g = torch.Generator().manual_seed(seed * 1_000_003 + 7919)
@@ -96,50 +75,50 @@ class DeviceLoader:
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of one epoch; the same ``epoch`` always gives the same batches."""
-        gen = self._generator(epoch)
-        order = self._order(gen)
+        order, draws = self._draw(epoch)
+        aug = self.augment
         for i in range(len(self)):
-            idx = self._batch(order, i)
+            lo, hi = self._bounds(i)
+            idx = slice(lo, hi) if order is None else order[lo:hi]
+            d = draws.slice(lo, hi)
             x, y = self.images[idx], self.labels[idx]
-            if self.augment.crop_padding:
-                x = random_crop(x, self.augment.crop_padding, gen, self.augment.crop_pad_mode)
+            if d.crop is not None:
+                x = random_crop(x, aug.crop_padding, d.crop, aug.crop_pad_mode)
             if self.flip_coin is not None:
                 x = alternate_flip(x, self.flip_coin[idx], epoch)
-            elif self.augment.flip:
-                x = random_flip(x, gen)
-            x = self._normalise(x)
-            if self.augment.cutout:  # on normalised values, so the square is the mean colour
-                x = cutout(x, self.augment.cutout, gen)
-            yield self._layout(x), y
+            elif d.flip is not None:
+                x = random_flip(x, d.flip)
+            x = self.preprocess.normalise(x, self._scale_shift)
+            if d.cutout is not None:  # on normalised values, so the square is the mean colour
+                x = cutout(x, aug.cutout, d.cutout)
+            yield self.preprocess.layout(x), y
 
-    def _generator(self, epoch: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-
-    def _order(self, gen: torch.Generator) -> torch.Tensor | None:
+    def _draw(self, epoch: int) -> tuple[torch.Tensor | None, EpochDraws]:
+        """The epoch's permutation (drawn first) and augmentation draws, on the device."""
         if not self.shuffle:
-            return None
-        return torch.randperm(len(self.labels), generator=gen).to(self.device)
+            return None, EpochDraws()
+        gen = epoch_generator(self.seed, epoch, self.device)
+        dev = gen.device
+        order = torch.randperm(len(self.labels), generator=gen, device=dev)
+        draws = draw_epoch(self.augment, len(self.labels), tuple(self.images.shape[2:]), gen, dev)
+        if dev != self.device:  # once per epoch, never per step
+            order = order.to(self.device)
+            draws = EpochDraws(*(None if t is None else t.to(self.device)
+                                 for t in (draws.crop, draws.flip, draws.cutout)))
+        return order, draws
 
-    def _batch(self, order: torch.Tensor | None, i: int) -> slice | torch.Tensor:
-        """Batch ``i`` of an epoch: a slice of the stored order, or of the permutation."""
-        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(self.labels))
-        return slice(lo, hi) if order is None else order[lo:hi]
+    def _bounds(self, i: int) -> tuple[int, int]:
+        return i * self.batch_size, min((i + 1) * self.batch_size, len(self.labels))
 
     def batch_indices(self, epoch: int = 0) -> list[torch.Tensor]:
         """The example indices of each batch of ``epoch``, as :meth:`epoch` draws them."""
-        order = self._order(self._generator(epoch))
+        order, _ = self._draw(epoch)
         order = torch.arange(len(self.labels)) if order is None else order.cpu()
-        return [order[self._batch(None, i)] for i in range(len(self))]
+        return [order[slice(*self._bounds(i))] for i in range(len(self))]
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 batch -> normalised float32 batch (channels_last when asked)."""
-        return self._layout(self._normalise(x))
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x.float(), self.scale)
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        """uint8 batch -> normalised float32 batch in the model's layout."""
+        return self.preprocess.layout(self.preprocess.normalise(x, self._scale_shift))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)

@@ -10,16 +10,20 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.engine.setup import setup_run
+from cnnlab.engine.build import build
 from cnnlab.engine.train import training_step
+from cnnlab.errors import CnnlabError
 
 
 @dataclass
 class BenchResult:
+    dataset: str
+    compiled: bool
     device: str
     steps: int
     seconds: float
@@ -46,32 +50,54 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(cfg: TrainConfig, steps: int = 50, warmup: int = 10) -> BenchResult:
-    run = setup_run(cfg)
-    device, model = run.device, run.model
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+def bench_config(model: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A config timing ``model``: bench measures speed, so it fits known data to the model
+    (``--resize``/``--channels`` from the registered shapes) instead of refusing it."""
+    from cnnlab.config import build_config
+    from cnnlab.data import get_info
+    from cnnlab.models import get_model_info
+
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    cfg = build_config(None, {**over, "model": model})
+    want, have = get_model_info(model).input_shape, get_info(cfg.dataset).shape
+    if have is not None:
+        if cfg.resize is None and have[1:] != want[1:]:
+            cfg.resize = want[1]
+        if cfg.channels is None and have[0] != want[0]:
+            cfg.channels = want[0]
+    return cfg
+
+
+def bench(model: str | TrainConfig, overrides: dict[str, Any] | None = None, steps: int = 50,
+          warmup: int = 10) -> BenchResult:
+    """Time ``steps`` training steps of ``model`` after ``warmup`` untimed ones."""
+    if steps < 1 or warmup < 0:
+        raise CnnlabError("--steps must be at least 1 and --warmup 0 or more")
+    cfg = model if isinstance(model, TrainConfig) else bench_config(model, overrides)
+    run = build(cfg)
+    cfg, device, net = run.cfg, run.device, run.model
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def batches():
         epoch = 0
         while True:
-            yield from run.data.train.epoch(epoch)
+            yield from run.train.epoch(epoch)
             epoch += 1
 
     it = batches()
-    model.train()
+    net.train()
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
             start = time.perf_counter()
         x, y = next(it)
-        training_step(run.step_model, run.optimizer, criterion, x, y, cfg.precision)
+        training_step(run.step_model, run.optimizer, run.criterion, x, y, cfg.precision)
     _sync(device)
     seconds = time.perf_counter() - start
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return BenchResult(str(device), steps, seconds, cfg.batch_size, peak, bool(cfg.channels_last),
+    return BenchResult(cfg.dataset, cfg.compile, str(device), steps, seconds, cfg.batch_size, peak, bool(cfg.channels_last),
                        cfg.precision)

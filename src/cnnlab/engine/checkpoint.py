@@ -1,9 +1,10 @@
 """Checkpoints without pickle: safetensors for every tensor, JSON for everything else.
 
-A checkpoint for epoch k is ``checkpoints/epoch-00k.safetensors`` (model weights under
-``model.*`` and optimizer tensors under ``optim.<param>.<name>``) plus ``epoch-00k.json``
+A checkpoint is a pair ``STEM.safetensors`` (model weights under ``model.*``, optimizer
+tensors under ``optim.<param>.<name>``, EMA tensors under ``ema.*``) plus ``STEM.json``
 (epoch, global step, optimizer hyper-parameters and scalars, metric history). Both are
-written atomically, the JSON last, so a JSON file marks a complete checkpoint.
+written atomically, the JSON last, so a JSON file marks a complete checkpoint. Which stems
+a run directory uses is :class:`cnnlab.run.RunDir`'s business, not this module's.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_path, write_json
-
-CKPT_DIR = "checkpoints"
+from cnnlab.models import upgrade_state_dict
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -44,14 +44,11 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> d
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module,
-                    optimizer: torch.optim.Optimizer, ema: Any, meta: dict[str, Any],
-                    keep: int = 2) -> Path:
-    """Write the checkpoint after ``epoch`` (1-based count of finished epochs)."""
+def write_checkpoint(stem: Path, epoch: int, model: nn.Module,
+                     optimizer: torch.optim.Optimizer, ema: Any, meta: dict[str, Any]) -> None:
+    """Write the checkpoint after ``epoch`` (1-based count of finished epochs) to ``stem``."""
     from safetensors.torch import save_file
 
-    directory = run_dir / CKPT_DIR
-    stem = directory / f"epoch-{epoch:03d}"
     tensors = {f"model.{k}": v.detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
@@ -61,12 +58,6 @@ def save_checkpoint(run_dir: Path, epoch: int, model: nn.Module,
     with atomic_path(stem.with_suffix(".safetensors")) as tmp:
         save_file(tensors, str(tmp))
     write_json(stem.with_suffix(".json"), {"epoch": epoch, "optimizer": opt_meta, **meta})
-    save_weights(run_dir / "model.safetensors", model)
-    if keep:
-        for old in sorted(directory.glob("epoch-*.json"))[:-keep]:
-            old.unlink()
-            old.with_suffix(".safetensors").unlink(missing_ok=True)
-    return stem
 
 
 def save_weights(path: Path, model: nn.Module) -> None:
@@ -84,19 +75,13 @@ def load_weights(path: Path, model: nn.Module) -> None:
 
     try:
         state = load_file(str(path))
-        model.load_state_dict(state)
+        model.load_state_dict(upgrade_state_dict(model, state))
     except FileNotFoundError as e:
         raise CnnlabError(f"no weights at {path}; train first or give the right run dir") from e
     except (SafetensorError, OSError) as e:
         raise CnnlabError(f"{path} is not a readable safetensors file ({e})") from e
     except RuntimeError as e:
         raise CnnlabError(f"{path} does not match the model ({str(e).splitlines()[0]})") from e
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """Stem of the newest complete checkpoint (its JSON exists), or None."""
-    found = sorted((run_dir / CKPT_DIR).glob("epoch-*.json"))
-    return found[-1].with_suffix("") if found else None
 
 
 def load_checkpoint(stem: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -113,7 +98,7 @@ def load_checkpoint(stem: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                           "delete it to resume from the one before") from e
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
-        model.load_state_dict(model_state)
+        model.load_state_dict(upgrade_state_dict(model, model_state))
         optimizer.load_state_dict(_join_optimizer(tensors, meta.pop("optimizer")))
         if ema is not None:
             ema.load_tensors(tensors, next(model.parameters()).device)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,45 +58,39 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
     return EvalResult(float(confusion.diag().sum()) / n, float(loss_sum) / n, confusion)
 
 
-def evaluate_run(run_dir: Path, dataset: str | None = None, data_dir: str | None = None,
-                 split: str = "test", batch_size: int = 1024, adapt: dict | None = None,
+def evaluate_run(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
+                 split: str = "test", batch_size: int = 1024, device: str = "auto",
                  ) -> tuple[EvalResult, tuple[str, ...]]:
-    """Evaluate a run directory's final weights on a split; also writes eval-SPLIT.json."""
-    from cnnlab.config import build_config, load_run_config
-    from cnnlab.data.datasets import normalization
-    from cnnlab.data.prepare import prepare_split
-    from cnnlab.device import resolve_device
-    from cnnlab.engine.checkpoint import load_weights
-    from cnnlab.fileio import write_json
-    from cnnlab.models import create_model
+    """Evaluate a run directory's final weights on a split of its data set (or of another
+    with as many classes); writes eval-SPLIT.json into the run directory.
+
+    The images go through the run's own :class:`~cnnlab.data.preprocess.Preprocess`
+    (statistics from the training split, as in training), so a data set of another size or
+    channel count is adapted to the model's input, and whole splits are always read.
+    """
+    from cnnlab.data import load_split
+    from cnnlab.data.loader import DeviceLoader
+    from cnnlab.run import load_run
 
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
-    cfg = build_config(None, dict(adapt or {}), base=load_run_config(run_dir))
-    cfg.limit_train = cfg.limit_test = None  # evaluation reads whole splits
-    device = resolve_device(cfg.device)
-    meta = json.loads((run_dir / "classes.json").read_text())
-    classes = tuple(meta["classes"])
-    data = prepare_split(cfg, split, lambda _m: None, dataset, data_dir)
-    if len(data.classes) != len(classes):
-        raise CnnlabError(f"data set has {len(data.classes)} classes but the model was trained "
-                          f"on {len(classes)}")
-    mean = std = None
-    if cfg.normalize:
-        mean, std = meta.get("mean"), meta.get("std")
-        if mean is None:
-            mean, std = normalization(cfg.dataset, data)
-    loader = DeviceLoader(data, batch_size, device, mean=mean, std=std,
-                          channels_last=bool(cfg.channels_last))
-    model = create_model(cfg.model, num_classes=len(classes))
-    load_weights(run_dir / "model.safetensors", model)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    res = evaluate(model, loader, len(classes), cfg.precision, cfg.tta)
-    write_json(run_dir / f"eval-{split}.json", {
-        "dataset": dataset or cfg.dataset, "split": split, "accuracy": res.accuracy,
-        "loss": res.loss, "classes": list(classes),
+    if split not in ("train", "test"):
+        raise CnnlabError(f"unknown split '{split}'; choose train or test")
+    run = load_run(run_dir, device)
+    cfg = run.config
+    name = dataset or cfg.dataset
+    data = load_split(name, split, data_dir if data_dir is not None else
+                      (cfg.data_dir if dataset is None else None))
+    if len(data.classes) != len(run.classes):
+        raise CnnlabError(f"data set '{name}' has {len(data.classes)} classes but the model was "
+                          f"trained on {len(run.classes)}; evaluate on a data set with the same "
+                          "classes")
+    loader = DeviceLoader(run.preprocess.adapt(data.images), data.labels, batch_size, run.device,
+                          run.preprocess)
+    res = evaluate(run.model, loader, len(run.classes), cfg.precision, cfg.tta)
+    run.run_dir.write_eval(split, {
+        "dataset": name, "split": split, "accuracy": res.accuracy,
+        "loss": res.loss, "classes": list(run.classes),
         "per_class_accuracy": res.per_class_accuracy(), "confusion": res.confusion.tolist(),
     })
-    return res, classes
+    return res, run.classes

@@ -16,18 +16,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab.config import TrainConfig, dump_config
+from cnnlab.config import TrainConfig
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.device import autocast
-from cnnlab.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from cnnlab.engine.build import build
+from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.ema import LookaheadEMA
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.graphed import GraphedSGDStep
 from cnnlab.engine.optim import base_lr, lr_factor, set_lr
-from cnnlab.engine.runlog import EpochMetrics, write_metrics
-from cnnlab.engine.setup import setup_run
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import write_atomic, write_json
+from cnnlab.run import EpochMetrics, RunDir
 
 
 class NonFiniteLoss(CnnlabError):
@@ -44,9 +43,13 @@ class EpochResult:
 
 @dataclass
 class TrainResult:
+    """What :func:`fit` returns: where the run was saved, its history, the trained model,
+    and the resolved configuration it ran with."""
+
     run_dir: Path
     history: list[EpochMetrics]
     model: nn.Module
+    config: TrainConfig | None = None
 
 
 Progress = Callable[[int, int, float], None]  # (step, steps, running loss)
@@ -68,10 +71,12 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion:
 def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.optim.Optimizer,
                     cfg: TrainConfig, epoch: int, global_step: int,
                     progress: Progress | None = None, ema: LookaheadEMA | None = None,
-                    graphed: GraphedSGDStep | None = None) -> EpochResult:
+                    graphed: GraphedSGDStep | None = None, criterion: nn.Module | None = None
+                    ) -> EpochResult:
     """One pass over the training split; returns mean loss, accuracy and timing."""
     device = loader.device
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if criterion is None:
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps = len(loader)
     losses = torch.zeros(steps, device=device)  # per-step losses, checked every log_every
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -114,58 +119,61 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None] = print,
         progress: Progress | None = None,
         on_epoch_end: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
-    """Train ``cfg`` (continuing ``resume``'s checkpoint when given); return the history."""
-    run = setup_run(cfg, log, fresh=resume is None)  # raises before anything is written
-    data, model, optimizer, step_model = run.data, run.model, run.optimizer, run.step_model
-    steps = len(data.train)
+    """Train ``cfg`` (continuing ``resume``'s checkpoint when given); return the history.
+
+    ``cfg`` itself is not changed: the run works on (and saves) a resolved copy.
+    """
+    built = build(cfg, log, fresh=resume is None)  # raises before anything is written
+    cfg = built.cfg
+    model, optimizer = built.model, built.optimizer
+    steps = len(built.train)
     ema = LookaheadEMA(model, cfg.ema_every, cfg.epochs * steps) if cfg.ema_every else None
 
     history: list[EpochMetrics] = []
     start_epoch = 0
     if resume is not None:
-        run_dir = resume
-        stem = latest_checkpoint(run_dir)
+        run = RunDir(resume)
+        stem = run.latest_checkpoint()
         if stem is None:
-            raise CnnlabError(f"{run_dir} has no checkpoint to resume from; train it anew")
+            raise CnnlabError(f"{run} has no checkpoint to resume from; train it anew")
         meta = load_checkpoint(stem, model, optimizer, ema)
         start_epoch = int(meta["epoch"])
         history = [EpochMetrics(**h) for h in meta["history"]]
         if start_epoch >= cfg.epochs:
-            raise CnnlabError(f"{run_dir} already finished {start_epoch} epochs; pass a larger "
+            raise CnnlabError(f"{run} already finished {start_epoch} epochs; pass a larger "
                               f"--epochs to train further")
-        log(f"resuming {run_dir} after epoch {start_epoch}")
+        log(f"resuming {run} after epoch {start_epoch}")
     else:
-        run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-        if latest_checkpoint(run_dir) is not None:
-            raise CnnlabError(f"{run_dir} already holds a run; use --resume {run_dir} "
+        run = RunDir(cfg.out if cfg.out else default_run_dir(cfg))
+        if run.latest_checkpoint() is not None:
+            raise CnnlabError(f"{run} already holds a run; use --resume {run} "
                               "or pick another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.out = str(run_dir)
-    write_atomic(run_dir / "config.yaml", dump_config(cfg))
-    write_json(run_dir / "classes.json", {"classes": list(data.classes),
-                                          "input_shape": list(data.input_shape),
-                                          "mean": data.mean, "std": data.std})
+        run.create()
+    cfg.out = str(run.path)
+    run.write_config(cfg)
+    run.write_meta(built.preprocess, built.classes)
 
     graphed = None
-    if cfg.cuda_graphs and run.device.type == "cuda":
+    if cfg.cuda_graphs and built.device.type == "cuda":
         graphed = GraphedSGDStep(
-            model, optimizer, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-            cfg.precision, (cfg.batch_size, *data.input_shape), run.device, bool(cfg.channels_last))
+            model, optimizer, built.criterion, cfg.precision,
+            (cfg.batch_size, *built.preprocess.input_shape), built.device,
+            bool(cfg.channels_last))
     elif cfg.cuda_graphs:
-        log(f"(cuda_graphs applies to CUDA devices only: training eagerly on {run.device})")
+        log(f"(cuda_graphs applies to CUDA devices only: training eagerly on {built.device})")
     on_epoch_start = getattr(model, "on_epoch_start", None)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         use_ema = ema if ema is not None and epoch >= cfg.ema_start_epoch else None
-        tr = train_one_epoch(step_model, data.train, optimizer, cfg, epoch, epoch * steps,
-                             progress, use_ema, graphed)
+        tr = train_one_epoch(built.step_model, built.train, optimizer, cfg, epoch, epoch * steps,
+                             progress, use_ema, graphed, built.criterion)
         if use_ema is not None:
             use_ema.copy_to_model()
         # TTA costs 6 forward passes: only the final evaluation uses it (as airbench reports)
         tta = cfg.tta if epoch + 1 == cfg.epochs else 0
-        ev = evaluate(step_model, data.test, len(data.classes), cfg.precision, tta)
+        ev = evaluate(built.step_model, built.test, len(built.classes), cfg.precision, tta)
         row = EpochMetrics(
             epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=ev.loss,
             test_acc=ev.accuracy, lr=base_lr(optimizer),
@@ -173,10 +181,10 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
             epoch_time=time.perf_counter() - t0,
         )
         history.append(row)
-        save_checkpoint(run_dir, epoch + 1, model, optimizer, ema,
-                        {"global_step": (epoch + 1) * steps,
-                         "history": [asdict(h) for h in history]}, keep=cfg.keep_checkpoints)
-        write_metrics(run_dir, history)
+        run.save_checkpoint(epoch + 1, model, optimizer, ema,
+                            {"global_step": (epoch + 1) * steps,
+                             "history": [asdict(h) for h in history]}, keep=cfg.keep_checkpoints)
+        run.write_metrics(history)
         if on_epoch_end is not None:
             on_epoch_end(row)
-    return TrainResult(run_dir, history, model)
+    return TrainResult(run.path, history, model, cfg)

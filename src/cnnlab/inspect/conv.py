@@ -13,21 +13,37 @@ import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
 
-SEED_INPUT_5x5 = "3 4 6 5 7; 2 4 6 8 2; 1 6 7 8 4; 9 7 4 6 2; 3 7 5 4 1"
-SEED_KERNEL_3x3 = "1 2 3; 4 5 6; 7 8 9"
-SEED_INPUT_4x4 = "3 4 6 5; 2 4 6 8; 1 6 7 8; 9 7 4 6"
+TUTORIAL_INPUT_5x5 = "3 4 6 5 7; 2 4 6 8 2; 1 6 7 8 4; 9 7 4 6 2; 3 7 5 4 1"
+TUTORIAL_KERNEL_3x3 = "1 2 3; 4 5 6; 7 8 9"
+TUTORIAL_INPUT_4x4 = "3 4 6 5; 2 4 6 8; 1 6 7 8; 9 7 4 6"
 
 
-def parse_matrix(text: str, what: str) -> torch.Tensor:
-    """Parse ``"1 2 3; 4 5 6"`` (rows by ';' or newline, values by spaces or commas)."""
+def parse_matrix(text: str, what: str) -> tuple[torch.Tensor, str | None]:
+    """Parse ``"1 2 3; 4 5 6"`` (rows by ';' or newline, values by spaces or commas).
+
+    A single row whose length is a perfect square n*n (n > 1) is read as n x n, the way the
+    tutorial writes its 5x5 input as 25 numbers before ``.view(1, 1, 5, 5)``; the second
+    value returned then says so. Rows of different lengths are refused.
+    """
     rows = [r for r in text.replace("\n", ";").split(";") if r.strip()]
     try:
         values = [[float(v) for v in r.replace(",", " ").split()] for r in rows]
     except ValueError as e:
         raise CnnlabError(f"{what} must be numbers like '1 2 3; 4 5 6' ({e})") from e
-    if not values or any(len(r) != len(values[0]) for r in values) or not values[0]:
-        raise CnnlabError(f"{what} must be a non-empty rectangle of numbers: every row as long")
-    return torch.tensor(values, dtype=torch.float32)
+    if not values or not values[0]:
+        raise CnnlabError(f"{what} is empty; give numbers like '1 2 3; 4 5 6'")
+    lengths = [len(r) for r in values]
+    if len(set(lengths)) > 1:
+        raise CnnlabError(f"{what} has rows of different lengths ({', '.join(map(str, lengths))}); "
+                          "every row needs as many numbers, rows separated by ';'")
+    note = None
+    if len(values) == 1 and len(values[0]) > 1:
+        n = math.isqrt(len(values[0]))
+        if n > 1 and n * n == len(values[0]):
+            values = [values[0][k * n:(k + 1) * n] for k in range(n)]
+            note = (f"{what}: read {n * n} numbers in one row as {n}x{n} (row by row, like "
+                    f".view(1, 1, {n}, {n})); separate rows with ';' to give another shape")
+    return torch.tensor(values, dtype=torch.float32), note
 
 
 def output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
@@ -90,3 +106,46 @@ def format_matrix(t: torch.Tensor) -> str:
     cells = [[f"{int(v)}" if is_int else f"{v:.4g}" for v in row.tolist()] for row in t]
     width = max(len(c) for row in cells for c in row)
     return "\n".join("[" + " ".join(c.rjust(width) for c in row) + "]" for row in cells)
+
+
+def conv_report(input_text: str | None, kernel_text: str | None, padding: int = 0,
+                stride: int = 1) -> list[str]:
+    """What `cnnlab conv` prints: the sizes, their arithmetic and the output matrix.
+    Without an input or kernel, the tutorial's 5x5 example and its 3x3 kernel."""
+    x, x_note = parse_matrix(input_text or TUTORIAL_INPUT_5x5, "--input")
+    k, k_note = parse_matrix(kernel_text or TUTORIAL_KERNEL_3x3, "--kernel")
+    out = conv2d(x, k, stride=stride, padding=padding)
+    return [n for n in (x_note, k_note) if n] + [
+        f"input {x.shape[0]}x{x.shape[1]}, kernel {k.shape[0]}x{k.shape[1]}, "
+        f"padding {padding}, stride {stride}",
+        explain_size("height", x.shape[0], k.shape[0], stride, padding),
+        explain_size("width ", x.shape[1], k.shape[1], stride, padding),
+        format_matrix(out)]
+
+
+def layer_shape_report(shape: tuple[int, int, int, int], out_channels: int, kernel_size: int,
+                       stride: int = 1, padding: int = 0) -> list[str]:
+    """What `cnnlab conv --shape N,C,H,W` prints: nn.Conv2d's weight and output shapes."""
+    if out_channels < 1:
+        raise CnnlabError(f"--out-channels must be at least 1, got {out_channels}")
+    n, c, h, w = shape
+    wshape, oshape = conv_shape(shape, out_channels, kernel_size, stride, padding)
+    return [f"input  {list((n, c, h, w))}", f"weight {list(wshape)}  (out, in, kH, kW)",
+            f"output {list(oshape)}", explain_size("height", h, kernel_size, stride, padding),
+            explain_size("width ", w, kernel_size, stride, padding)]
+
+
+def pool_report(input_text: str | None, kernel_size: int = 2, stride: int | None = None,
+                padding: int = 0, mode: str = "max") -> list[str]:
+    """What `cnnlab pool` prints; without an input, the tutorial's 4x4 example."""
+    if kernel_size < 1:
+        raise CnnlabError(f"--kernel-size must be at least 1, got {kernel_size}")
+    x, note = parse_matrix(input_text or TUTORIAL_INPUT_4x4, "--input")
+    s = stride or kernel_size
+    out = pool2d(x, kernel_size, stride=s, padding=padding, mode=mode)
+    return [n for n in (note,) if n] + [
+        f"{mode} pooling: input {x.shape[0]}x{x.shape[1]}, kernel {kernel_size}, "
+        f"stride {s}, padding {padding}",
+        explain_size("height", x.shape[0], kernel_size, s, padding),
+        explain_size("width ", x.shape[1], kernel_size, s, padding),
+        format_matrix(out)]

@@ -59,3 +59,15 @@ def format_summary(rows: list[LayerRow], total_params: int) -> str:
     ]
     lines.append(f"Total params: {total_params:,}")
     return "\n".join(lines)
+
+
+def model_summary(name: str, input_shape: tuple[int, int, int] | None = None) -> str:
+    """What `cnnlab summary` prints for registered model ``name``."""
+    from cnnlab.models import create_model, get_model_info
+
+    info = get_model_info(name)
+    shape = input_shape or info.input_shape
+    net = create_model(name)
+    rows = layer_rows(net, shape)
+    head = f"{name}: {info.description}  (input 1x{'x'.join(map(str, shape))})"
+    return head + "\n" + format_summary(rows, sum(p.numel() for p in net.parameters()))

@@ -1,15 +1,25 @@
-"""Models: the seed tutorials' networks, registered by name."""
+"""Models: the tutorials' networks and cnnlab's fast nets, registered by name.
+
+Importing this package imports every family module, which registers its models; the
+registry itself (``registry.py``) only holds the dict.
+"""
 
 from cnnlab.models.registry import (
+    ModelInfo,
     check_input_shape,
     create_model,
+    find_layer,
     get_model_info,
-    init_weights,
+    layer_names,
     model_names,
     register_model,
+    upgrade_state_dict,
 )
 
+from cnnlab.models import airbench, fastnet, lenet, mlp, mnist_net, simple_cnn  # noqa: E402,F401,I001
+from cnnlab.models.init import init_weights  # noqa: E402
+
 __all__ = [
-    "check_input_shape", "create_model", "get_model_info", "init_weights", "model_names",
-    "register_model",
+    "ModelInfo", "check_input_shape", "create_model", "find_layer", "get_model_info",
+    "init_weights", "layer_names", "model_names", "register_model", "upgrade_state_dict",
 ]

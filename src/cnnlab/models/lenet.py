@@ -22,13 +22,20 @@ def _lenet(act: type[nn.Module], pool: type[nn.Module], num_classes: int) -> nn.
     )
 
 
+# d2l's LeNet is an nn.Sequential, so its modules keep their indices (weights load into
+# d2l's own net); these aliases name them wherever a layer is given on the command line.
+LENET_ALIASES = {"conv1": "0", "act1": "1", "pool1": "2", "conv2": "3", "act2": "4",
+                 "pool2": "5", "flatten": "6", "fc1": "7", "act3": "8", "fc2": "9", "act4": "10",
+                 "fc3": "11"}
+
+
 @register_model("lenet5", (1, 28, 28), "LeNet-5: sigmoid, average pooling, 120-84-10",
-                "seed 004 (d2l LeNet)")
+                "d2l LeNet", aliases=LENET_ALIASES)
 def lenet5(num_classes: int = 10) -> nn.Module:
     return _lenet(nn.Sigmoid, nn.AvgPool2d, num_classes)
 
 
 @register_model("lenet5-relu", (1, 28, 28), "LeNet-5 with ReLU and max pooling (d2l exercise)",
-                "seed 004 exercise")
+                "d2l LeNet exercise", aliases=LENET_ALIASES)
 def lenet5_relu(num_classes: int = 10) -> nn.Module:
     return _lenet(nn.ReLU, nn.MaxPool2d, num_classes)

@@ -1,13 +1,17 @@
-"""Model registry in the style of timm: ``@register_model`` and ``create_model(name)``.
+"""Model registry in the style of timm: ``@register_model`` fills a dict, nothing more.
 
-Each entry records the input shape the network was designed for, so a mismatched data set
-is reported before training, in words, instead of as a shape error deep inside ``forward``.
+This module imports no model family: ``cnnlab/models/__init__.py`` imports the families
+(which run their ``@register_model`` decorators), so there is no import circle and no lazy
+"ensure loaded" step. Each entry records the input shape the network was designed for, so
+a mismatched data set is reported before training, in words, instead of as a shape error
+deep inside ``forward``; and, for nets whose modules are numbered (``nn.Sequential``),
+readable layer aliases (``conv1`` -> ``0``) for commands that name a layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -21,33 +25,29 @@ class ModelInfo:
     input_shape: tuple[int, int, int]
     description: str
     source: str
+    aliases: dict[str, str] = field(default_factory=dict)  # readable name -> module name
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, input_shape: tuple[int, int, int], description: str, source: str):
+def register_model(name: str, input_shape: tuple[int, int, int], description: str, source: str,
+                   aliases: dict[str, str] | None = None):
     """Decorator that adds a builder ``f(num_classes=10) -> nn.Module`` to the registry."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = ModelInfo(name, fn, input_shape, description, source)
+        _REGISTRY[name] = ModelInfo(name, fn, input_shape, description, source,
+                                    dict(aliases or {}))
         return fn
 
     return wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from cnnlab.models import airbench, fastnet, lenet, mlp, mnist_net, simple_cnn  # noqa: F401
-
-
 def model_names() -> list[str]:
-    _ensure_loaded()
     return list(_REGISTRY)
 
 
 def get_model_info(name: str) -> ModelInfo:
-    _ensure_loaded()
     if name not in _REGISTRY:
         raise CnnlabError(
             f"unknown model '{name}'; choose one of: {', '.join(_REGISTRY)} (see `cnnlab models`)"
@@ -81,12 +81,33 @@ def check_input_shape(name: str, shape: tuple[int, ...], dataset: str = "the dat
     )
 
 
-def init_weights(model: nn.Module, scheme: str) -> None:
-    """Re-initialise conv and linear weights: 'default' keeps PyTorch's, 'xavier' as d2l."""
-    if scheme == "default":
-        return
-    if scheme != "xavier":
-        raise CnnlabError(f"unknown init '{scheme}'; choose default or xavier")
-    for m in model.modules():
-        if isinstance(m, nn.Linear | nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
+def layer_names(name: str, model: nn.Module) -> dict[str, str]:
+    """Every name a layer of ``model`` (registered as ``name``) answers to: its module name,
+    and the registry's aliases (``conv1`` for LeNet's ``0``), mapped to module names."""
+    modules = {n: n for n, _ in model.named_modules() if n}
+    aliases = {a: m for a, m in get_model_info(name).aliases.items() if m in modules}
+    return {**modules, **aliases}
+
+
+def find_layer(name: str, model: nn.Module, layer: str) -> tuple[str, nn.Module]:
+    """The module called ``layer`` (a module name or an alias); a clear error otherwise."""
+    names = layer_names(name, model)
+    if layer not in names:
+        choices = ", ".join(list(get_model_info(name).aliases) or
+                            [n for n, m in model.named_modules() if n and not list(m.children())])
+        raise CnnlabError(f"model '{name}' has no layer '{layer}'; choose one of: {choices}")
+    module_name = names[layer]
+    return module_name, model.get_submodule(module_name)
+
+
+def upgrade_state_dict(model: nn.Module, state: dict) -> dict:
+    """Rename keys saved by older cnnlab versions (``0.weight``) to the model's current names
+    (``conv1.weight``), using the model class's ``LEGACY_KEYS`` prefix map, if it has one."""
+    legacy: dict[str, str] = getattr(model, "LEGACY_KEYS", {})
+    if not legacy or any(k in state for k in model.state_dict()):
+        return state
+    out = {}
+    for k, v in state.items():
+        prefix, _, rest = k.partition(".")
+        out[f"{legacy[prefix]}.{rest}" if prefix in legacy else k] = v
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.engine.runlog import EpochMetrics
+from cnnlab.run import EpochMetrics
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_path
 
@@ -34,3 +34,11 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def plot_run(run_dir: str | Path, out: Path | None = None) -> Path:
+    """Plot a run directory's curves to ``out`` (default: the run's curves.png)."""
+    from cnnlab.run import RunDir
+
+    run = RunDir(run_dir).require()
+    return plot_curves(run.read_metrics(), out or run.curves_path)

@@ -1,0 +1,59 @@
+"""The Python API for notebooks and scripts: ``cnnlab.train``, ``cnnlab.load_run``,
+``cnnlab.evaluate``. Each is the library call the matching command makes, so a notebook and
+the command line give the same runs.
+
+    import cnnlab
+    result = cnnlab.train(recipe="seed-mnist", epochs=2, data_dir="../shared/data")
+    run = cnnlab.load_run(result.run_dir)
+    print(cnnlab.evaluate(result.run_dir).accuracy)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cnnlab.config import TrainConfig
+from cnnlab.engine.evaluate import EvalResult
+from cnnlab.engine.train import TrainResult
+from cnnlab.errors import CnnlabError
+
+
+def train_config(recipe: str | None = None, resume: str | Path | None = None,
+                 **overrides: Any) -> TrainConfig:
+    """The config `cnnlab train` runs: defaults < recipe < overrides, or a run's saved
+    config (plus overrides such as a larger ``epochs``) when resuming."""
+    from cnnlab.config import build_config
+    from cnnlab.run import RunDir
+
+    if resume is not None:
+        if recipe:
+            raise CnnlabError("--resume continues a run with its saved config; drop --recipe")
+        cfg = build_config(None, overrides, base=RunDir(resume).read_config())
+        cfg.out = str(resume)
+        return cfg
+    if recipe is None and overrides.get("model") is None and overrides.get("dataset") is None:
+        recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
+    return build_config(recipe, overrides)
+
+
+def train(recipe: str | None = None, *, resume: str | Path | None = None,
+          log: Callable[[str], None] | None = None, **overrides: Any) -> TrainResult:
+    """Train as `cnnlab train` does and return the result (``run_dir``, ``history``,
+    ``model``, ``config``). ``overrides`` are config fields: ``epochs=3, lr=0.02``.
+    ``log`` receives progress lines (default: silent)."""
+    from cnnlab.engine.train import fit
+
+    cfg = train_config(recipe, resume, **overrides)
+    return fit(cfg, Path(resume) if resume is not None else None,
+               log=log or (lambda _m: None))
+
+
+def evaluate(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
+             split: str = "test", batch_size: int = 1024, device: str = "auto") -> EvalResult:
+    """Evaluate a run's final weights on a split (``accuracy``, ``loss``, ``confusion``);
+    also writes eval-SPLIT.json into the run directory, as `cnnlab eval` does."""
+    from cnnlab.engine.evaluate import evaluate_run
+
+    return evaluate_run(run_dir, dataset, data_dir, split, batch_size, device)[0]

@@ -1,0 +1,78 @@
+"""Commands that list what cnnlab has: `models`, `datasets`, `recipes`, and `download`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cnnlab.cli import cli
+from cnnlab.cli.console import console
+
+
+@cli.command()
+def models() -> None:
+    """List the models: name, input shape, parameters, where they come from."""
+    from rich.table import Table
+
+    from cnnlab.models import create_model, get_model_info, model_names
+
+    table = Table(show_edge=False)
+    for col in ("model", "input", "params", "layers", "from"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for name in model_names():
+        info = get_model_info(name)
+        n = sum(p.numel() for p in create_model(name).parameters())
+        table.add_row(name, "x".join(map(str, info.input_shape)), f"{n:,}", info.description,
+                      info.source)
+    console().print(table)
+
+
+@cli.command()
+@click.option("--data-dir", help="data root searched first")
+def datasets(data_dir: str | None) -> None:
+    """List the data sets: sizes, classes, and where their files are found."""
+    from rich.table import Table
+
+    from cnnlab.data.locate import describe_location, search_roots
+    from cnnlab.data.registry import dataset_names, get_info
+
+    table = Table(show_edge=False)
+    for col in ("data set", "shape", "train", "test", "classes", "found at"):
+        table.add_column(col, justify="right" if col in ("train", "test") else "left")
+    for name in dataset_names():
+        info = get_info(name)
+        where = describe_location(name, data_dir)
+        classes = ", ".join(info.classes[:4]) + " ..." if info.classes else "folder names"
+        table.add_row(name, "x".join(map(str, info.shape)) if info.shape else "any",
+                      f"{info.sizes['train']:,}" if info.sizes else "-",
+                      f"{info.sizes['test']:,}" if info.sizes else "-", classes,
+                      "[red]not found[/]" if where == "not found" else where)
+    con = console()
+    con.print(table)
+    con.print("searched, in order: " + ", ".join(str(r) for r in search_roots(data_dir)))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path),
+              help="where to put the files [user data dir/NAME]")
+@click.option("--mirror", multiple=True, help="base URL to try instead of the built-in mirrors")
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def download(name: str, directory: Path | None, mirror: tuple[str, ...], timeout: float) -> None:
+    """Download a data set from its mirrors, checking md5 checksums."""
+    from cnnlab.data.download import download_dataset
+    from cnnlab.data.locate import default_download_dir
+
+    target = directory or default_download_dir(name)
+    path = download_dataset(name, target, mirror or None, timeout, log=click.echo)
+    click.echo(f"{name} is in {path}")
+
+
+@cli.command()
+def recipes() -> None:
+    """List the named recipes for `cnnlab train --recipe NAME`."""
+    from cnnlab.config import recipe_description, recipe_names
+
+    for name in recipe_names():
+        click.echo(f"{name:<20} {recipe_description(name)}")

@@ -1,0 +1,70 @@
+"""Commands that look at a network or an operation: `summary`, `conv`, `pool`."""
+
+from __future__ import annotations
+
+import click
+
+from cnnlab.cli import cli
+from cnnlab.errors import CnnlabError
+
+
+def parse_ints(text: str, n: int, what: str) -> tuple[int, ...]:
+    """``"3,32,32"`` (or ``3x32x32``) -> (3, 32, 32); exactly ``n`` positive integers."""
+    try:
+        vals = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != n or any(v < 1 for v in vals):
+        raise CnnlabError(f"{what} must be {n} positive integers like "
+                          f"{','.join(['3', '32', '32', '1'][:n])}, got '{text}'")
+    return vals
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--input", "input_shape", help="input shape C,H,W [the model's own]")
+def summary(model: str, input_shape: str | None) -> None:
+    """Print each layer's output shape and parameter count, like d2l's layer loop."""
+    from cnnlab.inspect.summary import model_summary
+
+    shape = parse_ints(input_shape, 3, "--input") if input_shape else None
+    click.echo(model_summary(model, shape))
+
+
+@cli.command()
+@click.option("--input", "input_text",
+              help="input matrix, rows separated by ';' (or n*n numbers in one row) "
+                   "[the tutorial's 5x5 example]")
+@click.option("--kernel", "kernel_text", help="kernel matrix [the tutorial's 3x3 kernel 1..9]")
+@click.option("--padding", type=int, default=0, show_default=True)
+@click.option("--stride", type=int, default=1, show_default=True)
+@click.option("--shape", help="instead: run nn.Conv2d on a random input of shape N,C,H,W")
+@click.option("--out-channels", type=int, default=1, show_default=True, help="with --shape")
+@click.option("--kernel-size", type=int, default=3, show_default=True, help="with --shape")
+def conv(input_text: str | None, kernel_text: str | None, padding: int, stride: int,
+         shape: str | None, out_channels: int, kernel_size: int) -> None:
+    """Compute a 2-D convolution and show the output-size arithmetic."""
+    from cnnlab.inspect import conv as C
+
+    if shape:
+        lines = C.layer_shape_report(parse_ints(shape, 4, "--shape"), out_channels, kernel_size,
+                                     stride, padding)
+    else:
+        lines = C.conv_report(input_text, kernel_text, padding, stride)
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.option("--input", "input_text",
+              help="input matrix, rows separated by ';' (or n*n numbers in one row) "
+                   "[the tutorial's 4x4 example]")
+@click.option("--kernel-size", type=int, default=2, show_default=True)
+@click.option("--stride", type=int, help="[the kernel size]")
+@click.option("--padding", type=int, default=0, show_default=True)
+@click.option("--mode", type=click.Choice(["max", "avg"]), default="max", show_default=True)
+def pool(input_text: str | None, kernel_size: int, stride: int | None, padding: int,
+         mode: str) -> None:
+    """Compute 2-D max or average pooling and show the output-size arithmetic."""
+    from cnnlab.inspect.conv import pool_report
+
+    click.echo("\n".join(pool_report(input_text, kernel_size, stride, padding, mode)))

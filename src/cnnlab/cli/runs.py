@@ -1,0 +1,59 @@
+"""Commands on a trained run directory: `cnnlab eval` and `cnnlab plot`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cnnlab.cli import cli
+from cnnlab.cli.console import console
+
+
+@cli.command("eval")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--dataset", help="evaluate on this data set instead of the run's own (same "
+              "number of classes; its images are adapted to the model's input)")
+@click.option("--data-dir", help="data root for the data set")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--batch-size", type=int, default=1024, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)
+def eval_cmd(run_dir: Path, dataset: str | None, data_dir: str | None, split: str,
+             batch_size: int, device: str) -> None:
+    """Accuracy, per-class accuracy and confusion matrix of a trained run."""
+    from rich.table import Table
+
+    from cnnlab.engine.evaluate import evaluate_run
+
+    res, classes = evaluate_run(run_dir, dataset, data_dir, split, batch_size, device)
+    con = console()
+    con.print(f"accuracy {res.accuracy:.4f}  loss {res.loss:.4f}  "
+              f"({int(res.confusion.sum())} examples, {split} split)")
+    per = Table(title="per-class accuracy", show_edge=False)
+    per.add_column("class")
+    per.add_column("accuracy", justify="right")
+    per.add_column("n", justify="right")
+    for name, acc, n in zip(classes, res.per_class_accuracy(), res.confusion.sum(1).tolist(),
+                            strict=True):
+        per.add_row(name, f"{acc:.4f}", str(n))
+    con.print(per)
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)", show_edge=False)
+    cm.add_column("")
+    for i in range(len(classes)):
+        cm.add_column(str(i), justify="right")
+    for i, row in enumerate(res.confusion.tolist()):
+        cm.add_row(f"{i} {classes[i]}", *[f"[bold]{v}[/]" if j == i else str(v)
+                                          for j, v in enumerate(row)])
+    con.print(cm)
+    con.print(f"wrote {run_dir / f'eval-{split}.json'}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), help="PNG path [RUN_DIR/curves.png]")
+def plot(run_dir: Path, out: Path | None) -> None:
+    """Plot train loss, train acc and test acc per epoch (d2l's curves) to a PNG."""
+    from cnnlab.viz.plots import plot_run
+
+    click.echo(f"wrote {plot_run(run_dir, out)}")

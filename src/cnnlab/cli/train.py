@@ -1,0 +1,94 @@
+"""`cnnlab train` and `cnnlab bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cnnlab.cli import cli
+from cnnlab.cli.console import console
+from cnnlab.cli.options import config_options
+from cnnlab.errors import CnnlabError
+
+
+@cli.command()
+@click.option("--recipe", "-r", help="named recipe from `cnnlab recipes`, or a .yaml path")
+@click.option("--resume", type=click.Path(path_type=Path),
+              help="continue the run in this directory from its last checkpoint")
+@config_options()
+def train(recipe: str | None, resume: Path | None, **overrides: Any) -> None:
+    """Train a model; every option overrides the recipe (or the defaults).
+
+    With no options: mnist-net on the embedded digits data (resized to 28x28), in seconds.
+    """
+    from cnnlab.api import train_config
+
+    cfg = train_config(recipe, resume, **overrides)
+    _run_training(cfg, resume)
+
+
+def _run_training(cfg: Any, resume: Path | None) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from cnnlab.device import describe, resolve_device, resolve_precision
+    from cnnlab.engine.train import fit
+
+    con = console()
+    device = resolve_device(cfg.device)
+    con.print(f"cnnlab train: [bold]{cfg.model}[/] on [bold]{cfg.dataset}[/], "
+              f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, "
+              f"{cfg.schedule}, {resolve_precision(cfg.precision, device)} on {describe(device)}")
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                   TimeRemainingColumn(), console=con, transient=True,
+                   disable=not con.is_terminal)
+    task = bar.add_task("", total=1, info="")
+    epoch_no = [0]
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        bar.update(task, total=steps, completed=step,
+                   description=f"epoch {epoch_no[0] + 1}/{cfg.epochs}", info=f"loss {loss:.4f}")
+
+    def on_epoch_end(m: Any) -> None:
+        epoch_no[0] = m.epoch
+        con.print(f"epoch {m.epoch:>3}/{cfg.epochs}  loss {m.train_loss:.4f}  train acc "
+                  f"{m.train_acc:.4f}  test acc {m.test_acc:.4f}  lr {m.lr:.4g}  "
+                  f"{m.examples_per_sec:,.0f} ex/s  {m.epoch_time:.1f} s")
+
+    try:
+        with bar:
+            result = fit(cfg, resume, log=lambda m: con.print(f"[dim]{m}[/]"),
+                         progress=progress, on_epoch_end=on_epoch_end)
+    except KeyboardInterrupt:
+        raise CnnlabError("interrupted; continue with `cnnlab train --resume RUN_DIR`") from None
+    h = result.history
+    table = Table(title=f"{cfg.model} on {cfg.dataset}", show_edge=False)
+    for col in ("epoch", "train loss", "train acc", "test acc", "examples/s", "time (s)"):
+        table.add_column(col, justify="right")
+    for m in h:
+        table.add_row(str(m.epoch), f"{m.train_loss:.4f}", f"{m.train_acc:.4f}",
+                      f"{m.test_acc:.4f}", f"{m.examples_per_sec:,.0f}", f"{m.epoch_time:.1f}")
+    con.print(table)
+    total = sum(m.epoch_time for m in h)
+    con.print(f"final test acc {h[-1].test_acc:.4f}; {total:.1f} s over {len(h)} epochs; "
+              f"run saved in {result.run_dir}")
+
+
+@cli.command("bench")
+@click.argument("model")
+@config_options(["dataset", "data_dir", "batch_size", "device", "precision", "channels_last",
+                 "compile", "threads", "resize", "channels"])
+@click.option("--steps", type=int, default=50, show_default=True, help="timed steps")
+@click.option("--warmup", type=int, default=10, show_default=True)
+def bench_cmd(model: str, steps: int, warmup: int, **overrides: Any) -> None:
+    """Time forward+backward+step: steps/sec, examples/sec, ms/step and peak memory."""
+    from cnnlab.engine.bench import bench
+
+    r = bench(model, overrides, steps, warmup)
+    click.echo(f"{model} on {r.dataset}, batch {r.batch_size}, {r.precision}, "
+               f"{'channels_last' if r.channels_last else 'contiguous'}"
+               f"{', compiled' if r.compiled else ''}, {r.device}")
+    click.echo(f"{r.steps_per_sec:,.1f} steps/s  {r.examples_per_sec:,.0f} examples/s  "
+               f"{r.ms_per_step:.2f} ms/step  peak memory {r.peak_memory_mb:,.0f} MB")

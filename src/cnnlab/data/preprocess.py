@@ -1,0 +1,183 @@
+"""One preprocessing object: how raw uint8 images become the tensors a model was trained on.
+
+Training, evaluation and everything after them (predict, serve, export) must see inputs
+exactly as the training loop did: the same channel count and size, the same mean/std, the
+same memory layout. A :class:`Preprocess` is built once from the *training* split, saved in
+the run directory as ``preprocess.json``, and read back by :func:`cnnlab.load_run`, so none
+of those later steps needs the data set, and none recomputes statistics from the split it
+happens to be looking at.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """uint8 (N, C, H, W) images -> normalised float inputs of the model.
+
+    ``channels`` and ``size`` are what the model sees; any uint8 batch is converted to them
+    (grey <-> RGB, bilinear resize). ``mean``/``std`` are per channel in [0, 1] units, or
+    None for no normalisation. ``light_on_dark`` records whether the training images draw
+    light strokes on a dark background (MNIST) so a later ``predict`` can invert a photo of
+    dark ink on paper. ``channels_last`` is the memory format the model was trained in.
+    """
+
+    channels: int
+    size: tuple[int, int]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    light_on_dark: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise CnnlabError(f"preprocessing needs 1 or 3 channels, got {self.channels}")
+        if (self.mean is None) != (self.std is None):
+            raise CnnlabError("preprocessing needs both mean and std, or neither")
+        for stats in (self.mean, self.std):
+            if stats is not None and len(stats) != self.channels:
+                raise CnnlabError(f"preprocessing mean/std need {self.channels} values, "
+                                  f"got {len(stats)}")
+        if self.std is not None and min(self.std) <= 0:
+            raise CnnlabError(f"preprocessing std must be positive, got {self.std}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.channels, *self.size)
+
+    # ------------------------------------------------------------------ uint8 -> uint8
+    def adapt(self, images: torch.Tensor) -> torch.Tensor:
+        """Convert a uint8 (N, C, H, W) batch to this channel count and size, once."""
+        return adapt_images(images, self.size, self.channels)
+
+    # ----------------------------------------------------------------- uint8 -> float
+    def scale_shift(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """``x_norm = (x/255 - mean)/std = x * scale + shift``: two (1, C, 1, 1) tensors."""
+        c = self.channels
+        mean = torch.tensor(self.mean if self.mean is not None else (0.0,) * c)
+        std = torch.tensor(self.std if self.std is not None else (1.0,) * c)
+        scale = (1.0 / (255.0 * std)).view(1, c, 1, 1).to(device)
+        shift = (-mean / std).view(1, c, 1, 1).to(device)
+        return scale, shift
+
+    def normalise(self, x: torch.Tensor, scale_shift: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> torch.Tensor:
+        """uint8 batch (already adapted) -> float32, normalised in one fused multiply-add."""
+        scale, shift = scale_shift or self.scale_shift(x.device)
+        return torch.addcmul(shift, x.float(), scale)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Put a float batch in the memory format the model was trained in."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Any uint8 (N, C, H, W) batch -> the model's float input (adapt, normalise, layout)."""
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise CnnlabError(f"preprocessing takes uint8 images (N, C, H, W), got "
+                              f"{images.dtype} {tuple(images.shape)}")
+        return self.layout(self.normalise(self.adapt(images)))
+
+    # ------------------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["mean"] = list(self.mean) if self.mean is not None else None
+        d["std"] = list(self.std) if self.std is not None else None
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        try:
+            return cls(
+                channels=int(d["channels"]), size=(int(d["size"][0]), int(d["size"][1])),
+                mean=tuple(float(v) for v in d["mean"]) if d.get("mean") is not None else None,
+                std=tuple(float(v) for v in d["std"]) if d.get("std") is not None else None,
+                light_on_dark=bool(d.get("light_on_dark", False)),
+                channels_last=bool(d.get("channels_last", False)),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise CnnlabError(f"bad preprocessing record ({e!r}); expected keys channels, "
+                              "size, mean, std, light_on_dark, channels_last") from e
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocess:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise CnnlabError(f"preprocessing record is not valid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise CnnlabError("preprocessing record must be a JSON object")
+        return cls.from_dict(data)
+
+    # ------------------------------------------------------------- from training data
+    @classmethod
+    def from_train(cls, images: torch.Tensor, normalize: bool = True,
+                   published: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+                   channels_last: bool = False) -> Preprocess:
+        """Build from the (already adapted) uint8 training images.
+
+        ``published`` mean/std (the data set's own, computed on its training split) are used
+        when they have one value per channel; otherwise the statistics are computed from
+        ``images``. Never from a test split.
+        """
+        c, h, w = images.shape[1:]
+        mean = std = None
+        if normalize:
+            if published is not None and len(published[0]) == c:
+                mean, std = tuple(published[0]), tuple(published[1])
+            else:
+                mean, std = channel_stats(images)
+        light = c == 1 and float(images[:4096].float().mean()) < 127.5
+        return cls(channels=int(c), size=(int(h), int(w)), mean=mean, std=std,
+                   light_on_dark=light, channels_last=channels_last)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images in [0, 1] units, rounded to 4 places."""
+    c = images.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(4096):  # chunks: no float copy of the whole split
+        x = chunk.double() / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    n = images.numel() / c
+    mean = total / n
+    std = (squares / n - mean * mean).clamp_min(1e-6).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def adapt_images(images: torch.Tensor, size: int | tuple[int, int] | None,
+                 channels: int | None) -> torch.Tensor:
+    """Resize (bilinear, antialiased) and/or change the channel count of uint8 images."""
+    if channels is not None and channels != images.shape[1]:
+        if images.shape[1] == 1:
+            images = images.expand(-1, channels, -1, -1).contiguous()
+        elif channels == 1 and images.shape[1] == 3:  # ITU-R 601 luma, as PIL's convert("L")
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32, device=images.device)
+            images = (images.float() * w[:, None, None]).sum(1, keepdim=True).round().byte()
+        else:
+            raise CnnlabError(f"cannot convert {images.shape[1]} channels to {channels}; "
+                              "use --channels 1 or 3")
+    if isinstance(size, int):
+        size = (size, size)
+    if size is not None and tuple(images.shape[2:]) != tuple(size):
+        out = []
+        for chunk in images.split(4096):  # bounded memory for big splits
+            f = F.interpolate(chunk.float(), size=size, mode="bilinear", align_corners=False,
+                              antialias=True)
+            out.append(f.round_().clamp_(0, 255).byte())
+        images = torch.cat(out)
+    return images

@@ -1,0 +1,118 @@
+"""One build path: a config in, a resolved copy of it and every part of a run out.
+
+Shared by ``fit``, ``cnnlab bench`` and the benchmarks. The order is fixed and each step
+says why it is where it is:
+
+1. copy the config; the caller's object is never changed;
+2. the device (precision and memory format depend on it);
+3. the data splits (the number of classes comes from them, and a missing or misshapen data
+   set must fail before anything is written or built);
+4. the model (seeded), then its memory format, which the loaders are given, not patched;
+5. the :class:`~cnnlab.data.preprocess.Preprocess` built from the training split, and the
+   loaders;
+6. data-dependent init (airbench's whitening), the optimizer (before ``torch.compile``: it
+   must hold the real parameters), the loss criterion, built once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnlab.config import TrainConfig
+from cnnlab.data import Split, get_info, load_split
+from cnnlab.data.augment import Augment
+from cnnlab.data.loader import DeviceLoader
+from cnnlab.data.preprocess import Preprocess, adapt_images
+from cnnlab.device import auto_channels_last, resolve_device, resolve_precision, set_threads
+from cnnlab.engine.optim import build_optimizer
+from cnnlab.models import check_input_shape, create_model, init_weights
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Built:
+    """Everything a run needs before its first step."""
+
+    cfg: TrainConfig  # resolved copy: precision, channels_last and device filled in
+    device: torch.device
+    classes: tuple[str, ...]
+    preprocess: Preprocess
+    train: DeviceLoader
+    test: DeviceLoader
+    model: nn.Module  # the real module (checkpoints, EMA)
+    step_model: nn.Module  # what the steps call: the model, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+
+
+def fixed_subset(split: Split, n: int | None) -> Split:
+    """A fixed random subset of ``n`` examples (image folders are stored class by class, so
+    the first n would be one class); the same for every run, kept in stored order."""
+    if n is None or n >= len(split):
+        return split
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return Split(split.images[idx], split.labels[idx], split.classes)
+
+
+def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split, Split]:
+    """Both splits of ``cfg.dataset``, limited and adapted as ``cfg`` asks, checked against
+    the model's input shape (an error names the options that fix it)."""
+    splits = []
+    for name, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
+        split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log), limit)
+        images = adapt_images(split.images, cfg.resize, cfg.channels)
+        check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
+        splits.append(Split(images, split.labels, split.classes))
+    return splits[0], splits[1]
+
+
+def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> Built:
+    """Resolve a copy of ``cfg`` and build the run's parts. ``fresh`` is False when resuming:
+    data-dependent init is then skipped, since the checkpoint brings the weights."""
+    cfg = dataclasses.replace(cfg)
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    cfg.device = device.type
+    cfg.precision = resolve_precision(cfg.precision, device)
+
+    train, test = load_train_test(cfg, log)
+    augment = Augment(cfg.crop_padding, cfg.flip, cfg.crop_pad_mode, cfg.alternate_flip,
+                      cfg.cutout)
+    augment.check_fits(train.shape[1:])
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=len(train.classes))
+    init_weights(model, cfg.init)
+    model.to(device)
+    if cfg.channels_last is None:
+        cfg.channels_last = auto_channels_last(model, device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    info = get_info(cfg.dataset)
+    published = (info.mean, info.std) if info.mean is not None and info.std is not None else None
+    preprocess = Preprocess.from_train(train.images, cfg.normalize, published,
+                                       channels_last=cfg.channels_last)
+    train_loader = DeviceLoader(train.images, train.labels, cfg.batch_size, device, preprocess,
+                                shuffle=True, drop_last=cfg.drop_last, augment=augment,
+                                seed=cfg.seed)
+    test_loader = DeviceLoader(test.images, test.labels, cfg.eval_batch_size, device, preprocess)
+
+    init_from_data = getattr(model, "init_from_data", None)
+    if init_from_data is not None and fresh:  # e.g. airbench's whitening layer
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(
+            cfg.seed))[:5000].to(device)  # a random sample: stored order may be by class
+        init_from_data(train_loader.to_float(train_loader.images[pick]))
+    optimizer = build_optimizer(cfg, model)
+    step_model = torch.compile(model) if cfg.compile else model
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    return Built(cfg, device, train.classes, preprocess, train_loader, test_loader, model,
+                 step_model, optimizer, criterion)

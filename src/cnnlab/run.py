@@ -1,0 +1,281 @@
+"""A run directory and the one way back from it to a ready model.
+
+:class:`RunDir` is the only code that knows the file names inside a run directory::
+
+    config.yaml          the resolved configuration (re-runnable as a recipe)
+    preprocess.json      channels, size, mean/std, light-on-dark, memory layout
+    classes.json         class names, in output order
+    metrics.csv/.jsonl   one row per epoch
+    model.safetensors    the latest weights
+    checkpoints/         epoch-NNN.safetensors + epoch-NNN.json (weights, optimizer, history)
+    eval-SPLIT.json      results of `cnnlab eval`
+    curves.png           `cnnlab plot`
+
+Every file is written atomically (temporary name, then rename) with normal permissions.
+:func:`load_run` turns a run directory back into an eval-mode model with its preprocessing,
+class names, configuration and history, without the data set's files: everything after
+training (eval, plot, visualising, predict, serve, export) starts there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import write_atomic, write_json
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from cnnlab.config import TrainConfig
+    from cnnlab.data.preprocess import Preprocess
+
+
+@dataclass
+class EpochMetrics:
+    """One row of metrics.csv / metrics.jsonl."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float
+    examples_per_sec: float
+    train_time: float  # seconds in training steps only (what d2l's examples/sec divides by)
+    epoch_time: float  # seconds for the whole epoch, evaluation included
+
+
+class RunDir:
+    """A run directory: where each file lives, and reading and writing them."""
+
+    CONFIG = "config.yaml"
+    PREPROCESS = "preprocess.json"
+    CLASSES = "classes.json"
+    METRICS_CSV = "metrics.csv"
+    METRICS_JSONL = "metrics.jsonl"
+    WEIGHTS = "model.safetensors"
+    CHECKPOINTS = "checkpoints"
+    CURVES = "curves.png"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------- existence
+    def is_run(self) -> bool:
+        return (self.path / self.CONFIG).is_file()
+
+    def require(self) -> RunDir:
+        """Raise a clear error unless this is a run directory written by `cnnlab train`."""
+        if not self.path.exists():
+            raise CnnlabError(f"{self.path} does not exist; give a run directory written by "
+                              "`cnnlab train` (runs/MODEL-DATASET-TIME)")
+        if not self.is_run():
+            raise CnnlabError(f"{self.path} is not a cnnlab run directory (no {self.CONFIG}); "
+                              "give the folder that `cnnlab train` wrote")
+        return self
+
+    def create(self) -> RunDir:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # ---------------------------------------------------------------------- config
+    def write_config(self, cfg: TrainConfig) -> None:
+        from cnnlab.config import dump_config
+
+        write_atomic(self.path / self.CONFIG, dump_config(cfg))
+
+    def read_config(self) -> dict[str, Any]:
+        """The saved configuration as a dict (validated field names)."""
+        from cnnlab.config import read_yaml_config
+
+        self.require()
+        return read_yaml_config(self.path / self.CONFIG)
+
+    # ------------------------------------------------------ preprocessing and classes
+    def write_meta(self, preprocess: Preprocess, classes: tuple[str, ...]) -> None:
+        write_atomic(self.path / self.PREPROCESS, preprocess.to_json())
+        write_json(self.path / self.CLASSES, {"classes": list(classes)})
+
+    def read_classes(self) -> tuple[str, ...]:
+        data = self._read_json(self.CLASSES)
+        classes = data.get("classes") if isinstance(data, dict) else None
+        if not isinstance(classes, list) or len(classes) < 2:
+            raise CnnlabError(f"{self.path / self.CLASSES} has no list of class names; "
+                              "the run directory is damaged")
+        return tuple(str(c) for c in classes)
+
+    def read_preprocess(self, config: dict[str, Any] | None = None) -> Preprocess:
+        """preprocess.json; for runs from cnnlab 0.1 (no such file), the same facts from
+        classes.json and config.yaml."""
+        from cnnlab.data.preprocess import Preprocess
+
+        path = self.path / self.PREPROCESS
+        if path.is_file():
+            try:
+                return Preprocess.from_json(path.read_text(encoding="utf-8"))
+            except CnnlabError as e:
+                raise CnnlabError(f"{path}: {e}") from None
+        old = self._read_json(self.CLASSES)
+        config = config if config is not None else self.read_config()
+        try:
+            c, h, w = old["input_shape"]
+            return Preprocess(channels=int(c), size=(int(h), int(w)),
+                              mean=tuple(old["mean"]) if old.get("mean") else None,
+                              std=tuple(old["std"]) if old.get("std") else None,
+                              channels_last=bool(config.get("channels_last")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CnnlabError(f"{self.path} has no {self.PREPROCESS} and its {self.CLASSES} "
+                              "lacks input_shape/mean/std; train the run again") from e
+
+    def _read_json(self, name: str) -> Any:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CnnlabError(f"{path} is missing; the run directory is incomplete "
+                              "(was training stopped before the first epoch?)") from None
+        except (OSError, ValueError) as e:
+            raise CnnlabError(f"{path} is unreadable ({e})") from None
+
+    # --------------------------------------------------------------------- metrics
+    def write_metrics(self, history: list[EpochMetrics]) -> None:
+        """Rewrite metrics.csv and metrics.jsonl from the whole history (they are tiny), so
+        they are always complete and a resumed run continues them without duplicate rows."""
+        names = [f.name for f in fields(EpochMetrics)]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        for row in history:
+            writer.writerow(asdict(row))
+        write_atomic(self.path / self.METRICS_CSV, buf.getvalue())
+        write_atomic(self.path / self.METRICS_JSONL,
+                     "".join(json.dumps(asdict(r)) + "\n" for r in history))
+
+    def read_metrics(self) -> list[EpochMetrics]:
+        """The per-epoch history (empty when no epoch has finished)."""
+        path = self.path / self.METRICS_JSONL
+        if not path.is_file():
+            return []
+        try:
+            return [EpochMetrics(**json.loads(line))
+                    for line in path.read_text(encoding="utf-8").splitlines() if line]
+        except (ValueError, TypeError) as e:
+            raise CnnlabError(f"{path} is damaged ({e})") from None
+
+    # ---------------------------------------------------------- weights, checkpoints
+    @property
+    def weights_path(self) -> Path:
+        return self.path / self.WEIGHTS
+
+    def save_weights(self, model: nn.Module) -> None:
+        from cnnlab.engine.checkpoint import save_weights
+
+        save_weights(self.weights_path, model)
+
+    def load_weights(self, model: nn.Module) -> None:
+        from cnnlab.engine.checkpoint import load_weights
+
+        load_weights(self.weights_path, model)
+
+    def checkpoint_stem(self, epoch: int) -> Path:
+        return self.path / self.CHECKPOINTS / f"epoch-{epoch:03d}"
+
+    def latest_checkpoint(self) -> Path | None:
+        """Stem of the newest complete checkpoint (its JSON is written last), or None."""
+        found = sorted((self.path / self.CHECKPOINTS).glob("epoch-*.json"))
+        return found[-1].with_suffix("") if found else None
+
+    def save_checkpoint(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        ema: Any, meta: dict[str, Any], keep: int = 2) -> Path:
+        """Checkpoint after ``epoch`` finished epochs, the final weights, and pruning to the
+        newest ``keep`` checkpoints (0 keeps all)."""
+        from cnnlab.engine.checkpoint import write_checkpoint
+
+        stem = self.checkpoint_stem(epoch)
+        write_checkpoint(stem, epoch, model, optimizer, ema, meta)
+        self.save_weights(model)
+        if keep:
+            for old in sorted((self.path / self.CHECKPOINTS).glob("epoch-*.json"))[:-keep]:
+                old.unlink()
+                old.with_suffix(".safetensors").unlink(missing_ok=True)
+        return stem
+
+    # ----------------------------------------------------------- evaluation, plots
+    def eval_path(self, split: str) -> Path:
+        return self.path / f"eval-{split}.json"
+
+    def write_eval(self, split: str, result: dict[str, Any]) -> Path:
+        write_json(self.eval_path(split), result)
+        return self.eval_path(split)
+
+    @property
+    def curves_path(self) -> Path:
+        return self.path / self.CURVES
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready to use: what :func:`load_run` returns."""
+
+    run_dir: RunDir
+    model: nn.Module  # in eval mode, on ``device``, in the trained memory format
+    preprocess: Preprocess
+    classes: tuple[str, ...]
+    config: TrainConfig
+    history: list[EpochMetrics]
+    device: torch.device
+
+    @property
+    def precision(self) -> str:
+        return self.config.precision
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for a uint8 (N, C, H, W) batch of any size or channel count."""
+        import torch
+
+        from cnnlab.device import autocast
+
+        x = self.preprocess(images.to(self.device))
+        with torch.no_grad(), autocast(self.device, self.precision):
+            return self.model(x).float()
+
+
+def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
+    """A run directory -> its model (eval mode, final weights) with preprocessing, class
+    names, resolved config and metrics history. Needs no data set files.
+
+    >>> run = load_run("runs/mnist-net-digits-20260101-120000")   # doctest: +SKIP
+    >>> run.logits(uint8_images).argmax(1)                        # doctest: +SKIP
+    """
+    import torch
+
+    from cnnlab.config import build_config
+    from cnnlab.device import resolve_device
+    from cnnlab.models import create_model
+
+    run = RunDir(path).require()
+    saved = run.read_config()
+    config = build_config(None, {}, base=saved)
+    classes = run.read_classes()
+    preprocess = run.read_preprocess(saved)
+    dev = resolve_device(device)
+    model = create_model(config.model, num_classes=len(classes))
+    run.load_weights(model)
+    model.to(dev)
+    if preprocess.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.eval()
+    return LoadedRun(run, model, preprocess, classes, config, run.read_metrics(), dev)
