@@ -18,7 +18,7 @@ SEED_PADDED = [
 
 
 def seed_input():
-    return C.parse_matrix(C.SEED_INPUT_5x5, "input"), C.parse_matrix(C.SEED_KERNEL_3x3, "k")
+    return C.parse_matrix(C.TUTORIAL_INPUT_5x5, "input")[0], C.parse_matrix(C.TUTORIAL_KERNEL_3x3, "k")[0]
 
 
 def test_padding_one_keeps_5x5_and_matches_seed():
@@ -32,7 +32,7 @@ def test_stride_two_matches_seed():
 
 
 def test_max_pool_matches_seed():
-    x = C.parse_matrix(C.SEED_INPUT_4x4, "input")
+    x = C.parse_matrix(C.TUTORIAL_INPUT_4x4, "input")[0]
     assert C.pool2d(x, 2).tolist() == [[4, 8], [9, 8]]
     assert C.pool2d(x, 2, mode="avg").tolist() == [[3.25, 6.25], [5.75, 6.25]]
 
@@ -68,7 +68,8 @@ def test_cli_conv_and_pool_print_seed_numbers():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["conv", "--input", "1 2; 3"], "rectangle"),
+    (["conv", "--input", "1 2; 3"], "rows of different lengths (2, 1)"),
+    (["conv", "--input", "1 2 3 4 5"], "kernel 3x3 does not fit input 1x5"),
     (["conv", "--input", "1 a"], "numbers"),
     (["conv", "--input", "1 2; 3 4", "--kernel", "1 2 3; 4 5 6; 7 8 9"], "does not fit"),
     (["conv", "--stride", "0"], "stride"),
@@ -85,3 +86,29 @@ def test_cli_bad_input_is_one_line_error(args, needle):
 def test_parse_matrix_rejects_empty():
     with pytest.raises(CnnlabError):
         C.parse_matrix("  ;  ", "input")
+
+
+def test_conv_input_forms(tmp_path):
+    """The tutorial's 25 numbers in one row (before .view(1, 1, 5, 5)) are read as 5x5 and
+    the output says so; the same matrix given by rows gives the same result."""
+    flat = " ".join(C.TUTORIAL_INPUT_5x5.replace(";", " ").split())
+    x, note = C.parse_matrix(flat, "--input")
+    rows, no_note = C.parse_matrix(C.TUTORIAL_INPUT_5x5, "--input")
+    assert x.shape == (5, 5) and torch.equal(x, rows) and no_note is None
+    assert "25 numbers in one row as 5x5" in note
+    commas, _ = C.parse_matrix(flat.replace(" ", ","), "--input")
+    assert torch.equal(commas, rows)
+    not_square, note = C.parse_matrix("1 2 3 4 5 6", "--input")
+    assert not_square.shape == (1, 6) and note is None
+    res = CliRunner().invoke(cli, ["conv", "--input", flat, "--padding", "1"])
+    assert res.exit_code == 0, res.output
+    assert "as 5x5" in res.output and "[ 91 168 224 215 127]" in res.output
+    ragged = CliRunner().invoke(cli, ["conv", "--input", "1 2 3; 4 5; 6 7 8"])
+    assert ragged.exit_code == 1 and "rows of different lengths (3, 2, 3)" in ragged.output
+
+
+def test_help_texts_name_no_in_house_seeds():
+    for cmd in ("conv", "pool", "summary", "train", "models"):
+        out = CliRunner().invoke(cli, [cmd, "--help"]).output
+        assert "seed 00" not in out and "seeds 00" not in out, cmd
+    assert "the tutorial's 5x5 example" in CliRunner().invoke(cli, ["conv", "--help"]).output

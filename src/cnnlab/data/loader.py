@@ -95,14 +95,15 @@ class DeviceLoader:
 
     def _draw(self, epoch: int) -> tuple[torch.Tensor | None, EpochDraws]:
         """The epoch's permutation (drawn first) and augmentation draws, on the device."""
-        if not self.shuffle:
+        aug = self.augment
+        if not (self.shuffle or aug.crop_padding or aug.cutout or aug.flip):
             return None, EpochDraws()
         gen = epoch_generator(self.seed, epoch, self.device)
         dev = gen.device
-        order = torch.randperm(len(self.labels), generator=gen, device=dev)
-        draws = draw_epoch(self.augment, len(self.labels), tuple(self.images.shape[2:]), gen, dev)
+        order = torch.randperm(len(self.labels), generator=gen, device=dev) if self.shuffle else None
+        draws = draw_epoch(aug, len(self.labels), tuple(self.images.shape[2:]), gen, dev)
         if dev != self.device:  # once per epoch, never per step
-            order = order.to(self.device)
+            order = order.to(self.device) if order is not None else None
             draws = EpochDraws(*(None if t is None else t.to(self.device)
                                  for t in (draws.crop, draws.flip, draws.cutout)))
         return order, draws
