@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cnnlab.data.datasets import load_split
+from cnnlab.data.load import load_split
 
 
 class TutorialDataset(Dataset):

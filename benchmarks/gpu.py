@@ -115,7 +115,7 @@ def main() -> None:
         print(f"seed-mnist: {r['examples_per_sec']:,.0f} examples/s, acc {r['acc']:.4f}", flush=True)
     else:
         t = time.perf_counter()
-        from cnnlab.data.datasets import load_split
+        from cnnlab.data.load import load_split
 
         load_split("cifar10-jpeg", "train", a.data_dir)
         load_split("cifar10-jpeg", "test", a.data_dir)

@@ -23,7 +23,7 @@ import _sides  # noqa: E402
 import baselines as B  # noqa: E402
 
 from cnnlab.config import build_config  # noqa: E402
-from cnnlab.data.datasets import Split  # noqa: E402
+from cnnlab.data.load import Split  # noqa: E402
 from cnnlab.data.loader import DeviceLoader  # noqa: E402
 from cnnlab.engine.setup import setup_run  # noqa: E402
 from cnnlab.engine.train import train_one_epoch  # noqa: E402

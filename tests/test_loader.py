@@ -3,7 +3,7 @@
 import torch
 
 from cnnlab.data.augment import cutout, random_crop, random_flip
-from cnnlab.data.datasets import Split
+from cnnlab.data.load import Split
 from cnnlab.data.loader import Augment, DeviceLoader, adapt_images
 
 

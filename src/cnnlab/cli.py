@@ -158,7 +158,7 @@ def bench_cmd(model: str, dataset: str, data_dir: str | None, batch_size: int, d
 
     if steps < 1 or warmup < 0:
         raise CnnlabError("--steps must be at least 1 and --warmup 0 or more")
-    from cnnlab.data.datasets import get_info
+    from cnnlab.data.registry import get_info
     from cnnlab.models import get_model_info
 
     # bench measures speed, so it fits known data to the model instead of refusing it
@@ -341,21 +341,19 @@ def models() -> None:
 @click.option("--data-dir", help="data root searched first")
 def datasets(data_dir: str | None) -> None:
     """List the data sets: sizes, classes, and where their files are found."""
+    from rich.markup import escape
     from rich.table import Table
 
-    from cnnlab.data.datasets import DATASETS, locate, search_roots
+    from cnnlab.data.locate import describe_location, search_roots
+    from cnnlab.data.registry import dataset_names, get_info
 
     table = Table(show_edge=False)
     for col in ("data set", "shape", "train", "test", "classes", "found at"):
         table.add_column(col, justify="right" if col in ("train", "test") else "left")
-    for name, info in DATASETS.items():
-        if info.embedded:
-            where = f"embedded ({info.source})"
-        elif name == "folder":
-            where = "--data-dir ROOT"
-        else:
-            loc = locate(name, data_dir)
-            where = str(loc) if loc else "[red]not found[/]"
+    for name in dataset_names():
+        info = get_info(name)
+        where = describe_location(name, data_dir)
+        where = "[red]not found[/]" if where == "not found" else escape(where)
         classes = ", ".join(info.classes[:4]) + " ..." if info.classes else "folder names"
         table.add_row(name, "x".join(map(str, info.shape)) if info.shape else "any",
                       f"{info.sizes['train']:,}" if info.sizes else "-",
@@ -373,12 +371,10 @@ def datasets(data_dir: str | None) -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 def download(name: str, directory: Path | None, mirror: tuple[str, ...], timeout: float) -> None:
     """Download a data set from its mirrors, checking md5 checksums."""
-    from cnnlab.data.datasets import default_data_root, get_info
     from cnnlab.data.download import download_dataset
+    from cnnlab.data.locate import default_download_dir
 
-    info = get_info(name)
-    target = directory or default_data_root() / (info.subdirs[0].split("/")[0]
-                                                 if info.subdirs else name)
+    target = directory or default_download_dir(name)
     path = download_dataset(name, target, mirror or None, timeout, log=click.echo)
     click.echo(f"{name} is in {path}")
 

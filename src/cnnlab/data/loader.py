@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.data.augment import alternate_flip, cutout, random_crop, random_flip
-from cnnlab.data.datasets import Split
+from cnnlab.data.load import Split
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.data.datasets import Split, load_split, normalization
+from cnnlab.data.load import Split, load_split, normalization
 from cnnlab.data.loader import Augment, DeviceLoader, adapt_images
 from cnnlab.errors import CnnlabError
 from cnnlab.models import check_input_shape

@@ -64,7 +64,7 @@ def evaluate_run(run_dir: Path, dataset: str | None = None, data_dir: str | None
                  ) -> tuple[EvalResult, tuple[str, ...]]:
     """Evaluate a run directory's final weights on a split; also writes eval-SPLIT.json."""
     from cnnlab.config import build_config, load_run_config
-    from cnnlab.data.datasets import normalization
+    from cnnlab.data.load import normalization
     from cnnlab.data.prepare import prepare_split
     from cnnlab.device import resolve_device
     from cnnlab.engine.checkpoint import load_weights
