@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_idx_dataset
+from conftest import write_cifar_batches, write_idx_dataset
 
 import cnnlab
 from cnnlab.cli import cli
 from cnnlab.data import dataset_names, get_info
 from cnnlab.data.download import downloadable
-from cnnlab.data.locate import describe_location
+from cnnlab.data.locate import default_download_dir, describe_location, locate
 from cnnlab.data.registry import DATASETS
 
 
@@ -71,6 +71,21 @@ def test_cli_datasets_shows_found_and_missing(tmp_path, monkeypatch):
     assert "d/mnist" in lines["mnist"]
     assert "not found" in lines["cifar10"] and "--data-dir ROOT" in lines["folder"]
     assert "embedded (scikit-learn)" in lines["digits"]
+
+
+def test_default_download_dir_is_where_locate_looks(tmp_path, monkeypatch):
+    """What `cnnlab download NAME` unpacks into its default folder is found afterwards."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # this test's own user data dir
+    for name in downloadable():
+        assert default_download_dir(name) == tmp_path / "cnnlab" / "data" / name
+        assert locate(name) is None
+    write_idx_dataset(default_download_dir("mnist"), 4, 2)
+    write_idx_dataset(default_download_dir("fashion-mnist"), 4, 2)
+    # the CIFAR-10 tarball holds one folder, cifar-10-batches-py, unpacked inside the target
+    write_cifar_batches(default_download_dir("cifar10") / "cifar-10-batches-py", n=2)
+    assert locate("mnist") == default_download_dir("mnist")
+    assert locate("fashion-mnist") == default_download_dir("fashion-mnist")
+    assert locate("cifar10") == default_download_dir("cifar10") / "cifar-10-batches-py"
 
 
 def test_data_layer_imports_neither_config_nor_models():

@@ -88,6 +88,9 @@ def describe_location(name: str, data_dir: str | os.PathLike | None = None) -> s
 
 
 def default_download_dir(name: str) -> Path:
-    """Where ``cnnlab download NAME`` puts the files without --dir."""
-    info = get_info(name)
-    return default_data_root() / (info.subdirs[0].split("/")[0] if info.subdirs else name)
+    """Where ``cnnlab download NAME`` puts the files without --dir: ``<user data dir>/NAME``.
+
+    Every downloadable data set lists ``NAME`` (or ``NAME/<the archive's folder>``) among its
+    ``subdirs``, so what lands here is found again by :func:`locate`.
+    """
+    return default_data_root() / get_info(name).name
