@@ -9,8 +9,8 @@ import pytest
 from conftest import write_cifar_batches
 from PIL import Image
 
-from cnnlab.data.cifar import read_cifar_batch
-from cnnlab.data.datasets import load_split
+from cnnlab.data.load import load_split
+from cnnlab.data.sources.cifar import read_cifar_batch
 from cnnlab.errors import CnnlabError
 
 
@@ -90,7 +90,7 @@ def test_folder_errors(tmp_path):
 
 
 def test_missing_jpeg_zip_names_a_file_path(tmp_path):
-    from cnnlab.data.datasets import not_found_error
+    from cnnlab.data.locate import not_found_error
 
     msg = str(not_found_error("cifar10-jpeg", tmp_path))
     assert "<root>/cifar10-jpeg/cifar10-jpeg.zip and pass --data-dir" in msg

@@ -9,13 +9,15 @@ import hashlib
 import http.server
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import write_idx_dataset
 
 from cnnlab.data import download as dl
-from cnnlab.data.datasets import load_split
+from cnnlab.data import registry
+from cnnlab.data.load import load_split
 from cnnlab.errors import CnnlabError
 
 PAYLOAD = gzip.compress(b"cnnlab test payload " * 500)
@@ -108,7 +110,8 @@ def test_download_dataset_then_load(server, tmp_path, monkeypatch):
     _Handler.files = files
     remotes = [dl.RemoteFile(n, hashlib.md5(b).hexdigest(), (f"{server}/good",))
                for n, b in files.items()]
-    monkeypatch.setitem(dl.REMOTE_FILES, "mnist", remotes)
+    mnist = replace(registry.DATASETS["mnist"], remote_files=tuple(remotes))
+    monkeypatch.setitem(registry.DATASETS, "mnist", mnist)
     dest = dl.download_dataset("mnist", tmp_path / "data" / "mnist")
     assert len(load_split("mnist", "train", tmp_path / "data")) == 9
     # a second call finds every file with the right md5 and downloads nothing

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from cnnlab.config import build_config
-from cnnlab.data.datasets import Split, load_split
+from cnnlab.data.load import Split, load_split
 from cnnlab.data.loader import DeviceLoader, adapt_images
 from cnnlab.engine.train import train_one_epoch
 from cnnlab.models import create_model

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import idx_bytes, write_idx_dataset
 
-from cnnlab.data.datasets import load_split
-from cnnlab.data.idx import read_idx_images, read_idx_labels, read_idx_pair
+from cnnlab.data.load import load_split
+from cnnlab.data.sources.idx import read_idx_images, read_idx_labels, read_idx_pair
 from cnnlab.errors import CnnlabError
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from cnnlab.config import build_config
-from cnnlab.data.datasets import load_split
+from cnnlab.data.load import load_split
 from cnnlab.engine.train import fit
 
 pytestmark = pytest.mark.realdata

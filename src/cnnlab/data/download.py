@@ -3,7 +3,8 @@
 Each file is fetched into a temporary file beside its destination, its md5 compared with
 the upstream checksum, and only then renamed into place, so an interrupted or corrupt
 download never looks like a valid file. When every mirror fails, one error names the data
-set, every URL tried with its reason, and where to put the files by hand.
+set, every URL tried with its reason, and where to put the files by hand. What to fetch
+comes from the registry entry's ``remote_files``.
 """
 
 from __future__ import annotations
@@ -13,49 +14,17 @@ import tarfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from cnnlab.data.registry import dataset_names, get_info
+from cnnlab.data.remote import RemoteFile
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_path
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file of a data set: its name, upstream md5 and the mirrors that serve it."""
-
-    name: str
-    md5: str
-    mirrors: tuple[str, ...]  # base URLs; the file name is appended
-
-
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
-FASHION_MIRRORS = (
-    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
-)
-CIFAR_MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
-
-REMOTE_FILES: dict[str, list[RemoteFile]] = {
-    "mnist": [
-        RemoteFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", MNIST_MIRRORS),
-        RemoteFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", MNIST_MIRRORS),
-        RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", MNIST_MIRRORS),
-        RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", MNIST_MIRRORS),
-    ],
-    "fashion-mnist": [
-        RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", FASHION_MIRRORS),
-        RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", FASHION_MIRRORS),
-        RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", FASHION_MIRRORS),
-        RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", FASHION_MIRRORS),
-    ],
-    "cifar10": [
-        RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", CIFAR_MIRRORS),
-    ],
-}
+def downloadable() -> list[str]:
+    """The data sets that can be downloaded: those whose registry entry lists remote files."""
+    return [n for n in dataset_names() if get_info(n).remote_files]
 
 
 def md5_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -120,14 +89,15 @@ def download_dataset(
     log: Callable[[str], None] = lambda _msg: None,
 ) -> Path:
     """Download every file of data set ``name`` into ``directory`` and unpack archives."""
-    if name not in REMOTE_FILES:
+    names = downloadable()
+    if name not in names:
         raise CnnlabError(
-            f"data set '{name}' cannot be downloaded; downloadable: {', '.join(REMOTE_FILES)}"
+            f"data set '{name}' cannot be downloaded; downloadable: {', '.join(names)}"
         )
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        for remote in REMOTE_FILES[name]:
+        for remote in get_info(name).remote_files:
             path = download_file(remote, directory, name, mirrors, timeout, log)
             if path.name.endswith(".tar.gz"):
                 _extract_tar(path, directory)

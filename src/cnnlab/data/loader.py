@@ -17,8 +17,15 @@ from collections.abc import Iterator
 
 import torch
 
-from cnnlab.data.augment import Augment, EpochDraws, alternate_flip, cutout, draw_epoch, \
-    random_crop, random_flip
+from cnnlab.data.augment import (
+    Augment,
+    EpochDraws,
+    alternate_flip,
+    cutout,
+    draw_epoch,
+    random_crop,
+    random_flip,
+)
 from cnnlab.data.preprocess import Preprocess
 
 

@@ -99,5 +99,5 @@ def bench(model: str | TrainConfig, overrides: dict[str, Any] | None = None, ste
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return BenchResult(cfg.dataset, cfg.compile, str(device), steps, seconds, cfg.batch_size, peak, bool(cfg.channels_last),
-                       cfg.precision)
+    return BenchResult(cfg.dataset, cfg.compile, str(device), steps, seconds, cfg.batch_size,
+                       peak, bool(cfg.channels_last), cfg.precision)

@@ -4,6 +4,8 @@ Importing this package imports every family module, which registers its models; 
 registry itself (``registry.py``) only holds the dict.
 """
 
+from cnnlab.models import airbench, fastnet, lenet, mlp, mnist_net, simple_cnn  # noqa: E402,F401,I001
+from cnnlab.models.init import init_weights  # noqa: E402
 from cnnlab.models.registry import (
     ModelInfo,
     check_input_shape,
@@ -15,9 +17,6 @@ from cnnlab.models.registry import (
     register_model,
     upgrade_state_dict,
 )
-
-from cnnlab.models import airbench, fastnet, lenet, mlp, mnist_net, simple_cnn  # noqa: E402,F401,I001
-from cnnlab.models.init import init_weights  # noqa: E402
 
 __all__ = [
     "ModelInfo", "check_input_shape", "create_model", "find_layer", "get_model_info",

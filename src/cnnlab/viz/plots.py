@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.run import EpochMetrics
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_path
+from cnnlab.run import EpochMetrics
 
 
 def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Path:

@@ -4,6 +4,9 @@ The format is a 4-byte magic number (0x00000803 for images, 0x00000801 for label
 one big-endian uint32 per dimension, then the raw uint8 values. We check the magic, the
 dimensions and the exact byte count so a truncated or mislabelled file is refused with a
 message that names it, instead of producing a silently wrong array.
+
+MNIST and Fashion-MNIST share the format and the file names, so one decoder serves both;
+the registry binds each data set's class names to it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.data.sources import source_file
 from cnnlab.errors import CnnlabError
 
+FILES = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+)
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 
@@ -83,3 +91,16 @@ def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.
             "the two files do not belong together"
         )
     return images, labels
+
+
+def decode_split(
+    split: str, location: Path | None, classes: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return one split (``train`` or ``test``, stored as ``t10k``) as (N, 1, H, W) images."""
+    assert location is not None, "IDX data sets are read from files"
+    prefix = "train" if split == "train" else "t10k"
+    images, labels = read_idx_pair(
+        source_file(location, f"{prefix}-images-idx3-ubyte"),
+        source_file(location, f"{prefix}-labels-idx1-ubyte"),
+    )
+    return images[:, None], labels, list(classes)

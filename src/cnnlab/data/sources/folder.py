@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError
 
@@ -64,7 +63,9 @@ def class_names(root: Path, split: str = "train") -> list[str]:
     return sorted({c for c, _ in _Tree(root).images(split)})
 
 
-def _decode(blob: bytes, name: str, mode: str) -> np.ndarray:
+def _decode_image(blob: bytes, name: str, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError  # already loaded by read_image_folder
+
     try:
         with Image.open(io.BytesIO(blob)) as im:
             return np.asarray(im.convert(mode))
@@ -76,6 +77,8 @@ def read_image_folder(
     root: Path, split: str, classes: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (N, C, H, W) uint8 images, (N,) labels and class names of one split."""
+    from PIL import Image  # imported on use: the registry imports this module at start-up
+
     tree = _Tree(root)
     entries = tree.images(split)
     if not entries:
@@ -96,7 +99,7 @@ def read_image_folder(
         mode = "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"
     blobs = [tree.read(f) for _, f in entries]  # zip reads are not thread-safe: read first
     with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(pool.map(_decode, blobs, [str(f) for _, f in entries],
+        arrays = list(pool.map(_decode_image, blobs, [str(f) for _, f in entries],
                                [mode] * len(blobs)))
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
@@ -108,3 +111,11 @@ def read_image_folder(
     images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
     labels = np.array([index[c] for c, _ in entries], dtype=np.int64)
     return np.ascontiguousarray(images), labels, list(classes)
+
+
+def decode_split(split: str, location: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return one split of the tree at ``location``; class names are the train split's folders."""
+    assert location is not None, "an image folder is read from files"
+    # the test split's labels must index the train split's classes
+    classes = class_names(location, "train") if split != "train" else None
+    return read_image_folder(location, split, classes or None)

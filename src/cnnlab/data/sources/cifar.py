@@ -70,3 +70,12 @@ def read_cifar_split(directory: Path, train: bool) -> tuple[np.ndarray, np.ndarr
     """Concatenate the batches of one split found in ``cifar-10-batches-py``."""
     parts = [read_cifar_batch(directory / n) for n in (TRAIN_BATCHES if train else TEST_BATCHES)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def decode_split(
+    split: str, location: Path | None, classes: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return one split of ``cifar-10-batches-py`` with the class names the registry binds."""
+    assert location is not None, "CIFAR-10 is read from files"
+    images, labels = read_cifar_split(location, train=split == "train")
+    return images, labels, list(classes)

@@ -1,0 +1,75 @@
+"""Loading a split: the registry, the file lookup, the decode cache and the decoder together.
+
+``load_split(name, split)`` returns a :class:`Split`: the whole split as one uint8 tensor
+(N, C, H, W), int64 labels and class names. The first call decodes the source files with
+the registry entry's decoder and caches the result; later calls read the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cnnlab.data.cache import cache_path, read_cached, write_cached
+from cnnlab.data.locate import locate, not_found_error
+from cnnlab.data.registry import get_info
+from cnnlab.errors import CnnlabError
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split held in memory: images (N, C, H, W) uint8, labels (N,) int64, class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+def load_split(
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+) -> Split:
+    """Load one split of a data set as uint8 tensors, decoding and caching on first use."""
+    if split not in SPLITS:
+        raise CnnlabError(f"unknown split '{split}'; choose train or test")
+    info = get_info(name)
+    location = None
+    if not info.embedded:
+        location = locate(name, data_dir)
+        if location is None:
+            raise not_found_error(name, data_dir)
+    cache = cache_path(name, split, location)
+    if use_cache and cache.is_file():
+        cached = read_cached(cache)
+        if cached is not None:
+            return Split(*cached)
+        log(f"ignoring unreadable cache file {cache}")
+    log(f"decoding {name} {split} from {location or info.source}")
+    images, labels, classes = info.decoder(split, location)
+    if info.sizes and not info.embedded and len(labels) != info.sizes[split]:
+        log(f"note: {location} holds {len(labels)} {split} examples; the published {name} "
+            f"has {info.sizes[split]}")
+    result = Split(torch.from_numpy(np.ascontiguousarray(images)),
+                   torch.from_numpy(np.ascontiguousarray(labels)), tuple(classes))
+    if use_cache:
+        try:
+            write_cached(cache, result.images, result.labels, result.classes)
+        except OSError as e:  # a read-only cache must not stop training
+            log(f"could not write cache {cache}: {e}")
+    return result

@@ -1,0 +1,96 @@
+"""Finding a data set's files on disk, and saying where they are (or would go).
+
+Files are looked for under, in order: ``--data-dir``, ``$CNNLAB_DATA``, then the user data
+directory (where ``cnnlab download`` puts them). Under each root, a data set may sit in its
+own folder (``mnist/``), in the layout torchvision users already have (``MNIST/raw/``),
+or directly in the root. How a data set is recognised comes from its registry entry
+(``subdirs``, ``required``, ``image_tree``, ``needs_data_dir``, ``embedded``), so callers
+such as the CLI need no per-data-set cases.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cnnlab.data.registry import DatasetInfo, get_info
+from cnnlab.data.sources import has_source_file
+from cnnlab.errors import CnnlabError
+
+
+def default_data_root() -> Path:
+    """The user data directory where ``cnnlab download`` puts files."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("cnnlab")) / "data"
+
+
+def search_roots(data_dir: str | os.PathLike | None) -> list[Path]:
+    """Data roots in lookup order: --data-dir, $CNNLAB_DATA, the user data directory."""
+    roots = []
+    if data_dir:
+        roots.append(Path(data_dir).expanduser())
+    if os.environ.get("CNNLAB_DATA"):
+        roots.append(Path(os.environ["CNNLAB_DATA"]).expanduser())
+    roots.append(default_data_root())
+    return roots
+
+
+def _holds(info: DatasetInfo, candidate: Path) -> bool:
+    """Whether ``candidate`` (a folder, or a zip for image trees) holds the data set."""
+    if info.image_tree:
+        return candidate.is_file() or (candidate / "train").is_dir()
+    return candidate.is_dir() and all(has_source_file(candidate, f) for f in info.required)
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """Return the folder (or zip) holding data set ``name``, or None when it is not found."""
+    info = get_info(name)
+    if info.embedded:
+        return None
+    if info.needs_data_dir:
+        if data_dir is None:
+            raise CnnlabError(f"the '{name}' data set needs --data-dir ROOT (a folder or a .zip)")
+        root = Path(data_dir).expanduser()
+        return root if root.exists() else None
+    for root in search_roots(data_dir):
+        for sub in info.subdirs:
+            candidate = (root / sub) if sub != "." else root
+            if _holds(info, candidate):
+                return candidate
+    return None
+
+
+def not_found_error(name: str, data_dir: str | os.PathLike | None) -> CnnlabError:
+    """The error for a data set whose files are missing: where we looked, what to do."""
+    info = get_info(name)
+    if info.needs_data_dir:
+        return CnnlabError(f"image folder {data_dir} does not exist; check --data-dir")
+    searched = ", ".join(str(r) for r in search_roots(data_dir))
+    how = f"run `cnnlab download {name}`, or " if info.remote_files else ""
+    where = info.subdirs[0] if info.subdirs else ""
+    where += "" if not where or where.endswith(".zip") else "/"  # a zip is a file, not a folder
+    return CnnlabError(
+        f"data set '{name}' not found under {searched}; {how}put its files in "
+        f"<root>/{where} and pass --data-dir <root> or set CNNLAB_DATA"
+    )
+
+
+def describe_location(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """Where ``cnnlab datasets`` says the data set is: embedded, --data-dir, a path, or not found."""
+    info = get_info(name)
+    if info.embedded:
+        return f"embedded ({info.source})"
+    if info.needs_data_dir:
+        return "--data-dir ROOT"
+    found = locate(name, data_dir)
+    return str(found) if found else "not found"
+
+
+def default_download_dir(name: str) -> Path:
+    """Where ``cnnlab download NAME`` puts the files without --dir: ``<user data dir>/NAME``.
+
+    Every downloadable data set lists ``NAME`` (or ``NAME/<the archive's folder>``) among its
+    ``subdirs``, so what lands here is found again by :func:`locate`.
+    """
+    return default_data_root() / get_info(name).name
