@@ -1,0 +1,198 @@
+"""Run directories and the way back from them: load_run, Preprocess, permissions, the API."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import write_idx_dataset
+
+import cnnlab
+from cnnlab.config import build_config
+from cnnlab.data import load_split
+from cnnlab.data.preprocess import Preprocess
+from cnnlab.engine.build import build
+from cnnlab.engine.train import fit
+from cnnlab.errors import CnnlabError
+from cnnlab.run import RunDir, load_run
+
+QUICK = {"limit_train": 256, "epochs": 2, "batch_size": 32, "lr": 0.05, "log_every": 4}
+
+
+def _accuracy_by_hand(run, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """What a user does with a loaded run: preprocess the raw uint8 images, run the model."""
+    logits = run.logits(images)
+    return float((logits.argmax(1).cpu() == labels).double().mean())
+
+
+@pytest.mark.parametrize("case", ["normalised", "resize-channels", "no-normalise"])
+def test_load_run_reproduces_the_recorded_accuracy_without_the_data(tmp_path, case):
+    data_root = tmp_path / "data"
+    if case == "normalised":  # a data set on disk, deleted before loading the run
+        write_idx_dataset(data_root / "mnist", n_train=256, n_test=100, seed=1)
+        over = {"dataset": "mnist", "data_dir": str(data_root), "model": "fastnet"}
+    elif case == "resize-channels":
+        over = {"dataset": "digits", "model": "simple-cnn", "resize": 32, "channels": 3}
+    else:
+        over = {"dataset": "digits", "model": "mnist-net", "resize": 28, "normalize": False}
+    result = fit(build_config(None, {**QUICK, **over, "out": str(tmp_path / "run")}),
+                 log=lambda _m: None)
+    test = load_split(over["dataset"], "test", over.get("data_dir"))
+    if data_root.exists():
+        shutil.rmtree(data_root)
+        with pytest.raises(CnnlabError, match="not found"):
+            load_split("mnist", "test", str(data_root), use_cache=False)
+
+    run = load_run(result.run_dir, device="cpu")
+    assert not run.model.training
+    assert run.classes == test.classes and run.config.model == over["model"]
+    assert [h.test_acc for h in run.history] == [h.test_acc for h in result.history]
+    saved = Preprocess.from_json((result.run_dir / "preprocess.json").read_text())
+    assert run.preprocess == saved
+    if case == "resize-channels":
+        assert saved.input_shape == (3, 32, 32) and test.images.shape[1:] == (1, 8, 8)
+    if case == "no-normalise":
+        assert saved.mean is None and saved.std is None
+    else:
+        assert saved.mean is not None and len(saved.mean) == saved.channels
+    # the raw test split, preprocessed by the run's own Preprocess: the very same accuracy
+    assert _accuracy_by_hand(run, test.images, test.labels) == result.history[-1].test_acc
+
+
+def test_preprocess_round_trips_through_json_and_matches_the_loader():
+    p = Preprocess(3, (32, 32), (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), light_on_dark=False,
+                   channels_last=True)
+    assert Preprocess.from_json(p.to_json()) == p
+    q = Preprocess(1, (28, 28), None, None, light_on_dark=True)
+    assert Preprocess.from_json(q.to_json()) == q
+    images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    x = p(images)  # grey 8x8 -> RGB 32x32, normalised, channels_last
+    assert x.shape == (5, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
+    adapted = p.adapt(images).float() / 255
+    expected = (adapted - torch.tensor(p.mean).view(1, 3, 1, 1)) / torch.tensor(p.std).view(
+        1, 3, 1, 1)
+    torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-5)
+    for bad in ('{"channels": 2, "size": [4, 4]}', '{"size": [4, 4]}', "[1, 2]", "not json",
+                '{"channels": 1, "size": [4, 4], "mean": [0.5], "std": [0]}'):
+        with pytest.raises(CnnlabError):
+            Preprocess.from_json(bad)
+
+
+def test_preprocess_statistics_come_from_the_training_split():
+    cfg = build_config(None, {"dataset": "digits", "resize": 28, "limit_train": 300})
+    built = build(cfg)
+    train = built.train.images
+    x = train.double() / 255
+    assert built.preprocess.mean[0] == pytest.approx(float(x.mean()), abs=1e-4)
+    assert built.preprocess.std[0] == pytest.approx(float(x.std(unbiased=False)), abs=1e-4)
+    assert built.preprocess.light_on_dark  # white digits on black, as MNIST
+    mnist = Preprocess.from_train(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), True,
+                                  ((0.1307,), (0.3081,)))
+    assert (mnist.mean, mnist.std) == ((0.1307,), (0.3081,))  # published train statistics
+
+
+def test_build_does_not_mutate_the_callers_config(tmp_path):
+    cfg = build_config(None, {**QUICK, "dataset": "digits", "resize": 28, "epochs": 1,
+                              "precision": "auto", "out": str(tmp_path / "run")})
+    before = dataclasses.replace(cfg)
+    assert cfg.channels_last is None and cfg.device == "auto"
+    result = fit(cfg, log=lambda _m: None)
+    assert cfg == before  # still "auto", still None
+    assert result.config.precision in ("fp32", "bf16") and result.config.channels_last is True
+    assert result.config.device == "cpu"
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "precision: auto" not in saved and "channels_last: true" in saved
+
+
+def test_run_files_have_normal_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    result = fit(build_config(None, {**QUICK, "dataset": "digits", "resize": 28, "epochs": 1,
+                                     "out": str(tmp_path / "run")}), log=lambda _m: None)
+    cnnlab.evaluate(result.run_dir, device="cpu")
+    from cnnlab.viz.plots import plot_run
+
+    plot_run(result.run_dir)
+    files = [p for p in result.run_dir.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"config.yaml", "preprocess.json", "classes.json",
+                                       "metrics.csv", "metrics.jsonl", "model.safetensors",
+                                       "eval-test.json", "curves.png", "epoch-001.json"}
+    for p in files:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        assert mode == 0o666 & ~umask, (p.name, oct(mode))
+        if umask == 0o022:
+            assert mode == 0o644
+
+
+def test_run_dir_errors_name_what_is_wrong(tmp_path):
+    with pytest.raises(CnnlabError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CnnlabError, match="not a cnnlab run directory"):
+        load_run(tmp_path / "empty")
+    result = fit(build_config(None, {**QUICK, "dataset": "digits", "resize": 28, "epochs": 1,
+                                     "out": str(tmp_path / "run")}), log=lambda _m: None)
+    good = (result.run_dir / "preprocess.json").read_text()
+    (result.run_dir / "preprocess.json").write_text("{broken")
+    with pytest.raises(CnnlabError, match="preprocess.json"):
+        load_run(result.run_dir)
+    (result.run_dir / "preprocess.json").unlink()
+    with pytest.raises(CnnlabError, match="no preprocess.json and its classes.json lacks"):
+        load_run(result.run_dir)
+    (result.run_dir / "preprocess.json").write_text(good)
+    (result.run_dir / "model.safetensors").write_bytes(b"junk")
+    with pytest.raises(CnnlabError, match="model.safetensors"):
+        load_run(result.run_dir)
+
+
+def test_runs_from_cnnlab_0_1_still_load(tmp_path):
+    """Old runs: no preprocess.json (mean/std in classes.json), Sequential weight keys."""
+    from safetensors.torch import load_file, save_file
+
+    result = fit(build_config(None, {**QUICK, "dataset": "digits", "resize": 28, "epochs": 1,
+                                     "out": str(tmp_path / "run")}), log=lambda _m: None)
+    run = RunDir(result.run_dir)
+    pre = run.read_preprocess()
+    (run.path / "preprocess.json").unlink()
+    (run.path / "classes.json").write_text(json.dumps({
+        "classes": [str(i) for i in range(10)], "input_shape": [1, 28, 28],
+        "mean": list(pre.mean), "std": list(pre.std)}))
+    state = load_file(str(run.weights_path))
+    old = {k.replace("conv1.", "0.").replace("conv2.", "3.").replace("fc.", "7."): v
+           for k, v in state.items()}
+    assert set(old) == {"0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias"}
+    save_file(old, str(run.weights_path))
+    loaded = load_run(run.path)
+    assert loaded.preprocess == dataclasses.replace(pre, light_on_dark=False)
+    test = load_split("digits", "test")
+    assert _accuracy_by_hand(loaded, test.images, test.labels) == result.history[-1].test_acc
+
+
+def test_python_api_train_evaluate_load(tmp_path):
+    result = cnnlab.train(epochs=1, limit_train=200, out=str(tmp_path / "run"))
+    assert result.run_dir == tmp_path / "run" and len(result.history) == 1
+    assert result.config.model == "mnist-net"  # the default recipe, shortened
+    ev = cnnlab.evaluate(result.run_dir)
+    assert ev.accuracy == result.history[-1].test_acc
+    run = cnnlab.load_run(result.run_dir)
+    assert isinstance(run, cnnlab.LoadedRun) and run.classes[0] == "0"
+    with pytest.raises(CnnlabError, match="unknown recipe"):
+        cnnlab.train(recipe="nope")
+    with pytest.raises(CnnlabError, match="drop --recipe"):
+        cnnlab.train(recipe="default", resume=result.run_dir)
+
+
+def test_import_cnnlab_is_light():
+    """`import cnnlab` imports neither torch nor the CLI; the API is imported on first use."""
+    code = ("import sys, cnnlab; print(sorted(m for m in ('torch', 'click', 'cnnlab.api') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
