@@ -95,18 +95,31 @@ def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.opt
         correct += n_correct
         seen += len(y)
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-            window = losses[checked: step + 1]  # note: a CPU-GPU sync point
-            if not bool(torch.isfinite(window).all()):
-                bad = checked + int((~torch.isfinite(window)).nonzero()[0, 0])
-                raise NonFiniteLoss(
-                    f"loss became {float(losses[bad])} at epoch {epoch + 1}, step {bad + 1} of "
-                    f"{steps}; lower --lr (now {cfg.lr}) or check the data"
-                )
+            log_point(losses, checked, step + 1, epoch, cfg.lr, progress)
             checked = step + 1
-            if progress is not None:
-                progress(step + 1, steps, float(window.mean()))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return epoch_result(losses, correct, seen, start)
+
+
+def log_point(losses: torch.Tensor, checked: int, done: int, epoch: int, lr: float,
+              progress: Progress | None) -> None:
+    """Every ``log_every`` steps: stop on a NaN/inf loss among steps ``checked..done`` and
+    report progress. The only place inside an epoch where the host waits for the device."""
+    window = losses[checked:done]  # note: a CPU-GPU sync point
+    if not bool(torch.isfinite(window).all()):
+        bad = checked + int((~torch.isfinite(window)).nonzero()[0, 0])
+        raise NonFiniteLoss(
+            f"loss became {float(losses[bad])} at epoch {epoch + 1}, step {bad + 1} of "
+            f"{len(losses)}; lower --lr (now {lr}) or check the data"
+        )
+    if progress is not None:
+        progress(done, len(losses), float(window.mean()))
+
+
+def epoch_result(losses: torch.Tensor, correct: torch.Tensor, seen: int, start: float
+                 ) -> EpochResult:
+    """Wait for the device (a sync point, at the epoch's end) and summarise the epoch."""
+    if losses.device.type == "cuda":
+        torch.cuda.synchronize(losses.device)
     seconds = time.perf_counter() - start
     return EpochResult(float(losses.mean()), int(correct) / max(seen, 1), seen, seconds)
 
