@@ -36,9 +36,9 @@ class TrainConfig:
     data_dir: str | None = _f(None, "data root searched first (then $CNNLAB_DATA, user data dir)")
     resize: int | None = _f(None, "resize images to SIZE x SIZE once, before training")
     channels: int | None = _f(None, "convert images to 1 (grey) or 3 (RGB) channels")
-    normalize: bool = _f(True, "normalise with the data set's per-channel mean/std")
+    normalize: bool = _f(True, "normalise with the training split's per-channel mean/std")
     crop_padding: int = _f(0, "augment: random crop after padding by this many pixels")
-    crop_pad_mode: PadMode = _f("zeros", "padding for the random crop: zeros | reflect")
+    crop_pad_mode: PadMode = _f("zeros", "padding for the random crop")
     flip: bool = _f(False, "augment: random horizontal flip")
     alternate_flip: bool = _f(False, "flip a fixed random half in even epochs, the other half in "
                               "odd epochs (airbench) instead of fresh coin flips")
@@ -49,19 +49,19 @@ class TrainConfig:
     epochs: int = _f(10, "number of epochs")
     batch_size: int = _f(64, "training batch size")
     eval_batch_size: int = _f(1024, "evaluation batch size")
-    optimizer: Optimizer = _f("sgd", "sgd | adam | adamw")
+    optimizer: Optimizer = _f("sgd", "optimizer")
     lr: float = _f(0.05, "peak learning rate")
     momentum: float = _f(0.9, "SGD momentum")
     nesterov: bool = _f(False, "SGD Nesterov momentum")
     weight_decay: float = _f(0.0, "weight decay (L2 for SGD/Adam, decoupled for AdamW)")
-    schedule: Schedule = _f("cosine", "constant | step | cosine | onecycle | triangle")
+    schedule: Schedule = _f("cosine", "learning-rate schedule (per step)")
     triangle: tuple[float, float, float] | list | None = _f(
         None, "triangle schedule: (start factor, peak position 0..1, end factor) "
         "[default (0.2, 0.23, 0.07)]")
     step_size: int = _f(5, "step schedule: epochs between decays")
     gamma: float = _f(0.1, "step schedule: decay factor")
     warmup_epochs: float = _f(0.0, "linear warm-up length in epochs (constant/step/cosine)")
-    init: Init = _f("default", "weight init: default (PyTorch) | xavier (d2l)")
+    init: Init = _f("default", "weight init: default (PyTorch's) or xavier (d2l's)")
     bias_lr_scale: float = _f(1.0, "lr multiplier for normalisation-layer biases; their weight "
                               "decay is divided by it (airbench: 64)")
     ema_every: int = _f(0, "lookahead EMA of the weights every N steps (0: off)")
@@ -70,8 +70,8 @@ class TrainConfig:
                   "2 mirror + 1-pixel translate")
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
     seed: int = _f(0, "random seed (init, shuffling, augmentation)")
-    device: Device = _f("auto", "auto | cpu | cuda | mps")
-    precision: Precision = _f("fp32", "fp32 | bf16 (autocast) | auto (bf16 where the device runs it fast)")
+    device: Device = _f("auto", "device (auto: cuda, then mps, then cpu)")
+    precision: Precision = _f("fp32", "fp32, bf16 (autocast), or auto (bf16 where the device runs it fast)")
     threads: int | None = _f(None, "CPU threads for PyTorch (default: PyTorch's choice)")
     channels_last: bool | None = _f(None, "channels_last memory format (default: on for conv nets "
                                     "on CPU/CUDA, where it is faster)")
@@ -266,15 +266,6 @@ def _coerce_types(cfg: TrainConfig) -> None:
                 setattr(cfg, name, words[str(v).lower()])
         except (TypeError, ValueError) as e:
             raise CnnlabError(f"field '{name}' must be {t.__name__}, got {v!r}") from e
-
-
-def load_run_config(run_dir: Path) -> dict[str, Any]:
-    """The saved config.yaml of a run directory, as a dict."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no config.yaml); "
-                          "give the folder that `cnnlab train` wrote")
-    return read_yaml_config(path)
 
 
 def dump_config(cfg: TrainConfig) -> str:
