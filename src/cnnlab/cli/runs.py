@@ -25,6 +25,7 @@ def eval_cmd(run_dir: Path, dataset: str | None, data_dir: str | None, split: st
     from rich.table import Table
 
     from cnnlab.engine.evaluate import evaluate_run
+    from cnnlab.run import RunDir
 
     res, classes = evaluate_run(run_dir, dataset, data_dir, split, batch_size, device)
     con = console()
@@ -46,7 +47,7 @@ def eval_cmd(run_dir: Path, dataset: str | None, data_dir: str | None, split: st
         cm.add_row(f"{i} {classes[i]}", *[f"[bold]{v}[/]" if j == i else str(v)
                                           for j, v in enumerate(row)])
     con.print(cm)
-    con.print(f"wrote {run_dir / f'eval-{split}.json'}")
+    con.print(f"wrote {RunDir(run_dir).eval_path(split)}")
 
 
 @cli.command()
