@@ -3,9 +3,10 @@
     python benchmarks/time_to_accuracy.py [--data-dir ../shared/data] [--seeds 3]
 
 - mnist: seed 003's pipeline (evaluated each epoch) until it first reaches 98.5%, vs the
-  `mnist-fast` recipe over several seeds. Target: mean accuracy >= 99.0% in <= 0.15x the time.
-- fashion: d2l's LeNet pipeline for its 10 epochs, vs `fashion-fast`. Target: >= 92.5% in
-  <= 1.0x the time.
+  `mnist-fast` recipe over several seeds. Target: *every* seed >= 99.0%, in <= 0.12x the
+  time (mean over the seeds).
+- fashion: d2l's LeNet pipeline for its 10 epochs, vs `fashion-fast`. Target: mean >= 93.0%
+  in <= 0.6x the time.
 
 Baseline time counts its epochs of training and testing (the data set is decoded beforehand);
 cnnlab's time is the whole `fit()` call (data to device, every epoch's evaluation and
@@ -119,7 +120,8 @@ def main() -> None:
         runs = [_sides.run_side(__file__, "cnnlab", [*common, "--recipe", "mnist-fast",
                                                       "--seed", str(s), "--target", "0.99"])
                 for s in range(a.seeds)]
-        _summary("mnist-fast", runs, t_base, "seed pipeline to 98.5%", 0.990, 0.15, base)
+        _summary("mnist-fast", runs, t_base, "seed pipeline to 98.5%", 0.990, 0.12, base,
+                 every_seed=True)
     if a.only in (None, "fashion"):
         base = _sides.run_side(__file__, "d2l-baseline", common)
         print("d2l LeNet baseline (epoch, test acc, cumulative s):",
@@ -127,10 +129,10 @@ def main() -> None:
         runs = [_sides.run_side(__file__, "cnnlab", [*common, "--recipe", "fashion-fast",
                                                       "--seed", str(s), "--target", "0.925"])
                 for s in range(a.seeds)]
-        _summary("fashion-fast", runs, base["seconds"], "d2l LeNet 10 epochs", 0.925, 1.0, base)
+        _summary("fashion-fast", runs, base["seconds"], "d2l LeNet 10 epochs", 0.930, 0.6, base)
 
 
-def _summary(name, runs, t_base, base_label, acc_target, ratio_target, base):
+def _summary(name, runs, t_base, base_label, acc_target, ratio_target, base, every_seed=False):
     accs = [r["final_acc"] for r in runs]
     secs = [r["seconds"] for r in runs]
     mean_acc, mean_s = statistics.mean(accs), statistics.mean(secs)
@@ -139,9 +141,11 @@ def _summary(name, runs, t_base, base_label, acc_target, ratio_target, base):
           f"{[round(x, 1) for x in secs]} (mean {mean_s:.1f}), peak RSS "
           f"{max(r['peak_rss_mb'] for r in runs):,.0f} MB (baseline {base['peak_rss_mb']:,.0f} MB"
           f" + workers {base['workers_peak_rss_mb']:,.0f} MB)")
-    ok = mean_acc >= acc_target and ratio <= ratio_target
-    print(f"RESULT {name}: {mean_acc:.4f} in {mean_s:.1f} s vs {base_label} {t_base:.1f} s -> "
-          f"{ratio:.3f}x (target >= {acc_target:.3f} in <= {ratio_target}x): "
+    judged, which = (min(accs), "lowest seed") if every_seed else (mean_acc, "mean")
+    ok = judged >= acc_target and ratio <= ratio_target
+    print(f"RESULT {name}: {which} {judged:.4f}, mean {mean_s:.1f} s vs {base_label} "
+          f"{t_base:.1f} s -> {ratio:.3f}x (target {which} >= {acc_target:.3f} in <= "
+          f"{ratio_target}x): "
           f"{'MET' if ok else 'NOT MET'}", flush=True)
 
 

@@ -51,3 +51,16 @@ def test_tta_levels_average_views():
     sym = torch.cat([x[..., :16], x[..., :16].flip(3)], dim=3)
     with torch.no_grad():
         torch.testing.assert_close(tta_logits(net, sym, 1), net(sym), rtol=1e-5, atol=1e-5)
+
+
+def test_tta_without_mirror_averages_translations_only():
+    """A net trained without flips (digits) gets no mirror views: level 1 is plain, level 2
+    the plain view (1/2) and the two 1-pixel translations (1/4 each)."""
+    torch.manual_seed(0)
+    net = create_model("simple-cnn").eval()
+    x = torch.randn(4, 3, 32, 32)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    with torch.no_grad():
+        torch.testing.assert_close(tta_logits(net, x, 1, mirror=False), net(x))
+        expect = 0.5 * net(x) + 0.25 * net(padded[..., :32, :32]) + 0.25 * net(padded[..., 2:, 2:])
+        torch.testing.assert_close(tta_logits(net, x, 2, mirror=False), expect)

@@ -26,6 +26,8 @@ def _fastnet_params(w, fc_in):
 
 EXPECTED_PARAMS["fastnet"] = _fastnet_params((16, 32, 64), 64 * 9)
 EXPECTED_PARAMS["fastnet-wide"] = _fastnet_params((24, 48, 96), 96 * 9)
+# whitening 2x2 conv 4 -> 16 (frozen, still a parameter), conv 16->32, conv 32->64, BN, fc
+EXPECTED_PARAMS["fastnet-white"] = 4 * 16 * 4 + 9 * (16 * 32 + 32 * 64) + 2 * (32 + 64) + 64 * 9 * 10 + 10
 
 
 def _airbench_params(w):
@@ -164,3 +166,37 @@ def test_residual_group_adds_its_branch():
         group.body[-2].weight.zero_()
         torch.testing.assert_close(group(x), torch.nn.functional.gelu(stem))
     assert not torch.allclose(with_branch, group(x))
+
+
+def test_whitening_layer_whitens_the_data_and_never_trains():
+    """fastnet-white's first conv, set from the training images, makes its 16 outputs
+    uncorrelated with unit variance on those images; training leaves it as it was."""
+    from cnnlab.config import build_config
+    from cnnlab.data import load_split
+
+    torch.manual_seed(0)
+    net = create_model("fastnet-white")
+    x = (load_split("digits", "train").images[:400].float() / 255 - 0.3) / 0.4
+    net.init_from_data(x)
+    out = net[1](net[0](x)).permute(1, 0, 2, 3).reshape(16, -1).double()
+    out = out - out.mean(1, keepdim=True)
+    cov = out @ out.T / out.shape[1]
+    # eps = 5e-4 in 1/sqrt(eigenvalue + eps) keeps the variance of the faintest direction
+    # a little under 1; the covariance is otherwise the identity
+    torch.testing.assert_close(cov, torch.diag(cov.diag()), atol=1e-6, rtol=0)
+    assert float(cov.diag().min()) > 0.5 and float(cov.diag().max()) < 1.0001
+    assert not net[1].weight.requires_grad
+
+    from cnnlab.engine.build import build
+    from cnnlab.engine.train import train_one_epoch
+
+    cfg = build_config("mnist-fast", {"dataset": "digits", "resize": 28, "device": "cpu",
+                                      "limit_train": 512, "batch_size": 64})
+    built = build(cfg, log=lambda _m: None, fresh=True)
+    before = built.model[1].weight.detach().clone()
+    assert before.abs().sum() > 0  # set from the training images by build
+    first_conv = built.model[2].weight.detach().clone()
+    train_one_epoch(built.model, built.train, built.optimizer, built.cfg, 0, 0,
+                    criterion=built.criterion)
+    assert torch.equal(built.model[1].weight, before)
+    assert not torch.equal(built.model[2].weight, first_conv)  # the rest does train

@@ -93,9 +93,9 @@ def test_tta_is_for_the_final_evaluation_only(tmp_path, monkeypatch):
     levels = []
     real = train_mod.evaluate
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         levels.append(args[-1])
-        return real(*args)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "evaluate", spy)
     fit(_cfg(tmp_path, epochs=3, tta=2), log=lambda _m: None)

@@ -67,7 +67,7 @@ class TrainConfig:
     ema_every: int = _f(0, "lookahead EMA of the weights every N steps (0: off)")
     ema_start_epoch: int = _f(0, "first epoch (0-based) with the lookahead EMA")
     tta: int = _f(0, "test-time augmentation of the final evaluation: 0 none | 1 mirror | "
-                  "2 mirror + 1-pixel translate")
+                  "2 mirror + 1-pixel translations (mirror views only if trained with --flip)")
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
     seed: int = _f(0, "random seed (init, shuffling, augmentation)")
     device: Device = _f("auto", "device (auto: cuda, then mps, then cpu)")

@@ -24,23 +24,29 @@ class EvalResult:
         return (self.confusion.diag().double() / totals).tolist()
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
-    """Logits with test-time augmentation: 0 plain, 1 mean with the mirror image,
-    2 also the views shifted one pixel up-left and down-right (reflect padded), as airbench."""
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int, mirror: bool = True
+               ) -> torch.Tensor:
+    """Logits with test-time augmentation, as airbench: level 0 plain; 1 the mean with the
+    mirror image; 2 also the views shifted one pixel up-left and down-right (reflect padded),
+    weighted 1/2, 1/4, 1/4. ``mirror=False`` (a model trained without flips: digits are not
+    symmetric) leaves the mirror views out, so level 2 averages the translations only."""
     if level == 0:
         return model(x)
-    mirrored = 0.5 * model(x) + 0.5 * model(x.flip(3))
+
+    def view(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * model(v) + 0.5 * model(v.flip(3)) if mirror else model(v)
+
     if level == 1:
-        return mirrored
+        return view(x)
     h, w = x.shape[2:]
     padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     shifted = [padded[:, :, :h, :w], padded[:, :, 2:, 2:]]
-    return 0.5 * mirrored + 0.25 * sum(0.5 * model(v) + 0.5 * model(v.flip(3)) for v in shifted)
+    return 0.5 * view(x) + 0.25 * sum(view(v) for v in shifted)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
-             precision: str = "fp32", tta: int = 0) -> EvalResult:
+             precision: str = "fp32", tta: int = 0, mirror: bool = True) -> EvalResult:
     """One pass over ``loader`` in eval mode; a single sync at the end."""
     was_training = model.training
     model.eval()
@@ -48,7 +54,7 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
     for x, y in loader.epoch(0):
         with autocast(loader.device, precision):
-            out = tta_logits(model, x, tta)
+            out = tta_logits(model, x, tta, mirror)
         loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum").double()
         confusion += torch.bincount(y * num_classes + out.argmax(1),
                                     minlength=num_classes * num_classes)
@@ -87,7 +93,7 @@ def evaluate_run(run_dir: str | Path, dataset: str | None = None, data_dir: str 
                           "classes")
     loader = DeviceLoader(run.preprocess.adapt(data.images), data.labels, batch_size, run.device,
                           run.preprocess)
-    res = evaluate(run.model, loader, len(run.classes), cfg.precision, cfg.tta)
+    res = evaluate(run.model, loader, len(run.classes), cfg.precision, cfg.tta, cfg.flip)
     run.run_dir.write_eval(split, {
         "dataset": name, "split": split, "accuracy": res.accuracy,
         "loss": res.loss, "classes": list(run.classes),

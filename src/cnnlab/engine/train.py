@@ -186,7 +186,8 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
             use_ema.copy_to_model()
         # TTA costs 6 forward passes: only the final evaluation uses it (as airbench reports)
         tta = cfg.tta if epoch + 1 == cfg.epochs else 0
-        ev = evaluate(built.step_model, built.test, len(built.classes), cfg.precision, tta)
+        ev = evaluate(built.step_model, built.test, len(built.classes), cfg.precision, tta,
+                      mirror=cfg.flip)
         row = EpochMetrics(
             epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=ev.loss,
             test_acc=ev.accuracy, lr=base_lr(optimizer),
