@@ -27,7 +27,7 @@ def fastnet(widths: tuple[int, int, int], in_channels: int, size: int, num_class
 
 
 @register_model("fastnet", (1, 28, 28), "3 x (conv3 -> pool -> BN -> ReLU), 16/32/64, fc",
-                "cnnlab (mnist-fast)")
+                "cnnlab (mnist-fast before fastnet-white)")
 def fastnet_s(num_classes: int = 10) -> nn.Module:
     return fastnet((16, 32, 64), 1, 28, num_classes)
 
