@@ -28,6 +28,9 @@ EXPECTED_PARAMS["fastnet"] = _fastnet_params((16, 32, 64), 64 * 9)
 EXPECTED_PARAMS["fastnet-wide"] = _fastnet_params((24, 48, 96), 96 * 9)
 # whitening 2x2 conv 4 -> 16 (frozen, still a parameter), conv 16->32, conv 32->64, BN, fc
 EXPECTED_PARAMS["fastnet-white"] = 4 * 16 * 4 + 9 * (16 * 32 + 32 * 64) + 2 * (32 + 64) + 64 * 9 * 10 + 10
+# whitening 3x3 conv 1 -> 16 (8 directions, both signs; frozen), conv 16->48, conv 48->96, BN, fc
+EXPECTED_PARAMS["fastnet-white-wide"] = (16 * 9 + 9 * (16 * 48 + 48 * 96) + 2 * (48 + 96)
+                                         + 96 * 9 * 10 + 10)
 
 
 def _airbench_params(w):
@@ -168,35 +171,62 @@ def test_residual_group_adds_its_branch():
     assert not torch.allclose(with_branch, group(x))
 
 
-def test_whitening_layer_whitens_the_data_and_never_trains():
-    """fastnet-white's first conv, set from the training images, makes its 16 outputs
-    uncorrelated with unit variance on those images; training leaves it as it was."""
+def test_whitening_filters_do_not_depend_on_the_chunking():
+    """The covariance is summed over chunks of images to bound memory; any chunk size gives
+    the filters of the whole set at once."""
+    from cnnlab.models.fastnet import _patches_3x3_padded, whitening_filters
+
+    x = torch.randn(103, 1, 12, 12) * 0.7 + 0.2
+    whole = whitening_filters(x, _patches_3x3_padded, 9, 5e-4, chunk=1000)
+    for chunk in (1, 10, 50):
+        got = whitening_filters(x, _patches_3x3_padded, 9, 5e-4, chunk=chunk)
+        # eigenvectors are defined up to sign: compare |w| and w w^T
+        torch.testing.assert_close(got.T @ got, whole.T @ whole, rtol=1e-9, atol=1e-9)
+    half = whitening_filters(x[:51], _patches_3x3_padded, 9, 5e-4, chunk=1000)
+    assert not torch.allclose(half.T @ half, whole.T @ whole, rtol=1e-3, atol=1e-3)
+
+
+# (model, recipe, index of the whitening conv, index of the first trained conv, directions)
+WHITENED = [("fastnet-white", "mnist-fast", 1, 2, 16),
+            ("fastnet-white-wide", "fashion-fast", 0, 3, 8)]
+
+
+@pytest.mark.parametrize("name,recipe,white,trained,directions", WHITENED)
+def test_whitening_layer_whitens_the_data_and_never_trains(name, recipe, white, trained,
+                                                           directions):
+    """A whitened net's first conv, set from the training images, makes its outputs
+    (one per whitening direction) uncorrelated with unit variance on those images; training
+    leaves it as it was, and trains the rest."""
     from cnnlab.config import build_config
     from cnnlab.data import load_split
 
     torch.manual_seed(0)
-    net = create_model("fastnet-white")
+    net = create_model(name)
     x = (load_split("digits", "train").images[:400].float() / 255 - 0.3) / 0.4
     net.init_from_data(x)
-    out = net[1](net[0](x)).permute(1, 0, 2, 3).reshape(16, -1).double()
+    out = x
+    for i in range(white + 1):
+        out = net[i](out)
+    out = out[:, :directions]  # (fastnet-white-wide: the positive copies, before its ReLU)
+    out = out.permute(1, 0, 2, 3).reshape(directions, -1).double()
     out = out - out.mean(1, keepdim=True)
     cov = out @ out.T / out.shape[1]
     # eps = 5e-4 in 1/sqrt(eigenvalue + eps) keeps the variance of the faintest direction
     # a little under 1; the covariance is otherwise the identity
     torch.testing.assert_close(cov, torch.diag(cov.diag()), atol=1e-6, rtol=0)
     assert float(cov.diag().min()) > 0.5 and float(cov.diag().max()) < 1.0001
-    assert not net[1].weight.requires_grad
+    assert not net[white].weight.requires_grad
 
     from cnnlab.engine.build import build
     from cnnlab.engine.train import train_one_epoch
 
-    cfg = build_config("mnist-fast", {"dataset": "digits", "resize": 28, "device": "cpu",
-                                      "limit_train": 512, "batch_size": 64})
+    cfg = build_config(recipe, {"dataset": "digits", "resize": 28, "device": "cpu",
+                                "limit_train": 512, "batch_size": 64})
     built = build(cfg, log=lambda _m: None, fresh=True)
-    before = built.model[1].weight.detach().clone()
+    before = built.model[white].weight.detach().clone()
     assert before.abs().sum() > 0  # set from the training images by build
-    first_conv = built.model[2].weight.detach().clone()
+    first_conv = built.model[trained].weight.detach().clone()
     train_one_epoch(built.model, built.train, built.optimizer, built.cfg, 0, 0,
                     criterion=built.criterion)
-    assert torch.equal(built.model[1].weight, before)
-    assert not torch.equal(built.model[2].weight, first_conv)  # the rest does train
+    assert torch.equal(built.model[white].weight, before)
+    assert not torch.equal(built.model[trained].weight, first_conv)  # the rest does train

@@ -102,6 +102,45 @@ def test_tta_is_for_the_final_evaluation_only(tmp_path, monkeypatch):
     assert levels == [0, 0, 2]
 
 
+def test_eval_every_skips_test_passes_and_records_them_as_missing(tmp_path, monkeypatch):
+    """--eval-every 2 over 5 epochs evaluates after epochs 2, 4 and 5 (the last always);
+    the other rows say "not evaluated" (null / empty), not a made-up number, and the
+    table, resume and plot all read them."""
+    from cnnlab.engine import train as train_mod
+
+    calls = []
+    real = train_mod.evaluate
+
+    def spy(*args, **kwargs):
+        calls.append(args[-1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    res = CliRunner().invoke(cli, ["train", "--dataset", "digits", "--resize", "28",
+                                   "--limit-train", "320", "--limit-test", "120", "--epochs",
+                                   "5", "--batch-size", "32", "--eval-every", "2", "--tta", "1",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert calls == [0, 0, 1]  # epochs 2 and 4 plain, the last one with its TTA
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert [r["test_acc"] is None for r in rows] == [True, False, True, False, False]
+    assert all(0 < r["test_acc"] <= 1 for r in rows if r["test_acc"] is not None)
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        assert [r["test_acc"] == "" for r in csv.DictReader(f)] == [True, False, True, False,
+                                                                   False]
+    assert "final test acc 0." in res.output and " - " in res.output
+    res = CliRunner().invoke(cli, ["plot", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "--epochs", "6"])
+    assert res.exit_code == 0, res.output
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["test_acc"] is None for r in rows] == [True, False, True, False,
+                                                                 False, False]
+    res = CliRunner().invoke(cli, ["train", "--eval-every", "0"])
+    assert res.exit_code != 0 and "--eval-every must be at least 1" in res.output
+
+
 def test_nan_loss_stops_naming_epoch_and_step(tmp_path, monkeypatch):
     real = build_mod.create_model
     monkeypatch.setattr(build_mod, "create_model",

@@ -49,6 +49,8 @@ class TrainConfig:
     epochs: int = _f(10, "number of epochs")
     batch_size: int = _f(64, "training batch size")
     eval_batch_size: int = _f(1024, "evaluation batch size")
+    eval_every: int = _f(1, "evaluate on the test split every N epochs (always after the "
+                         "last one)")
     optimizer: Optimizer = _f("sgd", "optimizer")
     lr: float = _f(0.05, "peak learning rate")
     momentum: float = _f(0.9, "SGD momentum")
@@ -90,7 +92,8 @@ class TrainConfig:
                     f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
                     f"got '{getattr(self, name)}'"
                 )
-        positive = ["epochs", "batch_size", "eval_batch_size", "step_size", "log_every"]
+        positive = ["epochs", "batch_size", "eval_batch_size", "eval_every", "step_size",
+                    "log_every"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be at least 1, "

@@ -39,13 +39,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class EpochMetrics:
-    """One row of metrics.csv / metrics.jsonl."""
+    """One row of metrics.csv / metrics.jsonl. The test fields are None (empty in the csv,
+    null in the jsonl) for epochs not evaluated (``eval_every`` > 1); the last epoch always is."""
 
     epoch: int
     train_loss: float
     train_acc: float
-    test_loss: float
-    test_acc: float
+    test_loss: float | None
+    test_acc: float | None
     lr: float
     examples_per_sec: float
     train_time: float  # seconds in training steps only (what d2l's examples/sec divides by)

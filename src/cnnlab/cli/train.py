@@ -54,7 +54,7 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
     def on_epoch_end(m: Any) -> None:
         epoch_no[0] = m.epoch
         con.print(f"epoch {m.epoch:>3}/{cfg.epochs}  loss {m.train_loss:.4f}  train acc "
-                  f"{m.train_acc:.4f}  test acc {m.test_acc:.4f}  lr {m.lr:.4g}  "
+                  f"{m.train_acc:.4f}  test acc {_acc(m.test_acc)}  lr {m.lr:.4g}  "
                   f"{m.examples_per_sec:,.0f} ex/s  {m.epoch_time:.1f} s")
 
     try:
@@ -69,11 +69,16 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
         table.add_column(col, justify="right")
     for m in h:
         table.add_row(str(m.epoch), f"{m.train_loss:.4f}", f"{m.train_acc:.4f}",
-                      f"{m.test_acc:.4f}", f"{m.examples_per_sec:,.0f}", f"{m.epoch_time:.1f}")
+                      _acc(m.test_acc), f"{m.examples_per_sec:,.0f}", f"{m.epoch_time:.1f}")
     con.print(table)
     total = sum(m.epoch_time for m in h)
-    con.print(f"final test acc {h[-1].test_acc:.4f}; {total:.1f} s over {len(h)} epochs; "
+    con.print(f"final test acc {_acc(h[-1].test_acc)}; {total:.1f} s over {len(h)} epochs; "
               f"run saved in {result.run_dir}")
+
+
+def _acc(value: float | None) -> str:
+    """An accuracy for the tables; "-" for an epoch that was not evaluated."""
+    return "-" if value is None else f"{value:.4f}"
 
 
 @cli.command("bench")

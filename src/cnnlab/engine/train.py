@@ -184,13 +184,17 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
                              progress, use_ema, graphed, built.criterion)
         if use_ema is not None:
             use_ema.copy_to_model()
-        # TTA costs 6 forward passes: only the final evaluation uses it (as airbench reports)
-        tta = cfg.tta if epoch + 1 == cfg.epochs else 0
-        ev = evaluate(built.step_model, built.test, len(built.classes), cfg.precision, tta,
-                      mirror=cfg.flip)
+        last = epoch + 1 == cfg.epochs
+        test_loss = test_acc = None
+        if last or (epoch + 1) % cfg.eval_every == 0:
+            # TTA costs up to 6 forward passes: only the final evaluation uses it (as
+            # airbench reports)
+            ev = evaluate(built.step_model, built.test, len(built.classes), cfg.precision,
+                          cfg.tta if last else 0, mirror=cfg.flip)
+            test_loss, test_acc = ev.loss, ev.accuracy
         row = EpochMetrics(
-            epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=ev.loss,
-            test_acc=ev.accuracy, lr=base_lr(optimizer),
+            epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=test_loss,
+            test_acc=test_acc, lr=base_lr(optimizer),
             examples_per_sec=tr.examples / max(tr.seconds, 1e-9), train_time=tr.seconds,
             epoch_time=time.perf_counter() - t0,
         )

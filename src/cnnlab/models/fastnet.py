@@ -1,9 +1,17 @@
 """Small, fast conv nets for the `mnist-fast` and `fashion-fast` recipes.
 
-Three blocks of conv 3x3 -> max-pool 2 -> BatchNorm -> ReLU (pooling *before* the norm and
-activation, as airbench does, so those run on a quarter of the pixels: on 2 CPU cores this
-took the net from 8.5k to 11.7k examples/sec), then one linear layer.
+fastnet: three blocks of conv 3x3 -> max-pool 2 -> BatchNorm -> ReLU (pooling *before* the
+norm and activation, as airbench does, so those run on a quarter of the pixels: on 2 CPU
+cores this took the net from 8.5k to 11.7k examples/sec), then one linear layer.
+
+fastnet-white and fastnet-white-wide replace the first block by airbench's fixed whitening
+layer: filters computed once from the training images and never trained, so backward stops
+before the first trained convolution (no input gradient there, no pool/BN/ReLU backward at
+full resolution). On 2 CPU cores that makes their steps 1.5-1.6x faster than the fastnets
+they replace, at the same or better accuracy.
 """
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -33,9 +41,38 @@ def fastnet_s(num_classes: int = 10) -> nn.Module:
 
 
 @register_model("fastnet-wide", (1, 28, 28), "3 x (conv3 -> pool -> BN -> ReLU), 24/48/96, fc",
-                "cnnlab (fashion-fast)")
+                "cnnlab (fashion-fast before fastnet-white-wide)")
 def fastnet_wide(num_classes: int = 10) -> nn.Module:
     return fastnet((24, 48, 96), 1, 28, num_classes)
+
+
+def whitening_filters(images: torch.Tensor, to_patches: Callable[[torch.Tensor], torch.Tensor],
+                      count: int, eps: float, chunk: int = 500) -> torch.Tensor:
+    """The ``count`` strongest whitening filters of the images' patches: the eigenvectors of
+    the patches' covariance, largest eigenvalue first, each scaled by 1/sqrt(eigenvalue +
+    eps), so the filter responses are uncorrelated with unit variance (airbench's whitening
+    layer). ``to_patches`` turns images into flattened patches (P, D). The covariance is
+    summed over ``chunk`` images at a time, in float64: 5,000 Fashion-MNIST images have 3.9M
+    3x3 patches, 280 MB at once. Returns (count, D), in float64."""
+    def chunks():
+        return (to_patches(images[i:i + chunk]).double() for i in range(0, len(images), chunk))
+
+    n = sum(len(c) for c in chunks())
+    mean = sum(c.sum(0) for c in chunks()) / n
+    covariance = sum((c - mean).T @ (c - mean) for c in chunks()) / n
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    eigenvalues, eigenvectors = eigenvalues.flip(0)[:count], eigenvectors.T.flip(0)[:count]
+    return eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]
+
+
+def _patches_2x2_of_folded(images: torch.Tensor) -> torch.Tensor:
+    x = nn.functional.pixel_unshuffle(images.float().contiguous(), 2)
+    return x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 16)
+
+
+def _patches_3x3_padded(images: torch.Tensor) -> torch.Tensor:
+    x = nn.functional.pad(images.float().contiguous(), (1, 1, 1, 1))
+    return x.unfold(2, 3, 1).unfold(3, 3, 1).reshape(-1, 9)
 
 
 class WhitenedFastNet(nn.Sequential):
@@ -66,15 +103,51 @@ class WhitenedFastNet(nn.Sequential):
     def init_from_data(self, images: torch.Tensor) -> None:
         """Set the whitening filters from normalised training images (N, 1, 28, 28)."""
         conv = self[1]
-        x = nn.functional.pixel_unshuffle(images.float().contiguous(), 2)
-        patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 16)
-        patches = patches.double() - patches.double().mean(0)
-        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
-        filters = eigenvectors.T / torch.sqrt(eigenvalues.clamp_min(0) + self.eps)[:, None]
-        conv.weight.copy_(filters.flip(0).reshape(16, 4, 2, 2).to(conv.weight.dtype))
+        filters = whitening_filters(images, _patches_2x2_of_folded, 16, self.eps)
+        conv.weight.copy_(filters.reshape(16, 4, 2, 2).to(conv.weight.dtype))
 
 
 @register_model("fastnet-white", (1, 28, 28), "2x2 space-to-depth, fixed whitening conv (16), "
                 "2 x (conv3 -> pool -> BN -> ReLU) 32/64, fc", "cnnlab (mnist-fast)")
 def fastnet_white(num_classes: int = 10) -> nn.Module:
     return WhitenedFastNet(num_classes=num_classes)
+
+
+class PixelWhitenedNet(nn.Sequential):
+    """fastnet-wide for Fashion-MNIST with a fixed whitening layer at full resolution.
+
+    A 3x3 convolution whose 8 filters are the strongest whitening directions of the training
+    images' 3x3 patches, used with both signs (16 channels) and a ReLU so that no
+    information is lost (airbench's trick); then max-pool, then two blocks of conv 3x3 ->
+    max-pool -> BN -> ReLU and one linear layer. The first layer keeps the full 28x28
+    resolution that Fashion-MNIST needs (the 2x2 space-to-depth of fastnet-white costs it
+    about a point), and nothing before the first trained convolution has parameters, so
+    backward stops there. On 2 CPU cores a step is 1.47x faster than fastnet-wide's (2.9k vs
+    2.0k examples/sec at batch 256).
+    """
+
+    def __init__(self, widths: tuple[int, int] = (48, 96), num_classes: int = 10,
+                 directions: int = 8, eps: float = 5e-4):
+        whiten = nn.Conv2d(1, 2 * directions, 3, padding=1, bias=False)
+        whiten.weight.requires_grad = False
+        self.directions, self.eps = directions, eps
+        super().__init__(
+            whiten, nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 14
+            *_block(2 * directions, widths[0]), *_block(widths[0], widths[1]),  # 14 -> 7 -> 3
+            nn.Flatten(), nn.Linear(widths[1] * 3 * 3, num_classes),
+        )
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Set the whitening filters from normalised training images (N, 1, 28, 28)."""
+        conv = self[0]
+        filters = whitening_filters(images, _patches_3x3_padded, self.directions, self.eps)
+        filters = filters.reshape(-1, 1, 3, 3)
+        conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight.dtype))
+
+
+@register_model("fastnet-white-wide", (1, 28, 28), "fixed 3x3 whitening (8 directions, +/-, "
+                "ReLU), pool, 2 x (conv3 -> pool -> BN -> ReLU) 48/96, fc",
+                "cnnlab (fashion-fast)")
+def fastnet_white_wide(num_classes: int = 10) -> nn.Module:
+    return PixelWhitenedNet(num_classes=num_classes)

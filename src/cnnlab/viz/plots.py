@@ -22,13 +22,17 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     ax.plot(epochs, [h.train_loss for h in history], "-", label="train loss")
     ax.plot(epochs, [h.train_acc for h in history], "m--", label="train acc")
-    ax.plot(epochs, [h.test_acc for h in history], "g-.", label="test acc")
+    tested = [h for h in history if h.test_acc is not None]  # eval_every > 1 skips some
+    ax.plot([h.epoch for h in tested], [h.test_acc for h in tested], "g-.",
+            marker="." if len(tested) < len(history) else None, label="test acc")
     ax.set_xlabel("epoch")
     ax.set_xlim(min(epochs) - 0.05 if len(epochs) > 1 else 0.5, max(epochs) + 0.05)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    last = history[-1]
-    ax.set_title(title or f"test acc {last.test_acc:.3f} after {last.epoch} epochs", fontsize=10)
+    last = tested[-1] if tested else None
+    default = (f"test acc {last.test_acc:.3f} after {last.epoch} epochs" if last
+               else f"{history[-1].epoch} epochs, not yet evaluated")
+    ax.set_title(title or default, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
