@@ -44,7 +44,8 @@ def run_recipe(recipe: str, data_dir: str, seed: int, **over) -> dict:
     return {"recipe": recipe, "seed": seed, "acc": h[-1].test_acc, "train_s": train_s,
             "eval_s": eval_s, "last_eval_s": h[-1].epoch_time - h[-1].train_time,
             "wall_s": wall, "examples_per_sec": statistics.mean(m.examples_per_sec for m in h[1:] or h),
-            "precision": cfg.precision, "curve": [round(m.test_acc, 4) for m in h]}
+            "precision": cfg.precision,
+            "curve": [None if m.test_acc is None else round(m.test_acc, 4) for m in h]}
 
 
 def many(recipe: str, data_dir: str, seeds: int, **over) -> list[dict]:

@@ -93,7 +93,8 @@ def cnnlab_recipe(rest):
         result = fit(cfg, log=lambda _m: None)
         seconds = time.perf_counter() - t
     h = result.history
-    first = next(((m.epoch, m.test_acc) for m in h if m.test_acc >= o.target), None)
+    first = next(((m.epoch, m.test_acc) for m in h
+                  if m.test_acc is not None and m.test_acc >= o.target), None)
     return {"curve": [(m.epoch, m.test_acc, m.epoch_time) for m in h], "final_acc": h[-1].test_acc,
             "seconds": seconds, "reached": first, "examples_per_sec": h[-1].examples_per_sec}
 
