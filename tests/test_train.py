@@ -87,7 +87,8 @@ class _NaNAfter(torch.nn.Module):
         return out
 
 
-def test_tta_is_for_the_final_evaluation_only(tmp_path, monkeypatch):
+def _tta_levels_of_test_passes(monkeypatch) -> list[int]:
+    """Record the TTA level of every test pass fit makes, in order."""
     from cnnlab.engine import train as train_mod
 
     levels = []
@@ -98,6 +99,11 @@ def test_tta_is_for_the_final_evaluation_only(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "evaluate", spy)
+    return levels
+
+
+def test_tta_is_for_the_final_evaluation_only(tmp_path, monkeypatch):
+    levels = _tta_levels_of_test_passes(monkeypatch)
     fit(_cfg(tmp_path, epochs=3, tta=2), log=lambda _m: None)
     assert levels == [0, 0, 2]
 
@@ -106,16 +112,7 @@ def test_eval_every_skips_test_passes_and_records_them_as_missing(tmp_path, monk
     """--eval-every 2 over 5 epochs evaluates after epochs 2, 4 and 5 (the last always);
     the other rows say "not evaluated" (null / empty), not a made-up number, and the
     table, resume and plot all read them."""
-    from cnnlab.engine import train as train_mod
-
-    calls = []
-    real = train_mod.evaluate
-
-    def spy(*args, **kwargs):
-        calls.append(args[-1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "evaluate", spy)
+    calls = _tta_levels_of_test_passes(monkeypatch)
     res = CliRunner().invoke(cli, ["train", "--dataset", "digits", "--resize", "28",
                                    "--limit-train", "320", "--limit-test", "120", "--epochs",
                                    "5", "--batch-size", "32", "--eval-every", "2", "--tta", "1",
