@@ -216,6 +216,19 @@ def test_whitening_layer_whitens_the_data_and_never_trains(name, recipe, white, 
     torch.testing.assert_close(cov, torch.diag(cov.diag()), atol=1e-6, rtol=0)
     assert float(cov.diag().min()) > 0.5 and float(cov.diag().max()) < 1.0001
     assert not net[white].weight.requires_grad
+    # the kept directions are the strongest ones, strongest first: the unit filter of output
+    # k captures the k-th largest variance of the raw patches
+    from cnnlab.models import fastnet as fn
+
+    patches = (fn._patches_2x2_of_folded if name == "fastnet-white" else fn._patches_3x3_padded)(x)
+    raw = patches.double() - patches.double().mean(0)
+    top = torch.linalg.eigvalsh(raw.T @ raw / len(raw)).flip(0)[:directions]
+    units = net[white].weight.reshape(len(net[white].weight), -1)[:directions].double()
+    units = units / units.norm(dim=1, keepdim=True)
+    captured = ((raw @ units.T) ** 2).mean(0)
+    torch.testing.assert_close(captured, top, rtol=1e-6, atol=1e-9)
+    if name == "fastnet-white-wide":  # both signs, so the ReLU after it loses nothing
+        assert torch.equal(net[white].weight[directions:], -net[white].weight[:directions])
 
     from cnnlab.engine.build import build
     from cnnlab.engine.train import train_one_epoch

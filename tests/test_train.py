@@ -126,14 +126,16 @@ def test_eval_every_skips_test_passes_and_records_them_as_missing(tmp_path, monk
     with open(tmp_path / "run" / "metrics.csv") as f:
         assert [r["test_acc"] == "" for r in csv.DictReader(f)] == [True, False, True, False,
                                                                    False]
-    assert "final test acc 0." in res.output and " - " in res.output
+    assert "final test acc 0." in res.output and "test acc -  lr" in res.output
     res = CliRunner().invoke(cli, ["plot", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "--epochs", "6"])
+    # resuming keeps counting from the run's first epoch: 6 is evaluated, 7 not, 8 (last) is
+    res = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "--epochs", "8"])
     assert res.exit_code == 0, res.output
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["test_acc"] is None for r in rows] == [True, False, True, False,
-                                                                 False, False]
+                                                                 False, False, True, False]
+    assert calls == [0, 0, 1, 0, 1]
     res = CliRunner().invoke(cli, ["train", "--eval-every", "0"])
     assert res.exit_code != 0 and "--eval-every must be at least 1" in res.output
 

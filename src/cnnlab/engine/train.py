@@ -174,6 +174,10 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
             bool(cfg.channels_last))
     elif cfg.cuda_graphs:
         log(f"(cuda_graphs applies to CUDA devices only: training eagerly on {built.device})")
+    if cfg.tta == 1 and not cfg.flip:
+        log("(--tta 1 averages each test image with its mirror image, which a run trained "
+            "without --flip does not use: the final evaluation sees one view; --tta 2 adds "
+            "1-pixel shifts)")
     on_epoch_start = getattr(model, "on_epoch_start", None)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()

@@ -53,7 +53,10 @@ def whitening_filters(images: torch.Tensor, to_patches: Callable[[torch.Tensor],
     eps), so the filter responses are uncorrelated with unit variance (airbench's whitening
     layer). ``to_patches`` turns images into flattened patches (P, D). The covariance is
     summed over ``chunk`` images at a time, in float64: 5,000 Fashion-MNIST images have 3.9M
-    3x3 patches, 280 MB at once. Returns (count, D), in float64."""
+    3x3 patches, 280 MB at once. It runs on the CPU (Apple's MPS has no float64) and
+    returns (count, D) in float64 there; copying into the layer moves it to the model."""
+    images = images.cpu()
+
     def chunks():
         return (to_patches(images[i:i + chunk]).double() for i in range(0, len(images), chunk))
 
