@@ -1,0 +1,249 @@
+"""Seeing inside a trained net: a conv layer's kernels, and the feature maps layers produce.
+
+These answer the tutorials' own exercises ("show the activations of LeNet's first and
+second layers for different inputs, e.g. a sweater and a coat"). Layers are named as the
+model names its modules (``cnnlab summary MODEL`` lists them), or by the registry's aliases
+(``conv1`` for d2l LeNet's ``0``). Feature maps are captured with forward hooks that are
+always removed, also when the forward pass fails, on an fp32 copy of the model in eval mode
+(bf16 tensors cannot become numpy arrays).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_path
+from cnnlab.models.registry import find_layer, layer_names
+from cnnlab.run import LoadedRun
+
+MAX_FILTER_TILES = 64 * 16  # (output, input) kernel pairs drawn at most
+MAX_MAPS = 64  # feature maps drawn per layer and input
+
+
+def conv_layer_names(run: LoadedRun) -> list[str]:
+    """The convolution layers of the run's model, by the names a user can give."""
+    names = layer_names(run.config.model, run.model)
+    convs = {n for n, m in run.model.named_modules() if isinstance(m, nn.Conv2d)}
+    readable = [a for a, m in names.items() if m in convs and a != m]  # aliases first
+    return readable or [n for n in names if n in convs]
+
+
+def _conv(run: LoadedRun, layer: str | None) -> tuple[str, nn.Conv2d]:
+    convs = conv_layer_names(run)
+    if not convs:
+        raise CnnlabError(f"model '{run.config.model}' has no convolution layer")
+    name = layer or convs[0]
+    _, module = find_layer(run.config.model, run.model, name)
+    if not isinstance(module, nn.Conv2d):
+        raise CnnlabError(f"layer '{name}' is a {type(module).__name__}, not a convolution; "
+                          f"choose one of: {', '.join(convs)}")
+    return name, module
+
+
+def _tile_grid(tiles: torch.Tensor, cols: int, gap: int = 1, fill: float = float("nan")
+               ) -> torch.Tensor:
+    """(N, H, W[, 3]) tiles -> one (rows*(H+gap)-gap, cols*(W+gap)-gap[, 3]) mosaic."""
+    n, h, w = tiles.shape[:3]
+    rows = math.ceil(n / cols)
+    out = torch.full((rows * (h + gap) - gap, cols * (w + gap) - gap, *tiles.shape[3:]), fill)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tiles[i]
+    return out
+
+
+def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | None = None
+                 ) -> Path:
+    """Draw the kernels of a conv layer (the first one by default) as a grid: RGB kernels of
+    a first layer in colour, one tile per output channel; other kernels one row per output
+    channel and one column per input channel, on one colour scale centred at 0 (red
+    positive, blue negative), so the signs and relative strengths read across the layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name, conv = _conv(run, layer)
+    path = path or run.run_dir.path / f"filters-{name}.png"
+    w = conv.weight.detach().float().cpu()
+    out_ch, in_ch, kh, kw = w.shape
+    fig_title = f"{run.config.model} {name}: {out_ch} kernels of {in_ch}x{kh}x{kw}"
+    if in_ch == 3:
+        lo = w.amin(dim=(1, 2, 3), keepdim=True)
+        hi = w.amax(dim=(1, 2, 3), keepdim=True)
+        tiles = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1)  # N, kh, kw, 3
+        cols = math.ceil(math.sqrt(out_ch))
+        mosaic = _tile_grid(tiles, cols, fill=1.0)
+        fig, ax = plt.subplots(figsize=(min(12, 0.5 + 0.6 * cols), min(12, 0.9 + 0.6 * cols)))
+        ax.imshow(mosaic.numpy(), interpolation="nearest")
+        fig_title += " (each kernel scaled to its own range)"
+    else:
+        shown_in = min(in_ch, max(1, MAX_FILTER_TILES // out_ch))
+        if shown_in < in_ch:
+            fig_title += f" (first {shown_in} input channels)"
+        ws = w[:, :shown_in]
+        if in_ch == 1:  # one tile per output channel, in a near-square grid
+            cols = math.ceil(math.sqrt(out_ch))
+            mosaic = _tile_grid(ws[:, 0], cols)
+        else:
+            cols = shown_in
+            mosaic = _tile_grid(ws.reshape(-1, kh, kw), cols)
+        rows = mosaic.shape[0] / (kh + 1)
+        scale = float(w.abs().max()) or 1.0
+        fig, ax = plt.subplots(figsize=(min(14, max(4.5, 1.5 + 0.32 * cols * (kw + 1) / 4)),
+                                        min(14, max(3.0, 1.2 + 0.32 * rows * (kh + 1) / 4))))
+        cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
+        im = ax.imshow(mosaic.numpy(), cmap=cmap, vmin=-scale, vmax=scale,
+                       interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="weight")
+        if in_ch > 1:
+            ax.set_xlabel("input channel")
+            ax.set_ylabel("output channel")
+            ax.set_xticks([(kw + 1) * i + (kw - 1) / 2 for i in range(cols)],
+                          [str(i) for i in range(cols)], fontsize=6)
+            ax.set_yticks([(kh + 1) * i + (kh - 1) / 2 for i in range(out_ch)],
+                          [str(i) for i in range(out_ch)], fontsize=6)
+    if in_ch == 3 or in_ch == 1:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_title(fig_title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@contextmanager
+def capture(model: nn.Module, modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record each named module's output while the block runs; the hooks are removed on the
+    way out, whether the block succeeds or raises."""
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name, module in modules.items():
+            def hook(_m, _inp, out, name=name):
+                outputs[name] = out.detach()
+            handles.append(module.register_forward_hook(hook))
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+    """The feature maps each layer produces for uint8 ``images`` (N, C, H, W) of any size,
+    preprocessed as in training; fp32, on the CPU, (N, C, H, W) per layer."""
+    model = copy.deepcopy(run.model).float().eval()
+    modules = {}
+    for layer in layers:
+        module_name, _ = find_layer(run.config.model, model, layer)
+        modules[layer] = model.get_submodule(module_name)
+    x = run.preprocess(images.to(run.device)).float()
+    with torch.no_grad(), capture(model, modules) as outputs:
+        model(x)
+    for layer, out in outputs.items():
+        if out.dim() != 4:
+            raise CnnlabError(f"layer '{layer}' gives {tuple(out.shape[1:])} per image, not "
+                              f"feature maps; choose a convolution, pooling or activation "
+                              f"layer before the flatten (conv layers: "
+                              f"{', '.join(conv_layer_names(run))})")
+    return {layer: outputs[layer].float().cpu().contiguous() for layer in layers}
+
+
+def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor,
+                     labels: Sequence[str], path: str | Path | None = None) -> Path:
+    """One row per input: the image as the model sees it, then each layer's feature maps as
+    a grid. Each layer has one colour scale for all inputs, so two classes (a pullover and
+    a coat) compare map by map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    maps = activations(run, layers, images)
+    path = path or run.run_dir.path / "activations.png"
+    seen = run.preprocess.adapt(images.cpu())  # the size and channels the model gets
+    n = len(images)
+    widths = [1.0] + [math.ceil(math.sqrt(min(maps[lay].shape[1], MAX_MAPS))) * 0.55
+                      for lay in layers]
+    fig, axes = plt.subplots(n, 1 + len(layers), squeeze=False, layout="constrained",
+                             figsize=(min(18, 1.2 + 1.6 * sum(widths)), 0.6 + 2.0 * n),
+                             gridspec_kw={"width_ratios": widths})
+    for col, layer in enumerate(layers, start=1):
+        m = maps[layer][:, :MAX_MAPS]
+        lo, hi = float(m.min()), float(m.max())
+        if hi <= lo:  # a flat layer: draw it, but not as NaN or a blank guess
+            hi = lo + 1.0
+        cols = math.ceil(math.sqrt(m.shape[1]))
+        for row in range(n):
+            ax = axes[row][col]
+            im = ax.imshow(_tile_grid(m[row], cols).numpy(), cmap="viridis", vmin=lo, vmax=hi,
+                           interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                total = maps[layer].shape[1]
+                shown = f"{m.shape[1]} of {total}" if total > m.shape[1] else f"{total}"
+                ax.set_title(f"{layer}: {shown} maps of {m.shape[2]}x{m.shape[3]}", fontsize=9)
+        fig.colorbar(im, ax=[axes[r][col] for r in range(n)], fraction=0.03, pad=0.01)
+    for row in range(n):
+        ax = axes[row][0]
+        img = seen[row].float() / 255
+        if img.shape[0] == 3:
+            ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
+        else:
+            ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(labels[row], fontsize=9)
+    axes[0][0].set_title("input", fontsize=9)
+    fig.suptitle(f"{run.config.model} on {run.config.dataset}: feature maps", fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def pick_examples(run: LoadedRun, indices: Sequence[int] = (), class_names: Sequence[str] = (),
+                  split: str = "test", data_dir: str | None = None
+                  ) -> tuple[torch.Tensor, list[str]]:
+    """Images of the run's data set chosen by index and/or by class (the first example of
+    each named class), with a label for each: "#I Class"."""
+    from cnnlab.data import load_split
+
+    if not indices and not class_names:
+        raise CnnlabError("choose inputs with --index I or --class NAME (repeatable)")
+    data = load_split(run.config.dataset, split, data_dir=data_dir)
+    chosen = []
+    for i in indices:
+        if not -len(data) <= i < len(data):
+            raise CnnlabError(f"--index {i} is out of range: the {split} split of "
+                              f"{run.config.dataset} has {len(data)} images (0..{len(data) - 1})")
+        chosen.append(i % len(data))
+    lookup = {c.lower(): k for k, c in enumerate(data.classes)}
+    for name in class_names:
+        k = lookup.get(name.lower())
+        if k is None and name.isdigit() and int(name) < len(data.classes):
+            k = int(name)
+        if k is None:
+            raise CnnlabError(f"no class '{name}' in {run.config.dataset}; choose one of: "
+                              f"{', '.join(data.classes)}")
+        chosen.append(int((data.labels == k).nonzero()[0, 0]))
+    labels = [f"#{i} {data.classes[int(data.labels[i])]}" for i in chosen]
+    return data.images[chosen], labels
