@@ -1,5 +1,6 @@
 """`cnnlab visualize filters|activations`: the pictures hold the run's own numbers."""
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -7,6 +8,7 @@ from click.testing import CliRunner
 from cnnlab.cli import cli
 from cnnlab.config import build_config
 from cnnlab.engine.train import fit
+from cnnlab.errors import CnnlabError
 from cnnlab.run import load_run
 from cnnlab.viz.inside import activations, capture, pick_examples
 
@@ -31,9 +33,12 @@ def test_activations_are_the_layer_outputs_and_hooks_are_removed(lenet_run):
     conv1 = run.model[0](x)  # d2l's LeNet: conv1 is module "0"
     torch.testing.assert_close(maps["conv1"], conv1)
     assert maps["pool2"].shape == (2, 16, 5, 5)
+    with capture(run.model, {"c": run.model[0]}) as out:  # hooks removed after success...
+        run.model(x)
+    torch.testing.assert_close(out["c"][0], conv1)
     assert not any(m._forward_hooks for m in run.model.modules())
     with pytest.raises(RuntimeError), capture(run.model, {"c": run.model[0]}):
-        run.model(torch.zeros(1, 3, 28, 28))  # wrong channels: the forward pass fails
+        run.model(torch.zeros(1, 3, 28, 28))  # ... and after a failing forward pass
     assert not any(m._forward_hooks for m in run.model.modules())
 
 
@@ -64,3 +69,52 @@ def test_visualize_bad_input_is_one_line_and_writes_nothing(lenet_run, tmp_path,
     assert res.exit_code == 1, res.output
     assert needle in res.output and res.output.count("\n") == 1, res.output
     assert sorted(p.name for p in lenet_run.iterdir()) == before
+
+
+def test_tile_grid_places_each_tile_with_gaps():
+    from cnnlab.viz.inside import _tile_grid
+
+    tiles = torch.arange(5 * 2 * 3, dtype=torch.float32).reshape(5, 2, 3)
+    grid = _tile_grid(tiles, cols=2)
+    assert grid.shape == (3 * 3 - 1, 2 * 4 - 1)
+    for i in range(5):
+        r, c = divmod(i, 2)
+        assert torch.equal(grid[r * 3:r * 3 + 2, c * 4:c * 4 + 3], tiles[i])
+    assert grid[2].isnan().all() and grid[:, 3].isnan().all()  # the gaps
+    assert grid[6:, 4:].isnan().all()  # the empty sixth cell
+
+
+def test_pictures_are_drawn_not_blank(lenet_run):
+    from PIL import Image
+
+    from cnnlab.viz.inside import plot_activations, plot_filters
+
+    run = load_run(lenet_run, device="cpu")
+    small = Image.open(plot_filters(run, "conv1", lenet_run / "f1.png"))
+    big = Image.open(plot_filters(run, "conv2", lenet_run / "f2.png"))
+    assert big.size[1] > small.size[1]  # 16 rows of 6 kernels vs 6 kernels
+    images, labels = pick_examples(run, class_names=["1", "7"])
+    pic = Image.open(plot_activations(run, ["conv1", "conv2"], images, labels,
+                                      lenet_run / "a.png")).convert("RGB")
+    colours = {tuple(p) for p in np.asarray(pic).reshape(-1, 3).tolist()}
+    assert len(colours) > 200  # maps in colour, not an empty canvas
+
+
+def test_a_module_used_twice_is_refused_by_name(tmp_path):
+    """The tutorial's Net applies one `pooling` and one `relu` module after both convs: their
+    "activations" would be ambiguous, so the error says so and names layers used once."""
+    cfg = build_config(None, {"model": "mnist-net", "dataset": "digits", "resize": 28,
+                              "limit_train": 128, "epochs": 1, "out": str(tmp_path / "r")})
+    fit(cfg, log=lambda _m: None)
+    run = load_run(tmp_path / "r", device="cpu")
+    images, _ = pick_examples(run, indices=[0])
+    assert activations(run, ["conv2"], images)["conv2"].shape == (1, 20, 8, 8)
+    with pytest.raises(CnnlabError, match="'pooling' runs 2 times .* e.g. conv1, conv2"):
+        activations(run, ["pooling"], images)
+
+
+def test_summary_names_the_layers_that_layer_options_take():
+    res = CliRunner().invoke(cli, ["summary", "lenet5"])
+    lines = res.output.splitlines()
+    assert lines[1].startswith("Conv2d output shape") and lines[1].endswith("layer: conv1")
+    assert lines[4].endswith("layer: conv2")  # d2l's Sequential index 3, by its alias

@@ -50,11 +50,16 @@ def layer_rows(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]
     return rows
 
 
-def format_summary(rows: list[LayerRow], total_params: int) -> str:
-    """d2l-style lines (``Conv2d output shape: torch.Size([1, 6, 28, 28])``) plus params."""
+def format_summary(rows: list[LayerRow], total_params: int,
+                   aliases: dict[str, str] | None = None) -> str:
+    """d2l-style lines (``Conv2d output shape: torch.Size([1, 6, 28, 28])``) plus params and
+    the layer's name, the one `--layer` takes (``aliases``: module name -> readable alias)."""
+    aliases = aliases or {}
     width = max(len(f"{r.kind} output shape: {r.output_shape}") for r in rows)
+    pwidth = max(len(f"{r.params:,}") for r in rows)
     lines = [
-        f"{f'{r.kind} output shape: {r.output_shape}':<{width}}  params: {r.params:,}"
+        f"{f'{r.kind} output shape: {r.output_shape}':<{width}}  params: {r.params:>{pwidth},}"
+        f"  layer: {aliases.get(r.name, r.name)}"
         for r in rows
     ]
     lines.append(f"Total params: {total_params:,}")
@@ -70,4 +75,5 @@ def model_summary(name: str, input_shape: tuple[int, int, int] | None = None) ->
     net = create_model(name)
     rows = layer_rows(net, shape)
     head = f"{name}: {info.description}  (input 1x{'x'.join(map(str, shape))})"
-    return head + "\n" + format_summary(rows, sum(p.numel() for p in net.parameters()))
+    readable = {module: alias for alias, module in info.aliases.items()}
+    return head + "\n" + format_summary(rows, sum(p.numel() for p in net.parameters()), readable)

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import atomic_path
 from cnnlab.models.registry import find_layer, layer_names
 from cnnlab.run import LoadedRun
+from cnnlab.viz.plots import save_png
 
 MAX_FILTER_TILES = 64 * 16  # (output, input) kernel pairs drawn at most
 MAX_MAPS = 64  # feature maps drawn per layer and input
@@ -82,9 +82,10 @@ def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | No
         tiles = ((w - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1)  # N, kh, kw, 3
         cols = math.ceil(math.sqrt(out_ch))
         mosaic = _tile_grid(tiles, cols, fill=1.0)
-        fig, ax = plt.subplots(figsize=(min(12, 0.5 + 0.6 * cols), min(12, 0.9 + 0.6 * cols)))
+        fig, ax = plt.subplots(figsize=(min(12, max(4.5, 0.5 + 0.6 * cols)),
+                                        min(12, max(3.5, 0.9 + 0.6 * cols))))
         ax.imshow(mosaic.numpy(), interpolation="nearest")
-        fig_title += " (each kernel scaled to its own range)"
+        fig_title += "\n(each kernel scaled to its own range)"
     else:
         shown_in = min(in_ch, max(1, MAX_FILTER_TILES // out_ch))
         if shown_in < in_ch:
@@ -116,19 +117,21 @@ def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | No
         ax.set_yticks([])
     ax.set_title(fig_title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path, dpi=110)
 
 
 @contextmanager
-def capture(model: nn.Module, modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record each named module's output while the block runs; the hooks are removed on the
-    way out, whether the block succeeds or raises."""
-    outputs: dict[str, torch.Tensor] = {}
+def capture(model: nn.Module, modules: dict[str, nn.Module]
+            ) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Record each named module's outputs while the block runs (a list: a module the forward
+    pass uses twice, as the tutorial's Net does with ``pooling`` and ``relu``, gives two);
+    the hooks are removed on the way out, whether the block succeeds or raises."""
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     handles = []
     try:
         for name, module in modules.items():
             def hook(_m, _inp, out, name=name):
-                outputs[name] = out.detach()
+                outputs[name].append(out.detach())
             handles.append(module.register_forward_hook(hook))
         yield outputs
     finally:
@@ -141,20 +144,23 @@ def activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
     """The feature maps each layer produces for uint8 ``images`` (N, C, H, W) of any size,
     preprocessed as in training; fp32, on the CPU, (N, C, H, W) per layer."""
     model = copy.deepcopy(run.model).float().eval()
-    modules = {}
-    for layer in layers:
-        module_name, _ = find_layer(run.config.model, model, layer)
-        modules[layer] = model.get_submodule(module_name)
+    modules = {layer: find_layer(run.config.model, model, layer)[1] for layer in layers}
     x = run.preprocess(images.to(run.device)).float()
     with torch.no_grad(), capture(model, modules) as outputs:
         model(x)
-    for layer, out in outputs.items():
+    convs = ", ".join(conv_layer_names(run))
+    for layer, outs in outputs.items():
+        if len(outs) != 1:
+            raise CnnlabError(f"layer '{layer}' runs {len(outs)} times in one forward pass of "
+                              f"{run.config.model} (one module used at several places), so its "
+                              f"feature maps are ambiguous; choose a layer used once, e.g. "
+                              f"{convs}")
+        out = outs[0]
         if out.dim() != 4:
             raise CnnlabError(f"layer '{layer}' gives {tuple(out.shape[1:])} per image, not "
                               f"feature maps; choose a convolution, pooling or activation "
-                              f"layer before the flatten (conv layers: "
-                              f"{', '.join(conv_layer_names(run))})")
-    return {layer: outputs[layer].float().cpu().contiguous() for layer in layers}
+                              f"layer before the flatten (conv layers: {convs})")
+    return {layer: outputs[layer][0].float().cpu().contiguous() for layer in layers}
 
 
 def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor,
@@ -171,20 +177,27 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
     path = path or run.run_dir.path / "activations.png"
     seen = run.preprocess.adapt(images.cpu())  # the size and channels the model gets
     n = len(images)
-    widths = [1.0] + [math.ceil(math.sqrt(min(maps[lay].shape[1], MAX_MAPS))) * 0.55
-                      for lay in layers]
+    mosaics = {}
+    for layer in layers:
+        m = maps[layer][:, :MAX_MAPS]
+        cols = math.ceil(math.sqrt(m.shape[1]))
+        mosaics[layer] = [_tile_grid(m[row], cols) for row in range(n)]
+    # each column as wide as its picture is at the common row height: no empty bands
+    widths = [seen.shape[3] / seen.shape[2]] + [mosaics[lay][0].shape[1] / mosaics[lay][0].shape[0]
+                                                for lay in layers]
+    row_height = 2.0
     fig, axes = plt.subplots(n, 1 + len(layers), squeeze=False, layout="constrained",
-                             figsize=(min(18, 1.2 + 1.6 * sum(widths)), 0.6 + 2.0 * n),
+                             figsize=(min(20, 0.4 + row_height * sum(widths) + 1.0 * len(layers)),
+                                      0.6 + row_height * n),
                              gridspec_kw={"width_ratios": widths})
     for col, layer in enumerate(layers, start=1):
         m = maps[layer][:, :MAX_MAPS]
         lo, hi = float(m.min()), float(m.max())
         if hi <= lo:  # a flat layer: draw it, but not as NaN or a blank guess
             hi = lo + 1.0
-        cols = math.ceil(math.sqrt(m.shape[1]))
         for row in range(n):
             ax = axes[row][col]
-            im = ax.imshow(_tile_grid(m[row], cols).numpy(), cmap="viridis", vmin=lo, vmax=hi,
+            im = ax.imshow(mosaics[layer][row].numpy(), cmap="viridis", vmin=lo, vmax=hi,
                            interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -205,19 +218,7 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
         ax.set_ylabel(labels[row], fontsize=9)
     axes[0][0].set_title("input", fontsize=9)
     fig.suptitle(f"{run.config.model} on {run.config.dataset}: feature maps", fontsize=10)
-    return _save(fig, path)
-
-
-def _save(fig, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110)
 
 
 def pick_examples(run: LoadedRun, indices: Sequence[int] = (), class_names: Sequence[str] = (),
@@ -229,7 +230,8 @@ def pick_examples(run: LoadedRun, indices: Sequence[int] = (), class_names: Sequ
 
     if not indices and not class_names:
         raise CnnlabError("choose inputs with --index I or --class NAME (repeatable)")
-    data = load_split(run.config.dataset, split, data_dir=data_dir)
+    data = load_split(run.config.dataset, split,  # where training found it, as eval does
+                      data_dir=data_dir if data_dir is not None else run.config.data_dir)
     chosen = []
     for i in indices:
         if not -len(data) <= i < len(data):

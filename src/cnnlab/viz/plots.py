@@ -34,9 +34,20 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
                else f"{history[-1].epoch} epochs, not yet evaluated")
     ax.set_title(title or default, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return save_png(fig, path, dpi=120)
+
+
+def save_png(fig, path: str | Path, dpi: int | None = None) -> Path:
+    """Write a matplotlib figure to ``path`` atomically (no half-written PNG if it fails)
+    and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
     return path
 
 
