@@ -26,8 +26,9 @@ def lenet_run(tmp_path_factory):
 
 def test_activations_are_the_layer_outputs_and_hooks_are_removed(lenet_run):
     run = load_run(lenet_run, device="cpu")
-    images, labels = pick_examples(run, indices=[0], class_names=["3"])
-    assert labels[0].startswith("#0 ") and labels[1].endswith(" 3") and len(images) == 2
+    ex = pick_examples(run, indices=[0], class_names=["3"])
+    images, labels = ex.images, ex.labels
+    assert ex.true[1] == 3 and labels[0].startswith("#0 ") and labels[1].endswith(" 3") and len(images) == 2
     maps = activations(run, ["conv1", "pool2"], images)
     x = run.preprocess(images).float()
     conv1 = run.model[0](x)  # d2l's LeNet: conv1 is module "0"
@@ -93,7 +94,8 @@ def test_pictures_are_drawn_not_blank(lenet_run):
     small = Image.open(plot_filters(run, "conv1", lenet_run / "f1.png"))
     big = Image.open(plot_filters(run, "conv2", lenet_run / "f2.png"))
     assert big.size[1] > small.size[1]  # 16 rows of 6 kernels vs 6 kernels
-    images, labels = pick_examples(run, class_names=["1", "7"])
+    ex = pick_examples(run, class_names=["1", "7"])
+    images, labels = ex.images, ex.labels
     pic = Image.open(plot_activations(run, ["conv1", "conv2"], images, labels,
                                       lenet_run / "a.png")).convert("RGB")
     colours = {tuple(p) for p in np.asarray(pic).reshape(-1, 3).tolist()}
@@ -107,7 +109,7 @@ def test_a_module_used_twice_is_refused_by_name(tmp_path):
                               "limit_train": 128, "epochs": 1, "out": str(tmp_path / "r")})
     fit(cfg, log=lambda _m: None)
     run = load_run(tmp_path / "r", device="cpu")
-    images, _ = pick_examples(run, indices=[0])
+    images = pick_examples(run, indices=[0]).images
     assert activations(run, ["conv2"], images)["conv2"].shape == (1, 20, 8, 8)
     with pytest.raises(CnnlabError, match="'pooling' runs 2 times .* e.g. conv1, conv2"):
         activations(run, ["pooling"], images)

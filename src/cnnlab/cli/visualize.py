@@ -1,8 +1,10 @@
-"""`cnnlab visualize ...`: pictures of what a trained run learned."""
+"""`cnnlab visualize ...`: pictures of what a trained run learned and where it looks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,7 +13,31 @@ from cnnlab.cli import cli
 
 @cli.group()
 def visualize() -> None:
-    """Pictures of a trained run: its filters and the feature maps its layers produce."""
+    """Pictures of a trained run: filters, feature maps, Grad-CAM and saliency maps."""
+
+
+def input_options(fn: Callable) -> Callable:
+    """--index / --class / --image / --split / --data-dir: the inputs a picture is about."""
+    for opt in reversed([
+        click.option("--index", "indices", type=int, multiple=True,
+                     help="an image of the run's data set by index (repeatable)"),
+        click.option("--class", "classes", multiple=True,
+                     help="the first image of this class (name or number), e.g. Pullover"),
+        click.option("--image", "images", multiple=True, type=click.Path(path_type=Path),
+                     help="an image file (PNG, JPEG, ...), resized to the model's input"),
+        click.option("--split", type=click.Choice(["test", "train"]), default="test",
+                     show_default=True, help="split --index and --class pick from"),
+        click.option("--data-dir", help="data root for the run's data set"),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _examples(run: Any, indices: tuple[int, ...], classes: tuple[str, ...],
+              images: tuple[Path, ...], split: str, data_dir: str | None) -> Any:
+    from cnnlab.viz.inside import pick_examples
+
+    return pick_examples(run, indices, classes, split, data_dir, images)
 
 
 @visualize.command()
@@ -30,20 +56,65 @@ def filters(run_dir: Path, layer: str | None, out: Path | None) -> None:
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--layer", "layers", required=True,
               help="layers to show, comma-separated, e.g. conv1,conv2")
-@click.option("--index", "indices", type=int, multiple=True, help="a test image by index")
-@click.option("--class", "classes", multiple=True,
-              help="the first test image of this class (name or number), e.g. Pullover")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
-@click.option("--data-dir", help="data root for the run's data set")
+@input_options
 @click.option("--out", type=click.Path(path_type=Path),
               help="PNG path [RUN_DIR/activations.png]")
 def activations(run_dir: Path, layers: str, indices: tuple[int, ...], classes: tuple[str, ...],
-                split: str, data_dir: str | None, out: Path | None) -> None:
+                images: tuple[Path, ...], split: str, data_dir: str | None,
+                out: Path | None) -> None:
     """The input and the feature maps each layer produces, one row per input."""
     from cnnlab.run import load_run
-    from cnnlab.viz.inside import pick_examples, plot_activations
+    from cnnlab.viz.inside import plot_activations
 
     run = load_run(run_dir, device="cpu")
     names = [n.strip() for n in layers.split(",") if n.strip()]
-    images, labels = pick_examples(run, indices, classes, split, data_dir)
-    click.echo(f"wrote {plot_activations(run, names, images, labels, out)}")
+    ex = _examples(run, indices, classes, images, split, data_dir)
+    click.echo(f"wrote {plot_activations(run, names, ex.images, ex.labels, out)}")
+
+
+def _attribution_command(method: str) -> Callable:
+    def command(run_dir: Path, indices: tuple[int, ...], classes: tuple[str, ...],
+                images: tuple[Path, ...], split: str, data_dir: str | None, target: str | None,
+                scale: str, out: Path | None, layer: str | None = None) -> None:
+        from cnnlab.run import load_run
+        from cnnlab.viz.attribution import attribute, plot_attribution
+
+        run = load_run(run_dir, device="cpu")
+        ex = _examples(run, indices, classes, images, split, data_dir)
+        result = attribute(run, ex.images, method, layer, target, scale)
+        if any(result.flat):
+            click.echo(f"note: {sum(result.flat)} map(s) are flat (the same value everywhere: "
+                       "nothing to show); drawn as zeros", err=True)
+        click.echo(f"wrote {plot_attribution(run, ex, result, out)}")
+
+    return command
+
+
+_TARGET = click.option("--target", help="the class to explain (name or number) [the predicted]")
+_SCALE = click.option("--scale", type=click.Choice(["image", "raw"]), default="image",
+                      show_default=True,
+                      help="image: each map stretched to 0..1; raw: the values, comparable "
+                           "across images")
+
+
+@visualize.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@input_options
+@click.option("--layer", help="a layer with feature maps [the last conv]")
+@_TARGET
+@_SCALE
+@click.option("--out", type=click.Path(path_type=Path), help="PNG path [RUN_DIR/gradcam.png]")
+def gradcam(**kwargs: Any) -> None:
+    """Grad-CAM: which regions raise the target class's logit, over each input."""
+    _attribution_command("gradcam")(**kwargs)
+
+
+@visualize.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@input_options
+@_TARGET
+@_SCALE
+@click.option("--out", type=click.Path(path_type=Path), help="PNG path [RUN_DIR/saliency.png]")
+def saliency(**kwargs: Any) -> None:
+    """Saliency: how strongly each input pixel moves the target class's logit."""
+    _attribution_command("saliency")(**kwargs)

@@ -14,6 +14,7 @@ import copy
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -221,15 +222,40 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
     return save_png(fig, path, dpi=110)
 
 
+@dataclass
+class Examples:
+    """Inputs chosen for a picture: uint8 images in the model's channels and size, a label
+    for each ("#12 Coat" or a file name), and the true class index where it is known."""
+
+    images: torch.Tensor
+    labels: list[str]
+    true: list[int | None]
+
+
 def pick_examples(run: LoadedRun, indices: Sequence[int] = (), class_names: Sequence[str] = (),
-                  split: str = "test", data_dir: str | None = None
-                  ) -> tuple[torch.Tensor, list[str]]:
-    """Images of the run's data set chosen by index and/or by class (the first example of
-    each named class), with a label for each: "#I Class"."""
+                  split: str = "test", data_dir: str | None = None,
+                  image_files: Sequence[str | Path] = ()) -> Examples:
+    """Images chosen by index in the run's data set, by class (the first example of each
+    named class) and/or as image files, in that order."""
+    from cnnlab.data.images import load_images
+
+    if not indices and not class_names and not image_files:
+        raise CnnlabError("choose inputs with --index I, --class NAME or --image FILE "
+                          "(each repeatable)")
+    parts: list[Examples] = []
+    if indices or class_names:
+        parts.append(_from_dataset(run, indices, class_names, split, data_dir))
+    if image_files:
+        images, labels = load_images(image_files, run.preprocess)
+        parts.append(Examples(images, labels, [None] * len(labels)))
+    return Examples(torch.cat([p.images for p in parts]), sum((p.labels for p in parts), []),
+                    sum((p.true for p in parts), []))
+
+
+def _from_dataset(run: LoadedRun, indices: Sequence[int], class_names: Sequence[str],
+                  split: str, data_dir: str | None) -> Examples:
     from cnnlab.data import load_split
 
-    if not indices and not class_names:
-        raise CnnlabError("choose inputs with --index I or --class NAME (repeatable)")
     data = load_split(run.config.dataset, split,  # where training found it, as eval does
                       data_dir=data_dir if data_dir is not None else run.config.data_dir)
     chosen = []
@@ -238,14 +264,20 @@ def pick_examples(run: LoadedRun, indices: Sequence[int] = (), class_names: Sequ
             raise CnnlabError(f"--index {i} is out of range: the {split} split of "
                               f"{run.config.dataset} has {len(data)} images (0..{len(data) - 1})")
         chosen.append(i % len(data))
-    lookup = {c.lower(): k for k, c in enumerate(data.classes)}
     for name in class_names:
-        k = lookup.get(name.lower())
-        if k is None and name.isdigit() and int(name) < len(data.classes):
-            k = int(name)
-        if k is None:
-            raise CnnlabError(f"no class '{name}' in {run.config.dataset}; choose one of: "
-                              f"{', '.join(data.classes)}")
+        k = class_index(data.classes, name, f" in {run.config.dataset}")
         chosen.append(int((data.labels == k).nonzero()[0, 0]))
-    labels = [f"#{i} {data.classes[int(data.labels[i])]}" for i in chosen]
-    return data.images[chosen], labels
+    true = [int(data.labels[i]) for i in chosen]
+    labels = [f"#{i} {data.classes[t]}" for i, t in zip(chosen, true, strict=True)]
+    return Examples(run.preprocess.adapt(data.images[chosen]), labels, true)
+
+
+def class_index(classes: Sequence[str], name: str, where: str = "") -> int:
+    """A class given by name (any case) or by number -> its index; a clear error otherwise."""
+    lookup = {c.lower(): k for k, c in enumerate(classes)}
+    k = lookup.get(name.lower())
+    if k is None and name.isdigit() and int(name) < len(classes):
+        k = int(name)
+    if k is None:
+        raise CnnlabError(f"no class '{name}'{where}; choose one of: {', '.join(classes)}")
+    return k

@@ -1,0 +1,66 @@
+"""Reading a user's own image files (PNG, JPEG, ...) as the model's input.
+
+Used wherever a command takes ``--image FILE``: each file is decoded with Pillow, given the
+run's channel count and size (:meth:`Preprocess.adapt`), and, for a model trained on light
+strokes on a dark ground (MNIST), a dark-on-light picture (a digit drawn in black on white
+paper) is inverted, so it looks like what the model was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.data.preprocess import Preprocess
+from cnnlab.errors import CnnlabError
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """One image file -> uint8 (C, H, W) with C = 1 (greyscale) or 3 (colour; alpha dropped)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            mode = "L" if im.mode in ("L", "1", "I;16", "I", "LA") else "RGB"
+            arr = np.asarray(im.convert(mode))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise CnnlabError(f"cannot read {path} as an image ({type(e).__name__}); give a PNG, "
+                          "JPEG, BMP, GIF or WebP file") from None
+    t = torch.from_numpy(arr.copy())
+    return t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def looks_dark_on_light(image: torch.Tensor) -> bool:
+    """Whether a uint8 (C, H, W) picture has a light background: its border is brighter than
+    mid-grey (a drawing on paper), where MNIST-style images have a black border."""
+    g = image.float().mean(0)
+    border = torch.cat([g[0], g[-1], g[:, 0], g[:, -1]])
+    return float(border.mean()) > 127.5
+
+
+def load_images(paths: Sequence[str | Path], preprocess: Preprocess, invert: str = "auto"
+                ) -> tuple[torch.Tensor, list[str]]:
+    """Image files -> one uint8 (N, C, H, W) batch in the model's channels and size, and a
+    label per file (its name, marked when it was inverted).
+
+    ``invert``: ``auto`` inverts dark-on-light pictures for a model trained light-on-dark;
+    ``yes``/``no`` force it.
+    """
+    if invert not in ("auto", "yes", "no"):
+        raise CnnlabError(f"invert must be auto, yes or no, got '{invert}'")
+    batch, labels = [], []
+    for p in paths:
+        img = preprocess.adapt(read_image(p)[None])[0]
+        flip = invert == "yes" or (invert == "auto" and preprocess.light_on_dark
+                                   and looks_dark_on_light(img))
+        batch.append(255 - img if flip else img)
+        labels.append(Path(p).name + (" (inverted)" if flip else ""))
+    if not batch:
+        raise CnnlabError("no image files given")
+    return torch.stack(batch), labels
