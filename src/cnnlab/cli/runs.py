@@ -58,3 +58,53 @@ def plot(run_dir: Path, out: Path | None) -> None:
     from cnnlab.viz.plots import plot_run
 
     click.echo(f"wrote {plot_run(run_dir, out)}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--top", type=int, default=12, show_default=True,
+              help="how many mistakes and confused pairs to show")
+@click.option("--dataset", help="look at this data set instead of the run's own (same classes)")
+@click.option("--data-dir", help="data root for the data set")
+@click.option("--batch-size", type=int, default=1024, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)
+def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: str | None,
+           batch_size: int, device: str) -> None:
+    """The most confidently wrong images and the most-confused class pairs, with pictures.
+
+    Writes errors-SPLIT.png (the mistakes), confusion-SPLIT.png (counts and row-normalised)
+    and errors-SPLIT.json into the run directory.
+    """
+    from rich.table import Table
+
+    from cnnlab.engine.interpret import interpret
+    from cnnlab.fileio import write_json
+    from cnnlab.viz.interpretation import plot_confusion, plot_mistakes
+
+    res = interpret(run_dir, split, top, dataset, data_dir, batch_size, device)
+    c = res.classes
+    con = console()
+    wrong = res.total - int(res.confusion.diag().sum())
+    con.print(f"{res.dataset} {split}: accuracy {res.accuracy:.4f}, {wrong} of {res.total} wrong")
+    table = Table(title=f"most confident mistakes (top {top})", show_edge=False)
+    for col in ("index", "true", "predicted", "p(predicted)", "p(true)"):
+        table.add_column(col, justify="right" if col == "index" or col.startswith("p(") else "left")
+    for m in res.mistakes:
+        table.add_row(str(m.index), c[m.true], c[m.predicted], f"{m.probability:.3f}",
+                      f"{m.true_probability:.3f}")
+    con.print(table)
+    pairs = Table(title="most confused (true -> predicted)", show_edge=False)
+    for col in ("true", "predicted", "count"):
+        pairs.add_column(col, justify="right" if col == "count" else "left")
+    for i, j, n in res.most_confused()[:top]:
+        pairs.add_row(c[i], c[j], str(n))
+    con.print(pairs)
+    where = Path(run_dir)
+    title = f"{res.dataset} {split}: accuracy {res.accuracy:.4f}"
+    for path in (plot_mistakes(res, where / f"errors-{split}.png"),
+                 plot_confusion(res.confusion, c, where / f"confusion-{split}.png", title)):
+        con.print(f"wrote {path}")
+    write_json(where / f"errors-{split}.json", res.to_dict())
+    con.print(f"wrote {where / f'errors-{split}.json'}")

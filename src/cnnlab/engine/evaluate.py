@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -11,6 +12,10 @@ from torch import nn
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.device import autocast
 from cnnlab.errors import CnnlabError
+
+if TYPE_CHECKING:
+    from cnnlab.data import Split
+    from cnnlab.run import LoadedRun
 
 
 @dataclass
@@ -64,6 +69,32 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
     return EvalResult(float(confusion.diag().sum()) / n, float(loss_sum) / n, confusion)
 
 
+def run_split(run: LoadedRun, dataset: str | None = None, data_dir: str | None = None,
+              split: str = "test") -> tuple[str, Split]:
+    """The split a command on a trained run looks at: the run's own data set (found where
+    training found it) or another with as many classes. Returns (data set name, split)."""
+    from cnnlab.data import load_split
+
+    if split not in ("train", "test"):
+        raise CnnlabError(f"unknown split '{split}'; choose train or test")
+    cfg = run.config
+    name = dataset or cfg.dataset
+    data = load_split(name, split, data_dir if data_dir is not None else
+                      (cfg.data_dir if dataset is None else None))
+    if len(data.classes) != len(run.classes):
+        raise CnnlabError(f"data set '{name}' has {len(data.classes)} classes but the model was "
+                          f"trained on {len(run.classes)}; use a data set with the same classes")
+    return name, data
+
+
+def split_loader(run: LoadedRun, data: Split, batch_size: int = 1024) -> DeviceLoader:
+    """Batches of ``data`` in stored order, adapted and normalised as the run was trained."""
+    if batch_size < 1:
+        raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
+    return DeviceLoader(run.preprocess.adapt(data.images), data.labels, batch_size, run.device,
+                        run.preprocess)
+
+
 def evaluate_run(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
                  split: str = "test", batch_size: int = 1024, device: str = "auto",
                  ) -> tuple[EvalResult, tuple[str, ...]]:
@@ -74,26 +105,15 @@ def evaluate_run(run_dir: str | Path, dataset: str | None = None, data_dir: str 
     (statistics from the training split, as in training), so a data set of another size or
     channel count is adapted to the model's input, and whole splits are always read.
     """
-    from cnnlab.data import load_split
-    from cnnlab.data.loader import DeviceLoader
     from cnnlab.run import load_run
 
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
-    if split not in ("train", "test"):
-        raise CnnlabError(f"unknown split '{split}'; choose train or test")
     run = load_run(run_dir, device)
     cfg = run.config
-    name = dataset or cfg.dataset
-    data = load_split(name, split, data_dir if data_dir is not None else
-                      (cfg.data_dir if dataset is None else None))
-    if len(data.classes) != len(run.classes):
-        raise CnnlabError(f"data set '{name}' has {len(data.classes)} classes but the model was "
-                          f"trained on {len(run.classes)}; evaluate on a data set with the same "
-                          "classes")
-    loader = DeviceLoader(run.preprocess.adapt(data.images), data.labels, batch_size, run.device,
-                          run.preprocess)
-    res = evaluate(run.model, loader, len(run.classes), cfg.precision, cfg.tta, cfg.flip)
+    name, data = run_split(run, dataset, data_dir, split)
+    res = evaluate(run.model, split_loader(run, data, batch_size), len(run.classes),
+                   cfg.precision, cfg.tta, cfg.flip)
     run.run_dir.write_eval(split, {
         "dataset": name, "split": split, "accuracy": res.accuracy,
         "loss": res.loss, "classes": list(run.classes),

@@ -1,0 +1,69 @@
+"""`cnnlab errors`: the streaming pass agrees with a brute-force pass over every output."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from cnnlab.cli import cli
+from cnnlab.config import build_config
+from cnnlab.data import load_split
+from cnnlab.engine.interpret import interpret
+from cnnlab.engine.train import fit
+from cnnlab.run import load_run
+
+
+@pytest.fixture(scope="module")
+def weak_run(tmp_path_factory):
+    """One short epoch on digits: a model that still makes plenty of mistakes."""
+    out = tmp_path_factory.mktemp("err") / "run"
+    cfg = build_config(None, {"model": "lenet5", "dataset": "digits", "resize": 28,
+                              "limit_train": 300, "epochs": 1, "batch_size": 64, "out": str(out)})
+    fit(cfg, log=lambda _m: None)
+    return out
+
+
+def test_streaming_topk_and_confusion_match_brute_force(weak_run):
+    run = load_run(weak_run, device="cpu")
+    data = load_split("digits", "test")
+    logits = run.logits(data.images)  # every output at once: only the test may do this
+    probs = logits.softmax(1)
+    pred = probs.argmax(1)
+    k = len(run.classes)
+    confusion = torch.bincount(data.labels * k + pred, minlength=k * k).view(k, k)
+    wrong = (pred != data.labels).nonzero()[:, 0]
+    assert len(wrong) > 20  # enough mistakes for top-k to matter
+    conf = probs.max(1).values[wrong]
+    expect = wrong[torch.argsort(-conf, stable=True)][:7].tolist()
+    losses = torch.nn.functional.cross_entropy(logits, data.labels, reduction="none")
+    expect_losses = torch.argsort(-losses, stable=True)[:7].tolist()
+
+    res = interpret(weak_run, top=7, batch_size=50, device="cpu")  # many batches to merge
+    assert torch.equal(res.confusion, confusion)
+    assert [m.index for m in res.mistakes] == expect
+    assert [m.index for m in res.top_losses] == expect_losses
+    m = res.mistakes[0]
+    assert m.true == int(data.labels[m.index]) and m.predicted == int(pred[m.index])
+    assert m.probability == pytest.approx(float(probs[m.index].max()), abs=1e-5)
+    assert res.top_losses[0].loss == pytest.approx(float(losses.max()), rel=1e-4)
+    assert torch.equal(res.image(m), run.preprocess.adapt(data.images[m.index:m.index + 1])[0])
+    off = confusion.clone().fill_diagonal_(0)
+    i, j, n = res.most_confused()[0]
+    assert n == int(off.max()) and off[i, j] == n
+    assert sum(c for _, _, c in res.most_confused()) == len(wrong)
+
+
+def test_errors_cli_writes_pictures_and_json(weak_run):
+    r = CliRunner().invoke(cli, ["errors", str(weak_run), "--top", "5", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "most confident mistakes" in r.output and "most confused" in r.output
+    saved = json.loads((weak_run / "errors-test.json").read_text())
+    assert len(saved["mistakes"]) == 5 and saved["examples"] == 360
+    assert Image.open(weak_run / "confusion-test.png").size[0] > 600
+    assert Image.open(weak_run / "errors-test.png").size[0] > 400
+    for args, msg in [(["--top", "0"], "--top must be at least 1"),
+                      (["--dataset", "fashion-mnist", "--data-dir", str(weak_run)], "not found")]:
+        r = CliRunner().invoke(cli, ["errors", str(weak_run), *args])
+        assert r.exit_code == 1 and msg in r.output, r.output
