@@ -83,6 +83,8 @@ class TrainConfig:
     out: str | None = _f(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)")
     keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (0 keeps all)")
     log_every: int = _f(50, "steps between progress updates and NaN checks")
+    tensorboard: bool = _f(False, "write TensorBoard scalars to RUN_DIR/tensorboard "
+                           "(pip install 'cnnlab[tensorboard]')")
 
     def validate(self) -> TrainConfig:
         """Check values a user can get wrong; raise one clear error for the first bad one."""

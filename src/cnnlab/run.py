@@ -10,6 +10,7 @@
     checkpoints/         epoch-NNN.safetensors + epoch-NNN.json (weights, optimizer, history)
     eval-SPLIT.json      results of `cnnlab eval`
     curves.png           `cnnlab plot`
+    tensorboard/         TensorBoard event files (`cnnlab train --tensorboard`)
 
 Every file is written atomically (temporary name, then rename) with normal permissions.
 :func:`load_run` turns a run directory back into an eval-mode model with its preprocessing,
@@ -64,6 +65,7 @@ class RunDir:
     WEIGHTS = "model.safetensors"
     CHECKPOINTS = "checkpoints"
     CURVES = "curves.png"
+    TENSORBOARD = "tensorboard"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -225,6 +227,12 @@ class RunDir:
     @property
     def curves_path(self) -> Path:
         return self.path / self.CURVES
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where ``--tensorboard`` writes its event files (``tensorboard --logdir`` on it, or
+        on the folder of all runs)."""
+        return self.path / self.TENSORBOARD
 
 
 @dataclass

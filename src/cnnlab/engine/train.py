@@ -134,8 +134,13 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
         on_epoch_end: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
     """Train ``cfg`` (continuing ``resume``'s checkpoint when given); return the history.
 
-    ``cfg`` itself is not changed: the run works on (and saves) a resolved copy.
+    ``cfg`` itself is not changed: the run works on (and saves) a resolved copy. With
+    ``cfg.tensorboard``, scalars also go to RUN_DIR/tensorboard (see :mod:`.tb_log`).
     """
+    if cfg.tensorboard:  # a missing extra fails before the data is loaded or a file written
+        from cnnlab.engine.tb_log import summary_writer_class
+
+        summary_writer_class()
     built = build(cfg, log, fresh=resume is None)  # raises before anything is written
     cfg = built.cfg
     model, optimizer = built.model, built.optimizer
@@ -179,34 +184,47 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
             "without --flip does not use: the final evaluation sees one view; --tta 2 adds "
             "1-pixel shifts)")
     on_epoch_start = getattr(model, "on_epoch_start", None)
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        if on_epoch_start is not None:
-            on_epoch_start(epoch)
-        use_ema = ema if ema is not None and epoch >= cfg.ema_start_epoch else None
-        tr = train_one_epoch(built.step_model, built.train, optimizer, cfg, epoch, epoch * steps,
-                             progress, use_ema, graphed, built.criterion)
-        if use_ema is not None:
-            use_ema.copy_to_model()
-        last = epoch + 1 == cfg.epochs
-        test_loss = test_acc = None
-        if last or (epoch + 1) % cfg.eval_every == 0:
-            # TTA costs up to 6 forward passes: only the final evaluation uses it (as
-            # airbench reports)
-            ev = evaluate(built.step_model, built.test, len(built.classes), cfg.precision,
-                          cfg.tta if last else 0, mirror=cfg.flip)
-            test_loss, test_acc = ev.loss, ev.accuracy
-        row = EpochMetrics(
-            epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=test_loss,
-            test_acc=test_acc, lr=base_lr(optimizer),
-            examples_per_sec=tr.examples / max(tr.seconds, 1e-9), train_time=tr.seconds,
-            epoch_time=time.perf_counter() - t0,
-        )
-        history.append(row)
-        run.save_checkpoint(epoch + 1, model, optimizer, ema,
-                            {"global_step": (epoch + 1) * steps,
-                             "history": [asdict(h) for h in history]}, keep=cfg.keep_checkpoints)
-        run.write_metrics(history)
-        if on_epoch_end is not None:
-            on_epoch_end(row)
+    tb = None
+    if cfg.tensorboard:
+        from cnnlab.engine.tb_log import TensorboardLogger
+
+        tb = TensorboardLogger(run.tensorboard_dir,
+                               purge_step=start_epoch * steps + 1 if resume is not None else None)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
+            use_ema = ema if ema is not None and epoch >= cfg.ema_start_epoch else None
+            step_progress = progress if tb is None else tb.progress(epoch * steps, progress)
+            tr = train_one_epoch(built.step_model, built.train, optimizer, cfg, epoch,
+                                 epoch * steps, step_progress, use_ema, graphed, built.criterion)
+            if use_ema is not None:
+                use_ema.copy_to_model()
+            last = epoch + 1 == cfg.epochs
+            test_loss = test_acc = None
+            if last or (epoch + 1) % cfg.eval_every == 0:
+                # TTA costs up to 6 forward passes: only the final evaluation uses it (as
+                # airbench reports)
+                ev = evaluate(built.step_model, built.test, len(built.classes), cfg.precision,
+                              cfg.tta if last else 0, mirror=cfg.flip)
+                test_loss, test_acc = ev.loss, ev.accuracy
+            row = EpochMetrics(
+                epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=test_loss,
+                test_acc=test_acc, lr=base_lr(optimizer),
+                examples_per_sec=tr.examples / max(tr.seconds, 1e-9), train_time=tr.seconds,
+                epoch_time=time.perf_counter() - t0,
+            )
+            history.append(row)
+            run.save_checkpoint(epoch + 1, model, optimizer, ema,
+                                {"global_step": (epoch + 1) * steps,
+                                 "history": [asdict(h) for h in history]}, keep=cfg.keep_checkpoints)
+            run.write_metrics(history)
+            if tb is not None:  # after the checkpoint: TensorBoard shows what a resume keeps
+                tb.log_epoch(row)
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+    finally:  # also on an error or Ctrl-C: what was logged reaches the event file
+        if tb is not None:
+            tb.close()
     return TrainResult(run.path, history, model, cfg)
