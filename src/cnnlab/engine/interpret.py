@@ -51,6 +51,7 @@ class Interpretation:
     mistakes: list[Mistake] = field(default_factory=list)
     top_losses: list[Mistake] = field(default_factory=list)
     images: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # index -> uint8
+    pair_examples: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # first few
 
     def image(self, m: Mistake) -> torch.Tensor:
         """The (C, H, W) uint8 image of a kept mistake or top loss, as the model saw it."""
@@ -113,9 +114,12 @@ class _TopK:
 
 @torch.no_grad()
 def interpret_loader(model: nn.Module, loader: DeviceLoader, num_classes: int, top: int = 16,
-                     precision: str = "fp32", tta: int = 0, mirror: bool = True
-                     ) -> tuple[torch.Tensor, list[Mistake], list[Mistake]]:
-    """One pass over ``loader`` (stored order): (confusion, mistakes, top losses)."""
+                     precision: str = "fp32", tta: int = 0, mirror: bool = True,
+                     per_pair: int = 0
+                     ) -> tuple[torch.Tensor, list[Mistake], list[Mistake],
+                                dict[tuple[int, int], list[int]]]:
+    """One pass over ``loader`` (stored order): (confusion, mistakes, top losses, and the
+    indices of the first ``per_pair`` images of each (true, predicted) confusion)."""
     if top < 1:
         raise CnnlabError(f"--top must be at least 1, got {top}")
     was_training = model.training
@@ -123,6 +127,7 @@ def interpret_loader(model: nn.Module, loader: DeviceLoader, num_classes: int, t
     device = loader.device
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
     wrong, lossy = _TopK(top, device), _TopK(top, device)
+    pairs: dict[tuple[int, int], list[int]] = {}
     start = 0
     for x, y in loader.epoch(0):
         with autocast(device, precision):
@@ -137,8 +142,15 @@ def interpret_loader(model: nn.Module, loader: DeviceLoader, num_classes: int, t
         confusion += torch.bincount(y * num_classes + pred, minlength=num_classes ** 2)
         wrong.add(torch.where(pred != y, conf, torch.full_like(conf, float("-inf"))), rows)
         lossy.add(-p_true, rows)
+        if per_pair:  # at most K*K*per_pair indices are ever kept
+            for i, t, p in zip(*(v.tolist() for v in (index[pred != y], y[pred != y],
+                                                      pred[pred != y])), strict=True):
+                kept = pairs.setdefault((t, p), [])
+                if len(kept) < per_pair:
+                    kept.append(i)
     model.train(was_training)
-    return (confusion.view(num_classes, num_classes).cpu(), wrong.result(), lossy.result())
+    return (confusion.view(num_classes, num_classes).cpu(), wrong.result(), lossy.result(),
+            pairs)
 
 
 def interpret(run_dir: str | Path, split: str = "test", top: int = 16,
@@ -153,13 +165,15 @@ def interpret(run_dir: str | Path, split: str = "test", top: int = 16,
 
 
 def interpret_run(run: LoadedRun, split: str = "test", top: int = 16, dataset: str | None = None,
-                  data_dir: str | None = None, batch_size: int = 1024) -> Interpretation:
-    """:func:`interpret` for an already loaded run (a :class:`~cnnlab.run.LoadedRun`)."""
+                  data_dir: str | None = None, batch_size: int = 1024, per_pair: int = 0
+                  ) -> Interpretation:
+    """:func:`interpret` for an already loaded run (a :class:`~cnnlab.run.LoadedRun`);
+    ``per_pair`` also keeps the first few images of each confused class pair."""
     name, data = run_split(run, dataset, data_dir, split)
     cfg = run.config
-    confusion, mistakes, losses = interpret_loader(
+    confusion, mistakes, losses, pairs = interpret_loader(
         run.model, split_loader(run, data, batch_size), len(run.classes), top, cfg.precision,
-        cfg.tta, cfg.flip)
-    kept = {m.index for m in mistakes + losses}
+        cfg.tta, cfg.flip, per_pair)
+    kept = {m.index for m in mistakes + losses} | {i for v in pairs.values() for i in v}
     images = {i: run.preprocess.adapt(data.images[i:i + 1])[0] for i in sorted(kept)}
-    return Interpretation(name, split, run.classes, confusion, mistakes, losses, images)
+    return Interpretation(name, split, run.classes, confusion, mistakes, losses, images, pairs)
