@@ -44,6 +44,6 @@ def main() -> None:
 
 
 # registering the commands: each module adds its commands to ``cli``
-from cnnlab.cli import catalogue, inspect, runs, train, visualize  # noqa: E402,F401
+from cnnlab.cli import catalogue, inspect, lr_find, runs, train, visualize  # noqa: E402,F401
 
 __all__ = ["cli", "main"]
