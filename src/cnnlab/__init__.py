@@ -25,6 +25,9 @@ _LAZY = {
     "Preprocess": ("cnnlab.data.preprocess", "Preprocess"),
     "TrainConfig": ("cnnlab.config", "TrainConfig"),
     "CnnlabError": ("cnnlab.errors", "CnnlabError"),
+    "lr_find": ("cnnlab.engine.lr_find", "lr_find"),
+    "LRFindResult": ("cnnlab.engine.lr_find", "LRFindResult"),
+    "plot_lr_find": ("cnnlab.engine.lr_find", "plot_lr_find"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -44,6 +44,14 @@ def main() -> None:
 
 
 # registering the commands: each module adds its commands to ``cli``
-from cnnlab.cli import catalogue, features, inspect, runs, train, visualize  # noqa: E402,F401
+from cnnlab.cli import (  # noqa: E402,F401
+    catalogue,
+    features,
+    inspect,
+    lr_find,
+    runs,
+    train,
+    visualize,
+)
 
 __all__ = ["cli", "main"]

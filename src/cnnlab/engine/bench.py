@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from cnnlab.config import TrainConfig
-from cnnlab.engine.build import build
+from cnnlab.engine.build import build, model_config
 from cnnlab.engine.train import training_step
 from cnnlab.errors import CnnlabError
 
@@ -50,30 +50,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_config(model: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A config timing ``model``: bench measures speed, so it fits known data to the model
-    (``--resize``/``--channels`` from the registered shapes) instead of refusing it."""
-    from cnnlab.config import build_config
-    from cnnlab.data import get_info
-    from cnnlab.models import get_model_info
-
-    over = {k: v for k, v in (overrides or {}).items() if v is not None}
-    cfg = build_config(None, {**over, "model": model})
-    want, have = get_model_info(model).input_shape, get_info(cfg.dataset).shape
-    if have is not None:
-        if cfg.resize is None and have[1:] != want[1:]:
-            cfg.resize = want[1]
-        if cfg.channels is None and have[0] != want[0]:
-            cfg.channels = want[0]
-    return cfg
-
-
 def bench(model: str | TrainConfig, overrides: dict[str, Any] | None = None, steps: int = 50,
           warmup: int = 10) -> BenchResult:
     """Time ``steps`` training steps of ``model`` after ``warmup`` untimed ones."""
     if steps < 1 or warmup < 0:
         raise CnnlabError("--steps must be at least 1 and --warmup 0 or more")
-    cfg = model if isinstance(model, TrainConfig) else bench_config(model, overrides)
+    cfg = model if isinstance(model, TrainConfig) else model_config(model, overrides)
     run = build(cfg)
     cfg, device, net = run.cfg, run.device, run.model
     if device.type == "cuda":

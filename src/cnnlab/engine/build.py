@@ -19,18 +19,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from cnnlab.config import TrainConfig
+from cnnlab.config import TrainConfig, build_config
 from cnnlab.data import Split, get_info, load_split
 from cnnlab.data.augment import Augment
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.data.preprocess import Preprocess, adapt_images
 from cnnlab.device import auto_channels_last, resolve_device, resolve_precision, set_threads
 from cnnlab.engine.optim import build_optimizer
-from cnnlab.models import check_input_shape, create_model, init_weights
+from cnnlab.models import check_input_shape, create_model, get_model_info, init_weights
 
 Log = Callable[[str], None]
 
@@ -70,6 +71,21 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split
         check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
         splits.append(Split(images, split.labels, split.classes))
     return splits[0], splits[1]
+
+
+def model_config(model: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A config for a bare model name (`cnnlab bench MODEL`, `cnnlab lr-find MODEL`): these
+    measure the model rather than reproduce a recipe, so known data is fitted to the model
+    (``resize``/``channels`` from the registered shapes) instead of refused."""
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    cfg = build_config(None, {**over, "model": model})
+    want, have = get_model_info(model).input_shape, get_info(cfg.dataset).shape
+    if have is not None:
+        if cfg.resize is None and have[1:] != want[1:]:
+            cfg.resize = want[1]
+        if cfg.channels is None and have[0] != want[0]:
+            cfg.channels = want[0]
+    return cfg
 
 
 def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> Built:

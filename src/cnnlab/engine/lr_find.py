@@ -1,0 +1,320 @@
+"""The learning-rate range test (Leslie Smith 2015, as fastai's ``lr_find`` runs it).
+
+Train for up to ``steps`` steps while the lr grows exponentially from ``start_lr`` to
+``end_lr``; record the loss, smoothed by an exponential moving average with bias correction
+(raw per-batch losses are too noisy to read a trend from), and stop once the smoothed loss
+exceeds ``diverge`` x the best one so far or stops being finite: past that point the curve
+says nothing more. Three suggestions are read off the smoothed curve, as fastai does:
+
+- ``valley``: the longest descending stretch of the curve (a longest decreasing
+  subsequence); the point halfway along it (fastai's index: a third plus a sixth);
+- ``steep``: where the loss falls fastest per unit of log-lr;
+- ``minimum/10``: the lr of the lowest loss, divided by 10 (at the minimum the lr is
+  already about to be too large).
+
+A sweep trains the model, so everything it changes is put back afterwards (in a
+``finally``): the weights and buffers, the gradients, train/eval mode, the optimizer's state
+and lr, the torch RNGs and the loader's own state where it has one. Training after
+``lr_find`` is then the same as training without it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab.config import TrainConfig
+from cnnlab.engine.optim import set_lr
+from cnnlab.engine.train import training_step
+from cnnlab.errors import CnnlabError
+
+SUGGESTIONS = ("valley", "steep", "minimum/10")
+Progress = Callable[[int, int, float, float], None]  # (step, steps, lr, smoothed loss)
+
+
+@dataclass
+class LRFindResult:
+    """One sweep: per step the lr, the raw and the smoothed loss; the suggested lrs."""
+
+    lrs: list[float]
+    losses: list[float]  # raw per-batch losses
+    smoothed: list[float]  # bias-corrected exponential moving average of ``losses``
+    steps: int  # steps asked for; ``len(lrs)`` is fewer when the sweep stopped early
+    suggestions: dict[str, float] = field(default_factory=dict)  # name -> lr
+    stopped_early: bool = False
+    stop_reason: str | None = None
+    warning: str | None = None  # the suggestions disagree, or there are too few points
+    skip: tuple[int, int] = (0, 0)  # points left out of the suggestions at (start, end)
+    config: TrainConfig | None = None  # the resolved config (lr_find_config only)
+
+
+def check_sweep(start_lr: float, end_lr: float, steps: int) -> None:
+    """Refuse a sweep that cannot work, before any data is loaded."""
+    if not (start_lr > 0 and end_lr > 0) or math.isinf(end_lr):
+        raise CnnlabError(f"--start-lr and --end-lr must be positive numbers, got {start_lr} "
+                          f"and {end_lr}")
+    if start_lr >= end_lr:
+        raise CnnlabError(f"--start-lr ({start_lr}) must be below --end-lr ({end_lr})")
+    if steps < 5:
+        raise CnnlabError(f"--steps must be at least 5, got {steps}")
+
+
+def sweep_lrs(start_lr: float, end_lr: float, steps: int) -> list[float]:
+    """The exponential schedule: ``start_lr`` at step 0, ``end_lr`` at the last step."""
+    return [start_lr * (end_lr / start_lr) ** (i / (steps - 1)) for i in range(steps)]
+
+
+def trim(steps: int) -> tuple[int, int]:
+    """Points left out of the suggestions: fastai skips ``steps // 10`` at the start (the
+    average is still warming up) and 5 at the end (the climb to divergence); short sweeps
+    skip proportionally fewer at the end."""
+    return steps // 10, min(5, steps // 10)
+
+
+def _valley(losses: np.ndarray) -> int:
+    """fastai's valley: the longest strictly decreasing subsequence of the losses (dynamic
+    programming, O(n^2)), then the index halfway between its first and last point."""
+    n = len(losses)
+    length = np.ones(n, dtype=np.int64)
+    first = np.arange(n)  # where the longest run ending at i starts
+    for i in range(1, n):
+        higher = np.nonzero(losses[:i] > losses[i])[0]
+        if len(higher):
+            j = higher[np.argmax(length[higher])]  # the first of the longest, as fastai
+            length[i], first[i] = length[j] + 1, first[j]
+    end = int(np.argmax(length))
+    third = (end - first[end]) / 3
+    return int(first[end] + int(third) + int(third / 2))
+
+
+def suggest(lrs: list[float], smoothed: list[float], skip_start: int = 0, skip_end: int = 0
+            ) -> dict[str, float]:
+    """The three suggested lrs from a smoothed loss curve (``{}`` with fewer than 3 usable
+    points). The curve is cut at its first non-finite value, then trimmed."""
+    lr = np.asarray(lrs, dtype=np.float64)
+    loss = np.asarray(smoothed, dtype=np.float64)
+    bad = np.nonzero(~np.isfinite(loss))[0]
+    n = int(bad[0]) if len(bad) else len(loss)
+    lr, loss = lr[skip_start:n - skip_end], loss[skip_start:n - skip_end]
+    if len(loss) < 3:
+        return {}
+    slope = np.diff(loss) / np.diff(np.log(lr))
+    return {"valley": float(lr[_valley(loss)]), "steep": float(lr[int(np.argmin(slope))]),
+            "minimum/10": float(lr[int(np.argmin(loss))] / 10)}
+
+
+def disagreement(suggestions: dict[str, float], factor: float = 10.0) -> str | None:
+    """A warning when the largest and smallest suggestion are more than ``factor`` apart: the
+    curve then has no clear descent, and no single number should be trusted blindly."""
+    if not suggestions:
+        return None
+    ratio = max(suggestions.values()) / min(suggestions.values())
+    if ratio <= factor:
+        return None
+    values = ", ".join(f"{k} {v:.2g}" for k, v in suggestions.items())
+    text = (f"the suggestions disagree by {ratio:.0f}x ({values}): the curve has no single "
+            "clear descent")
+    others = [v for k, v in suggestions.items() if k != "valley"]
+    if "valley" in suggestions and others and suggestions["valley"] * factor < min(others):
+        # a net trained from scratch learns nothing at tiny lrs: the long flat start counts
+        # as part of the valley and pulls it towards --start-lr
+        start = 10 ** math.floor(math.log10(min(others))) / 100
+        return text + f"; a long flat start pulls valley down: sweep again with --start-lr {start:.0e}"
+    return text + "; sweep again with more --steps or a larger --batch-size"
+
+
+def _batches(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches, epoch after epoch, for as long as the sweep needs."""
+    epoch = 0
+    while True:
+        batches = loader.epoch(epoch) if hasattr(loader, "epoch") else iter(loader)
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch[0], batch[1]
+        if empty:
+            raise CnnlabError("the training loader gives no batches: nothing to sweep")
+        epoch += 1
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if hasattr(torch, "mps") and torch.backends.mps.is_available():
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+            loader: Iterable, precision: str = "fp32", start_lr: float = 1e-7,
+            end_lr: float = 10.0, steps: int = 100, smooth: float = 0.98, diverge: float = 4.0,
+            progress: Progress | None = None) -> LRFindResult:
+    """Run the range test on any model, optimizer and loader of (inputs, labels) batches
+    (a :class:`~cnnlab.data.loader.DeviceLoader` or a ``DataLoader``); leave them as found.
+
+    Every param group's lr is set directly each step (times its ``lr_scale``, so the
+    suggestions are base lrs, like ``--lr``): no schedule or warm-up applies during the sweep.
+    """
+    check_sweep(start_lr, end_lr, steps)
+    if not 0 <= smooth < 1 or diverge <= 1:
+        raise CnnlabError(f"smooth must be in [0, 1) and diverge above 1, got {smooth}, {diverge}")
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    saved_modes = {m: m.training for m in model.modules()}
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    saved_rng = _rng_state()
+    saved_loader = copy.deepcopy(loader.state_dict()) if hasattr(loader, "state_dict") else None
+
+    lrs, losses, smoothed = [], [], []
+    avg, best, reason = 0.0, math.inf, None
+    try:
+        model.train()
+        batches = _batches(loader)
+        for i, lr in enumerate(sweep_lrs(start_lr, end_lr, steps)):
+            x, y = next(batches)
+            set_lr(optimizer, lr)
+            loss, _ = training_step(model, optimizer, criterion, x.to(device), y.to(device),
+                                    precision)
+            raw = float(loss)  # a sync per step: the stop test needs the value now
+            avg = smooth * avg + (1 - smooth) * raw
+            value = avg / (1 - smooth ** (i + 1))
+            lrs.append(lr)
+            losses.append(raw)
+            smoothed.append(value)
+            if progress is not None:
+                progress(i + 1, steps, lr, value)
+            if not math.isfinite(value):
+                reason = f"the loss became {value} at lr {lr:.3g} (step {i + 1} of {steps})"
+                break
+            if value > diverge * best:
+                reason = (f"the smoothed loss passed {diverge:g}x its best at lr {lr:.3g} "
+                          f"(step {i + 1} of {steps})")
+                break
+            best = min(best, value)
+    finally:
+        model.load_state_dict(saved_model)
+        for p, g in zip(params, saved_grads, strict=True):
+            p.grad = g
+        for m, mode in saved_modes.items():
+            m.training = mode
+        optimizer.load_state_dict(saved_optimizer)
+        _set_rng_state(saved_rng)
+        if saved_loader is not None:
+            loader.load_state_dict(saved_loader)
+
+    skip = trim(steps)
+    suggestions = suggest(lrs, smoothed, *skip)
+    warning = disagreement(suggestions)
+    if not suggestions:
+        warning = (f"only {len(lrs)} steps before the sweep stopped: too few points to suggest "
+                   "an lr; lower --start-lr or raise --steps")
+    return LRFindResult(lrs, losses, smoothed, steps, suggestions, reason is not None, reason,
+                        warning, skip)
+
+
+def lr_find_config(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0,
+                   steps: int = 100, smooth: float = 0.98, diverge: float = 4.0,
+                   log: Callable[[str], None] = lambda _m: None,
+                   progress: Progress | None = None) -> LRFindResult:
+    """The range test of a training config: built by the one build path (same data,
+    augmentation, model, optimizer, loss and precision as ``cnnlab train``), swept from
+    epoch 0 of the training loader on. ``cfg.lr`` and its schedule are not used; EMA, TTA
+    and CUDA graphs do not apply (the steps are eager)."""
+    from cnnlab.engine.build import build
+
+    check_sweep(start_lr, end_lr, steps)
+    built = build(cfg, log)
+    on_epoch_start = getattr(built.model, "on_epoch_start", None)
+    if on_epoch_start is not None:  # e.g. airbench: the whitening bias trains in epoch 0
+        on_epoch_start(0)
+    result = lr_find(built.step_model, built.optimizer, built.criterion, built.train,
+                     built.cfg.precision, start_lr, end_lr, steps, smooth, diverge, progress)
+    result.config = built.cfg
+    return result
+
+
+def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
+                 reference: tuple[str, float] | None = None) -> Path:
+    """Smoothed loss against lr (log x) with the suggestions marked; write ``path`` as PNG.
+
+    ``reference`` adds a labelled vertical line (the lr a recipe uses). The raw losses are
+    drawn faintly behind (the noise the smoothing removes); the trimmed
+    ends, which the suggestions ignore, are shaded. The y range follows the smoothed curve
+    before the final climb, so a divergence does not flatten the part worth reading.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cnnlab.viz.plots import save_png
+
+    lr = np.asarray(result.lrs, dtype=np.float64)
+    sm = np.asarray(result.smoothed, dtype=np.float64)
+    raw = np.asarray(result.losses, dtype=np.float64)
+    ok = np.isfinite(sm)
+    if not ok.any():
+        raise CnnlabError("the sweep recorded no finite loss: nothing to plot; lower --start-lr")
+    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=120)
+    ax.plot(lr[np.isfinite(raw)], raw[np.isfinite(raw)], "-", color="0.6", lw=0.8, alpha=0.5,
+            label="loss per batch")
+    ax.plot(lr[ok], sm[ok], "-", color="tab:blue", lw=2, label="smoothed loss")
+    head, tail = result.skip
+    n = len(lr)
+    if head:
+        ax.axvspan(lr[0], lr[min(head, n - 1)], color="0.92", zorder=0)
+    if tail and n - tail - 1 > 0:
+        ax.axvspan(lr[n - tail - 1], lr[-1], color="0.92", zorder=0,
+                   label="not used for suggestions")
+    styles = {"valley": ("o", "tab:red"), "steep": ("^", "tab:orange"),
+              "minimum/10": ("s", "tab:green")}
+    log_lr = np.log(lr[ok])
+    for name, value in result.suggestions.items():
+        marker, colour = styles.get(name, ("D", "tab:purple"))
+        y = float(np.interp(math.log(value), log_lr, sm[ok]))
+        ax.axvline(value, color=colour, ls=":", lw=1)
+        ax.plot([value], [y], marker=marker, color=colour, ms=9, ls="none", mec="black",
+                mew=0.6, zorder=5, label=f"{name}: {value:.2g}")
+    if reference is not None:  # e.g. ("recipe lr", 0.01): where the user stands now
+        ax.axvline(reference[1], color="0.25", ls="--", lw=1.2,
+                   label=f"{reference[0]}: {reference[1]:.2g}")
+    body = sm[:max(n - tail, 1)]
+    body = body[np.isfinite(body)] if np.isfinite(body).any() else sm[ok]
+    lo, hi = float(sm[ok].min()), float(body.max())
+    pad = 0.06 * max(hi - lo, 1e-3)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xscale("log")
+    ax.set_xlim(lr[0], lr[-1])
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.1)
+    ax.legend(fontsize=9, loc="best")
+    lines = [title or "learning-rate range test"]
+    status = (f"stopped after {n} of {result.steps} steps: loss diverged"
+              if result.stopped_early else f"{n} steps")
+    lines.append(status + ("; suggestions disagree by more than 10x" if result.warning
+                           and result.suggestions else ""))
+    ax.set_title(lines[0], fontsize=11)
+    fig.text(0.5, 0.005, lines[1], ha="center", va="bottom", fontsize=8, color="0.35")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return save_png(fig, path, dpi=120)
