@@ -10,7 +10,7 @@ from PIL import Image
 from cnnlab.cli import cli
 from cnnlab.config import build_config
 from cnnlab.data import load_split
-from cnnlab.engine.interpret import interpret
+from cnnlab.engine.interpret import interpret_run
 from cnnlab.engine.train import fit
 from cnnlab.run import load_run
 
@@ -40,7 +40,7 @@ def test_streaming_topk_and_confusion_match_brute_force(weak_run):
     losses = torch.nn.functional.cross_entropy(logits, data.labels, reduction="none")
     expect_losses = torch.argsort(-losses, stable=True)[:7].tolist()
 
-    res = interpret(weak_run, top=7, batch_size=50, device="cpu")  # many batches to merge
+    res = interpret_run(run, top=7, batch_size=50, per_pair=3)  # many batches to merge
     assert torch.equal(res.confusion, confusion)
     assert [m.index for m in res.mistakes] == expect
     assert [m.index for m in res.top_losses] == expect_losses
@@ -53,6 +53,10 @@ def test_streaming_topk_and_confusion_match_brute_force(weak_run):
     i, j, n = res.most_confused()[0]
     assert n == int(off.max()) and off[i, j] == n
     assert sum(c for _, _, c in res.most_confused()) == len(wrong)
+    for (t, p), kept in res.pair_examples.items():  # the first three of each confusion
+        cell = ((data.labels == t) & (pred == p)).nonzero()[:, 0][:3].tolist()
+        assert t != p and kept == cell
+    assert len(res.pair_examples) == int((off > 0).sum())
 
 
 def test_errors_cli_writes_pictures_and_json(weak_run):

@@ -108,3 +108,23 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
         con.print(f"wrote {path}")
     write_json(where / f"errors-{split}.json", res.to_dict())
     con.print(f"wrote {where / f'errors-{split}.json'}")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path),
+              help="HTML path [RUN/report.html for one run, ./report.html for several]")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--data-dir", help="data root for the runs' data sets")
+def report(run_dirs: tuple[Path, ...], out: Path | None, split: str, data_dir: str | None) -> None:
+    """One self-contained HTML report of a run, or a comparison of several.
+
+    Config, curves, per-class accuracy, confusion matrix, most-confused pairs with examples,
+    top losses with Grad-CAM, filters and activations; with several runs also their curves
+    overlaid and the settings that differ. Every picture is inline: it opens offline.
+    """
+    from cnnlab.viz.report import build_report
+
+    con = console()
+    path = build_report(run_dirs, out, split, data_dir, log=lambda m: con.print(m, style="dim"))
+    con.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -175,8 +175,10 @@ def attribute(run: LoadedRun, images: torch.Tensor, method: str = "gradcam",
 
 
 def plot_attribution(run: LoadedRun, examples: Examples, result: Attribution,
-                     path: str | Path | None = None, alpha: float = 0.5) -> Path:
-    """One row per input: the input, the map alone, the map over the input. Titles say the
+                     path: str | Path | None = None, alpha: float = 0.5,
+                     compact: bool = False) -> Path:
+    """One row per input: the input, the map alone, the map over the input; ``compact``:
+    one column per input with the input above its overlay (for reports). Titles say the
     true class (when known), the prediction with its probability and the class explained."""
     import matplotlib
 
@@ -186,11 +188,17 @@ def plot_attribution(run: LoadedRun, examples: Examples, result: Attribution,
     name = "gradcam" if result.method == "gradcam" else "saliency"
     path = path or run.run_dir.path / f"{name}.png"
     n = len(examples.images)
-    fig, axes = plt.subplots(n, 3, squeeze=False, figsize=(7.2, 0.9 + 2.3 * n),
-                             layout="constrained")
     raw = result.scale == "raw"
     vmax = float(result.maps.max()) if raw else 1.0
     vmax = vmax if vmax > 0 else 1.0
+    if compact:
+        fig, grid = plt.subplots(2, n, squeeze=False, figsize=(0.3 + 1.75 * n, 4.3),
+                                 layout="constrained")
+        axes = [[grid[0][i], None, grid[1][i]] for i in range(n)]
+    else:
+        fig, grid = plt.subplots(n, 3, squeeze=False, figsize=(7.2, 0.9 + 2.3 * n),
+                                 layout="constrained")
+        axes = [list(row) for row in grid]
     for i in range(n):
         img = examples.images[i].float() / 255
         rgb = img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy()
@@ -198,22 +206,29 @@ def plot_attribution(run: LoadedRun, examples: Examples, result: Attribution,
         heat = result.maps[i].numpy()
         ax_in, ax_map, ax_over = axes[i]
         ax_in.imshow(rgb, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        im = ax_map.imshow(heat, cmap="jet", vmin=0, vmax=vmax, interpolation="bilinear")
         ax_over.imshow(rgb, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         ax_over.imshow(heat, cmap="jet", vmin=0, vmax=vmax, alpha=alpha, interpolation="bilinear")
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
         pred, tgt = result.predicted[i], result.targets[i]
-        ax_in.set_ylabel(examples.labels[i], fontsize=9)
         ok = examples.true[i] is None or examples.true[i] == pred
-        ax_in.set_title(f"predicted {run.classes[pred]} ({result.probability[i]:.0%})",
-                        fontsize=9, color="black" if ok else "crimson")
-        ax_map.set_title(f"explains {run.classes[tgt]}" + (" (flat map)" if result.flat[i] else ""),
-                         fontsize=9)
-        ax_over.set_title("overlay", fontsize=9)
-        if raw:
-            fig.colorbar(im, ax=ax_map, fraction=0.046, pad=0.02)
+        flat = " (flat map)" if result.flat[i] else ""
+        colour = "black" if ok else "crimson"
+        if compact:
+            ax_in.set_title(f"{examples.labels[i]}\npredicted {run.classes[pred]} "
+                            f"({result.probability[i]:.0%})", fontsize=7.5, color=colour)
+            ax_over.set_title(f"explains {run.classes[tgt]}{flat}", fontsize=7.5)
+        else:
+            im = ax_map.imshow(heat, cmap="jet", vmin=0, vmax=vmax, interpolation="bilinear")
+            ax_in.set_ylabel(examples.labels[i], fontsize=9)
+            ax_in.set_title(f"predicted {run.classes[pred]} ({result.probability[i]:.0%})",
+                            fontsize=9, color=colour)
+            ax_map.set_title(f"explains {run.classes[tgt]}{flat}", fontsize=9)
+            ax_over.set_title("overlay", fontsize=9)
+            if raw:
+                fig.colorbar(im, ax=ax_map, fraction=0.046, pad=0.02)
+        for ax in axes[i]:
+            if ax is not None:
+                ax.set_xticks([])
+                ax.set_yticks([])
     what = f"Grad-CAM at {result.layer}" if result.method == "gradcam" else "saliency |d logit/d x|"
     fig.suptitle(f"{run.config.model} on {run.config.dataset}: {what} "
                  f"({'raw values' if raw else 'each map scaled to 0..1'})", fontsize=10)

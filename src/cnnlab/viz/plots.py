@@ -17,6 +17,7 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     epochs = [h.epoch for h in history]
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
@@ -26,6 +27,7 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
     ax.plot([h.epoch for h in tested], [h.test_acc for h in tested], "g-.",
             marker="." if len(tested) < len(history) else None, label="test acc")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlim(min(epochs) - 0.05 if len(epochs) > 1 else 0.5, max(epochs) + 0.05)
     ax.grid(True, alpha=0.3)
     ax.legend()

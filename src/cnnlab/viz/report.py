@@ -57,7 +57,9 @@ th, td { padding:4px 10px; border-bottom:1px solid var(--line); text-align:left;
 th { color:var(--muted); font-weight:600; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; }
 .bar { height:10px; background:var(--accent); border-radius:5px; min-width:1px; }
-.barcell { width:220px; }
+.barcell { width:240px; background:#eef1f6; border-radius:5px; }
+.row { display:flex; flex-wrap:wrap; gap:24px; align-items:flex-start; }
+.row > div { max-width:100%; }
 img.fig { max-width:100%; height:auto; display:block; margin:6px 0; }
 .thumbs { display:flex; flex-wrap:wrap; gap:6px; }
 .thumbs figure { margin:0; text-align:center; font-size:12px; color:var(--muted); }
@@ -157,9 +159,9 @@ class _RunReport:
         for k, name in enumerate(self.run.classes):
             a = float(acc[k])
             rows.append((_e(name), f"{a:.2%}", f"{int(totals[k]):,}",
-                         f'<div class="bar" style="width:{a * 100:.1f}%"></div>'))
-        table = _table(["class", "accuracy", "images", ""], rows, numeric={1, 2})
-        return table.replace("<td></td>", '<td class="barcell"></td>')
+                         f'<div class="barcell"><div class="bar" style="width:{a * 100:.1f}%">'
+                         "</div></div>"))
+        return _table(["class", "accuracy", "images", ""], rows, numeric={1, 2})
 
     def confusion(self) -> str:
         from cnnlab.viz.interpretation import plot_confusion
@@ -201,10 +203,11 @@ class _RunReport:
         res = attribute(self.run, ex.images, method)
         caption = ("<p>The images with the largest loss; the heat map shows where the "
                    "evidence for the predicted class lies (Grad-CAM at "
-                   f"<code>{_e(res.layer)}</code>)." if method == "gradcam" else
+                   f"<code>{_e(res.layer)}</code>). A flat map means no region at that layer "
+                   "raises the class's logit." if method == "gradcam" else
                    "<p>The images with the largest loss, with saliency maps.")
-        return caption + "</p>" + _img(plot_attribution(self.run, ex, res, self.path("cam")),
-                                       "top losses with Grad-CAM")
+        return caption + "</p>" + _img(plot_attribution(self.run, ex, res, self.path("cam"),
+                                                        compact=True), "top losses with Grad-CAM")
 
     def inside(self) -> str:
         from cnnlab.viz.inside import conv_layer_names, pick_examples, plot_activations, plot_filters
@@ -212,11 +215,12 @@ class _RunReport:
         convs = conv_layer_names(self.run)[:2]
         if not convs:
             raise CnnlabError(f"model '{self.run.config.model}' has no convolution layer")
-        parts = []
+        parts = ['<div class="row">']
         for layer in convs:
-            parts.append(f"<h3>filters of <code>{_e(layer)}</code></h3>"
+            parts.append(f"<div><h3>filters of <code>{_e(layer)}</code></h3>"
                          + _img(plot_filters(self.run, layer, self.path(f"filters-{layer}")),
-                                f"filters of {layer}"))
+                                f"filters of {layer}") + "</div>")
+        parts.append("</div>")
         classes = list(self.run.classes[:MAX_ACTIVATION_ROWS])
         ex = pick_examples(self.run, class_names=classes, split=self.interp.split)
         parts.append(f"<h3>feature maps of {', '.join(f'<code>{_e(c)}</code>' for c in convs)}"
@@ -252,6 +256,7 @@ def _overlaid_curves(runs: Sequence[LoadedRun], names: Sequence[str], path: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from cnnlab.viz.plots import save_png
 
@@ -263,6 +268,8 @@ def _overlaid_curves(runs: Sequence[LoadedRun], names: Sequence[str], path: Path
         ax_acc.plot([m.epoch for m in tested], [m.test_acc for m in tested], color=line.get_color(),
                     marker="." if len(tested) < 12 else None, label=name)
     ax_loss.set_title("train loss", fontsize=10)
+    ax_loss.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax_acc.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_acc.set_title("test accuracy", fontsize=10)
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
