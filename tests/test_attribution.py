@@ -44,7 +44,8 @@ def planted():
 
 def test_grad_cam_lights_the_planted_quadrant(planted):
     model, x = planted
-    cam, logits, targets = grad_cam_maps(model, x, model.conv)
+    cam, logits, targets, calls = grad_cam_maps(model, x, model.conv)
+    assert calls == 1
     assert cam.shape == (5, 16, 16) and torch.isfinite(cam).all()
     assert targets.tolist() == logits.argmax(1).tolist()
     # the 3x3 conv sees the quadrant from one pixel beyond it; nothing further lights up
@@ -57,7 +58,7 @@ def test_grad_cam_matches_a_hand_computation(planted):
     """w_k = mean of d logit / dA_k; cam = relu(sum_k w_k A_k): checked with autograd.grad,
     despite the in-place ReLU after the captured layer."""
     model, x = planted
-    cam, _, _ = grad_cam_maps(model, x, model.conv, target=1)
+    cam, _, _, _ = grad_cam_maps(model, x, model.conv, target=1)
     a = model.conv(x * model.mask).detach().requires_grad_(True)
     logit = model.head(torch.relu(a))[:, 1].sum()
     (g,) = torch.autograd.grad(logit, a)
@@ -105,7 +106,7 @@ def test_attribute_on_a_run_has_the_input_size(lenet_run):
         res = attribute(run, images, method, target="7")
         assert res.maps.shape == (3, 28, 28) and torch.isfinite(res.maps).all()
         assert res.targets == [7, 7, 7] and len(res.probability) == 3
-    assert attribute(run, images).layer == "conv2"  # the last conv by default
+    assert attribute(run, images).layer == "pool2"  # the last feature maps before the head
     with pytest.raises(CnnlabError, match="no class 'cat' in digits; choose one of: 0, 1"):
         attribute(run, images, target="cat")
     with pytest.raises(CnnlabError, match="feature maps"):
@@ -150,3 +151,34 @@ def test_image_files_are_inverted_for_light_on_dark_models(tmp_path):
     assert labels == ["d.png (inverted)"] and images[0, 0, 0, 0] == 5 and images[0, 0, 12, 13] == 250
     images, labels = load_images([tmp_path / "d.png"], pre, invert="no")
     assert labels == ["d.png"] and images[0, 0, 0, 0] == 250
+
+
+def test_default_layer_is_the_last_feature_map_and_a_reused_module_is_read_at_its_last_use(
+        tmp_path):
+    """The tutorial's Net applies one `relu` after both convs: Grad-CAM's default reads the
+    last feature maps before the head (that relu's second call, 20x4x4), as the hooks of
+    the second call, not the first, give the activation and the gradient."""
+    cfg = build_config(None, {"model": "mnist-net", "dataset": "digits", "resize": 28,
+                              "limit_train": 256, "epochs": 2, "out": str(tmp_path / "r")})
+    fit(cfg, log=lambda _m: None)
+    run = load_run(tmp_path / "r", device="cpu")
+    images = run.preprocess.adapt(load_split_images())
+    res = attribute(run, images)
+    assert res.layer == "relu (the last of its 2 uses)"
+    model = run.model.float().eval()
+    x = run.preprocess(images).float()
+    cam, _, _, calls = grad_cam_maps(model, x, model.relu)
+    a = model.relu(model.pooling(model.conv2(model.relu(model.pooling(model.conv1(x))))))
+    a = a.detach().requires_grad_(True)
+    logits = model.fc(model.flatten(a))
+    (g,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), a)
+    expect = torch.relu((g.mean((2, 3), keepdim=True) * a.detach()).sum(1, keepdim=True))
+    expect = torch.nn.functional.interpolate(expect, size=(28, 28), mode="bilinear")[:, 0]
+    assert calls == 2
+    torch.testing.assert_close(cam, expect)
+
+
+def load_split_images():
+    from cnnlab.data import load_split
+
+    return load_split("digits", "test").images[:4]

@@ -100,7 +100,7 @@ _SCALE = click.option("--scale", type=click.Choice(["image", "raw"]), default="i
 @visualize.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @input_options
-@click.option("--layer", help="a layer with feature maps [the last conv]")
+@click.option("--layer", help="a layer with feature maps [the last one before the classifier]")
 @_TARGET
 @_SCALE
 @click.option("--out", type=click.Path(path_type=Path), help="PNG path [RUN_DIR/gradcam.png]")

@@ -28,9 +28,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models.registry import find_layer
+from cnnlab.models.registry import find_layer, layer_names
 from cnnlab.run import LoadedRun
-from cnnlab.viz.inside import Examples, class_index, conv_layer_names
+from cnnlab.viz.inside import Examples, class_index
 from cnnlab.viz.plots import save_png
 
 SCALES = ("image", "raw")
@@ -55,21 +55,25 @@ class Attribution:
 @contextmanager
 def _grad_capture(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     """The module's output (cloned) and the gradient of the score w.r.t. it, via a forward
-    hook that registers a tensor hook; both hooks are gone when the block exits."""
+    hook that registers a tensor hook; both hooks are gone when the block exits. A module
+    the forward pass calls more than once (the tutorial's Net reuses one ``relu``) is read
+    at its last call, the one nearest the classifier; ``store["calls"]`` counts the calls."""
     store: dict[str, torch.Tensor] = {}
+    calls: list[int] = [0]
     tensor_hooks = []
 
     def forward_hook(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
         if not isinstance(out, torch.Tensor) or out.dim() != 4:
             raise CnnlabError(f"Grad-CAM needs a layer with feature maps (N, C, H, W); this "
                               f"one gives {getattr(out, 'shape', type(out).__name__)}")
-        if "activation" in store:
-            raise CnnlabError("this layer runs more than once per forward pass; choose a "
-                              "layer used once")
+        calls[0] += 1
+        call = calls[0]
         store["activation"] = out.detach().clone()
+        store.pop("gradient", None)
 
         def grad_hook(g: torch.Tensor) -> None:
-            store["gradient"] = g.detach().clone()
+            if call == calls[0]:  # the last call's gradient, not an earlier call's
+                store["gradient"] = g.detach().clone()
 
         tensor_hooks.append(out.register_hook(grad_hook))
 
@@ -80,6 +84,7 @@ def _grad_capture(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         handle.remove()
         for h in tensor_hooks:
             h.remove()
+        store["calls"] = torch.tensor(calls[0])
 
 
 def _scaled(raw: torch.Tensor, scale: str) -> tuple[torch.Tensor, list[bool]]:
@@ -108,10 +113,11 @@ def _targets(logits: torch.Tensor, target: int | Sequence[int] | None) -> torch.
 
 def grad_cam_maps(model: nn.Module, x: torch.Tensor, layer: nn.Module,
                   target: int | Sequence[int] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Grad-CAM of ``layer`` for a float input batch: ReLU(sum_k w_k A_k) with w_k the
     spatial mean of d(logit_target)/dA_k, upsampled bilinearly to the input's size.
-    Returns (raw maps (N, H, W), logits, targets). ``model`` must be in eval mode."""
+    Returns (raw maps (N, H, W), logits, targets, how often the layer ran). ``model`` must
+    be in eval mode."""
     with _grad_capture(layer) as store, torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)  # so the graph reaches every layer
         logits = model(x)
@@ -122,7 +128,7 @@ def grad_cam_maps(model: nn.Module, x: torch.Tensor, layer: nn.Module,
     a, g = store["activation"].float(), store["gradient"].float()
     cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)
-    return cam[:, 0], logits.detach(), targets
+    return cam[:, 0], logits.detach(), targets, int(store["calls"])
 
 
 def saliency_maps(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | None = None
@@ -137,13 +143,31 @@ def saliency_maps(model: nn.Module, x: torch.Tensor, target: int | Sequence[int]
     return grad.abs().amax(1), logits.detach(), targets
 
 
-def default_cam_layer(run: LoadedRun) -> str:
-    """The last convolution: the usual Grad-CAM choice (coarse maps, most semantic)."""
-    convs = conv_layer_names(run)
-    if not convs:
-        raise CnnlabError(f"model '{run.config.model}' has no convolution layer for Grad-CAM; "
-                          "use saliency")
-    return convs[-1]
+def default_cam_layer(run: LoadedRun, model: nn.Module | None = None,
+                      x: torch.Tensor | None = None) -> str:
+    """The usual Grad-CAM choice: the last feature maps before the classifier, i.e. the
+    last module (in the order the forward pass calls them) whose output is (N, C, H, W),
+    such as the ReLU or pooling after the last conv. Its activations are what the head
+    reads, and are non-negative in ReLU nets, as Grad-CAM's weighting assumes."""
+    model = model if model is not None else copy.deepcopy(run.model).float().eval().cpu()
+    if x is None:
+        x = torch.zeros(1, *run.preprocess.input_shape)
+    order: list[str] = []
+    names = {m: n for n, m in model.named_modules() if n and not list(m.children())}
+    handles = [m.register_forward_hook(
+        lambda mod, _i, out: order.append(names[mod])
+        if isinstance(out, torch.Tensor) and out.dim() == 4 else None) for m in names]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not order:
+        raise CnnlabError(f"model '{run.config.model}' has no layer with feature maps for "
+                          "Grad-CAM; use saliency")
+    aliases = {m: a for a, m in layer_names(run.config.model, model).items() if a != m}
+    return aliases.get(order[-1], order[-1])
 
 
 def attribute(run: LoadedRun, images: torch.Tensor, method: str = "gradcam",
@@ -161,9 +185,11 @@ def attribute(run: LoadedRun, images: torch.Tensor, method: str = "gradcam",
         p.requires_grad_(False)  # the maps need input-side gradients only
     x = run.preprocess(images.cpu()).float()
     if method == "gradcam":
-        layer = layer or default_cam_layer(run)
+        layer = layer or default_cam_layer(run, model, x)
         _, module = find_layer(run.config.model, model, layer)
-        raw, logits, targets = grad_cam_maps(model, x, module, target)
+        raw, logits, targets, calls = grad_cam_maps(model, x, module, target)
+        if calls > 1:
+            layer = f"{layer} (the last of its {calls} uses)"
     else:
         layer = None
         raw, logits, targets = saliency_maps(model, x, target)
