@@ -67,8 +67,10 @@ class Features:
             raise CnnlabError(f"{path} does not exist; write it with `cnnlab features RUN "
                               f"--out {path.name}`") from None
         except (OSError, ValueError, KeyError) as e:
+            why = ("it is not an .npz of plain arrays; cnnlab never loads pickled data"
+                   if "pickled" in str(e) else f"{type(e).__name__}: {e}")
             raise CnnlabError(f"{path} is not a features file written by `cnnlab features` "
-                              f"({type(e).__name__}: {e})") from None
+                              f"({why})") from None
 
 
 def penultimate_module(model: nn.Module) -> nn.Linear:

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from cnnlab.errors import CnnlabError
 from cnnlab.models.registry import find_layer, layer_names
 from cnnlab.run import LoadedRun
-from cnnlab.viz.inside import Examples, class_index
+from cnnlab.viz.inside import Examples, class_index, conv_layer_names
 from cnnlab.viz.plots import save_png
 
 SCALES = ("image", "raw")
@@ -64,8 +64,9 @@ def _grad_capture(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 
     def forward_hook(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
         if not isinstance(out, torch.Tensor) or out.dim() != 4:
-            raise CnnlabError(f"Grad-CAM needs a layer with feature maps (N, C, H, W); this "
-                              f"one gives {getattr(out, 'shape', type(out).__name__)}")
+            shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise CnnlabError(f"Grad-CAM needs feature maps (C, H, W) per image, this layer "
+                              f"gives {shape}")
         calls[0] += 1
         call = calls[0]
         store["activation"] = out.detach().clone()
@@ -187,7 +188,11 @@ def attribute(run: LoadedRun, images: torch.Tensor, method: str = "gradcam",
     if method == "gradcam":
         layer = layer or default_cam_layer(run, model, x)
         _, module = find_layer(run.config.model, model, layer)
-        raw, logits, targets, calls = grad_cam_maps(model, x, module, target)
+        try:
+            raw, logits, targets, calls = grad_cam_maps(model, x, module, target)
+        except CnnlabError as e:
+            raise CnnlabError(f"layer '{layer}': {e}; choose a layer before the flatten, e.g. "
+                              f"{', '.join(conv_layer_names(run))}") from None
         if calls > 1:
             layer = f"{layer} (the last of its {calls} uses)"
     else:

@@ -318,11 +318,11 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     if not run_dirs:
         raise CnnlabError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
-    runs = [load_run(p, device="cpu") for p in paths]  # all errors before any work
     out = Path(out) if out else (paths[0] / "report.html" if len(paths) == 1 else
                                  Path("report.html"))
     if out.suffix.lower() not in (".html", ".htm"):
         raise CnnlabError(f"--out must end in .html, got {out.name}")
+    runs = [load_run(p, device="cpu") for p in paths]  # all errors before any work
     names = _short_names(paths)
     interps = []
     for run, name in zip(runs, names, strict=True):
