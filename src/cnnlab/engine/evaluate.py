@@ -69,18 +69,30 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
     return EvalResult(float(confusion.diag().sum()) / n, float(loss_sum) / n, confusion)
 
 
+def load_for_run(run: LoadedRun, name: str, split: str, data_dir: str | None = None) -> Split:
+    """A split of data set ``name`` for a command on ``run``: from ``data_dir`` when given;
+    else where training found its data (the run's ``data_dir``, a root that often holds the
+    other data sets too), falling back to the usual lookup for another data set."""
+    from cnnlab.data import load_split
+
+    if data_dir is not None or run.config.data_dir is None:
+        return load_split(name, split, data_dir)
+    if name == run.config.dataset:
+        return load_split(name, split, run.config.data_dir)
+    try:
+        return load_split(name, split, run.config.data_dir)
+    except CnnlabError:
+        return load_split(name, split, None)
+
+
 def run_split(run: LoadedRun, dataset: str | None = None, data_dir: str | None = None,
               split: str = "test") -> tuple[str, Split]:
     """The split a command on a trained run looks at: the run's own data set (found where
     training found it) or another with as many classes. Returns (data set name, split)."""
-    from cnnlab.data import load_split
-
     if split not in ("train", "test"):
         raise CnnlabError(f"unknown split '{split}'; choose train or test")
-    cfg = run.config
-    name = dataset or cfg.dataset
-    data = load_split(name, split, data_dir if data_dir is not None else
-                      (cfg.data_dir if dataset is None else None))
+    name = dataset or run.config.dataset
+    data = load_for_run(run, name, split, data_dir)
     if len(data.classes) != len(run.classes):
         raise CnnlabError(f"data set '{name}' has {len(data.classes)} classes but the model was "
                           f"trained on {len(run.classes)}; use a data set with the same classes")

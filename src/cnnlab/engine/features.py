@@ -121,14 +121,13 @@ def extract_split(run: LoadedRun, layer: str | None = None, dataset: str | None 
                   batch_size: int = 512) -> Features:
     """Features of a split of the run's data set, or of any other data set (its images are
     given the model's channels and size). ``limit`` takes a fixed random subset."""
-    from cnnlab.data import load_split
     from cnnlab.engine.build import fixed_subset
+    from cnnlab.engine.evaluate import load_for_run
 
     if limit is not None and limit < 1:
         raise CnnlabError(f"--limit must be at least 1, got {limit}")
     name = dataset or run.config.dataset
-    data = load_split(name, split, data_dir if data_dir is not None else
-                      (run.config.data_dir if dataset is None else None))
+    data = load_for_run(run, name, split, data_dir)
     data = fixed_subset(data, limit)
     feats = extract(run, run.preprocess.adapt(data.images), layer, batch_size)
     return Features(feats.numpy(), data.labels.numpy(), data.classes, layer or PENULTIMATE, name,
@@ -174,10 +173,10 @@ def probe(run: LoadedRun, dataset: str, layer: str | None = None, data_dir: str 
     chance = float(np.bincount(te.labels).max() / len(te.labels))
     pixel_acc = None
     if pixels:
-        from cnnlab.data import load_split
         from cnnlab.engine.build import fixed_subset
+        from cnnlab.engine.evaluate import load_for_run
 
-        raw = {s: fixed_subset(load_split(dataset, s, data_dir),
+        raw = {s: fixed_subset(load_for_run(run, dataset, s, data_dir),
                                limit_train if s == "train" else limit_test)
                for s in ("train", "test")}
         flat = {s: run.preprocess.adapt(v.images).flatten(1).float().numpy() / 255
