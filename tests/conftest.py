@@ -62,3 +62,17 @@ def write_cifar_batches(directory: Path, n: int = 20, seed: int = 0) -> Path:
                  b"filenames": [f"{i}.png".encode() for i in range(n)]}
         (directory / name).write_bytes(pickle.dumps(batch, protocol=2))
     return directory
+
+
+@pytest.fixture(scope="session")
+def lenet_run(tmp_path_factory) -> Path:
+    """d2l's LeNet after one short epoch on the embedded digits (resized to 28x28): a real
+    run directory that still makes plenty of mistakes, shared by the seeing-inside tests."""
+    from cnnlab.config import build_config
+    from cnnlab.engine.train import fit
+
+    out = tmp_path_factory.mktemp("lenet") / "run"
+    cfg = build_config(None, {"model": "lenet5", "dataset": "digits", "resize": 28,
+                              "limit_train": 300, "epochs": 1, "batch_size": 64, "out": str(out)})
+    fit(cfg, log=lambda _m: None)
+    return out

@@ -90,15 +90,6 @@ def test_flat_maps_are_zeros_not_nan_and_raw_keeps_values():
     torch.testing.assert_close(kept[1], raw[1])
 
 
-@pytest.fixture(scope="module")
-def lenet_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cam") / "run"
-    cfg = build_config(None, {"model": "lenet5", "dataset": "digits", "resize": 28,
-                              "limit_train": 256, "epochs": 1, "batch_size": 64, "out": str(out)})
-    fit(cfg, log=lambda _m: None)
-    return out
-
-
 def test_attribute_on_a_run_has_the_input_size(lenet_run):
     run = load_run(lenet_run, device="cpu")
     images = run.preprocess.adapt(torch.randint(0, 255, (3, 1, 8, 8), dtype=torch.uint8))

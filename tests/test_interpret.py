@@ -8,25 +8,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cnnlab.cli import cli
-from cnnlab.config import build_config
 from cnnlab.data import load_split
 from cnnlab.engine.interpret import interpret_run
-from cnnlab.engine.train import fit
 from cnnlab.run import load_run
 
 
-@pytest.fixture(scope="module")
-def weak_run(tmp_path_factory):
-    """One short epoch on digits: a model that still makes plenty of mistakes."""
-    out = tmp_path_factory.mktemp("err") / "run"
-    cfg = build_config(None, {"model": "lenet5", "dataset": "digits", "resize": 28,
-                              "limit_train": 300, "epochs": 1, "batch_size": 64, "out": str(out)})
-    fit(cfg, log=lambda _m: None)
-    return out
-
-
-def test_streaming_topk_and_confusion_match_brute_force(weak_run):
-    run = load_run(weak_run, device="cpu")
+def test_streaming_topk_and_confusion_match_brute_force(lenet_run):
+    run = load_run(lenet_run, device="cpu")
     data = load_split("digits", "test")
     logits = run.logits(data.images)  # every output at once: only the test may do this
     probs = logits.softmax(1)
@@ -59,15 +47,15 @@ def test_streaming_topk_and_confusion_match_brute_force(weak_run):
     assert len(res.pair_examples) == int((off > 0).sum())
 
 
-def test_errors_cli_writes_pictures_and_json(weak_run):
-    r = CliRunner().invoke(cli, ["errors", str(weak_run), "--top", "5", "--device", "cpu"])
+def test_errors_cli_writes_pictures_and_json(lenet_run):
+    r = CliRunner().invoke(cli, ["errors", str(lenet_run), "--top", "5", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert "most confident mistakes" in r.output and "most confused" in r.output
-    saved = json.loads((weak_run / "errors-test.json").read_text())
+    saved = json.loads((lenet_run / "errors-test.json").read_text())
     assert len(saved["mistakes"]) == 5 and saved["examples"] == 360
-    assert Image.open(weak_run / "confusion-test.png").size[0] > 600
-    assert Image.open(weak_run / "errors-test.png").size[0] > 400
+    assert Image.open(lenet_run / "confusion-test.png").size[0] > 600
+    assert Image.open(lenet_run / "errors-test.png").size[0] > 400
     for args, msg in [(["--top", "0"], "--top must be at least 1"),
-                      (["--dataset", "fashion-mnist", "--data-dir", str(weak_run)], "not found")]:
-        r = CliRunner().invoke(cli, ["errors", str(weak_run), *args])
+                      (["--dataset", "fashion-mnist", "--data-dir", str(lenet_run)], "not found")]:
+        r = CliRunner().invoke(cli, ["errors", str(lenet_run), *args])
         assert r.exit_code == 1 and msg in r.output, r.output

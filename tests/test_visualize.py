@@ -15,15 +15,6 @@ from cnnlab.viz.inside import activations, capture, pick_examples
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def lenet_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("vis") / "run"
-    cfg = build_config(None, {"model": "lenet5", "dataset": "digits", "resize": 28,
-                              "limit_train": 256, "epochs": 1, "batch_size": 64, "out": str(out)})
-    fit(cfg, log=lambda _m: None)
-    return out
-
-
 def test_activations_are_the_layer_outputs_and_hooks_are_removed(lenet_run):
     run = load_run(lenet_run, device="cpu")
     ex = pick_examples(run, indices=[0], class_names=["3"])
