@@ -246,7 +246,7 @@ class _RunReport:
 # ----------------------------------------------------------------------- several runs
 def _differing_config(runs: Sequence[LoadedRun]) -> list[tuple[str, list[object]]]:
     cfgs = [dataclasses.asdict(r.config) for r in runs]
-    keys = [k for k in cfgs[0] if k != "out"]
+    keys = [k for k in cfgs[0] if k not in ("out", "data_dir")]  # where, not what
     return [(k, [c.get(k) for c in cfgs]) for k in keys
             if len({repr(c.get(k)) for c in cfgs}) > 1]
 
