@@ -108,7 +108,8 @@ def test_missing_extra_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
     assert res.exit_code == 1
     errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
     assert errors == ["Error: --tensorboard needs the tensorboard extra: "
-                      "pip install 'cnnlab[tensorboard]'"], res.output
+                      "pip install 'cnnlab[tensorboard]' (in a source checkout: "
+                      "pip install -e '.[tensorboard]')"], res.output
     assert "Traceback" not in res.output
     assert not out.exists()
 
@@ -117,7 +118,8 @@ def test_require_extra_tells_missing_from_broken(monkeypatch):
     """A missing package names the extra; a package that is there but fails to import says
     why, so a broken install is not mistaken for a missing one."""
     monkeypatch.setitem(sys.modules, "cnnlab_no_such_pkg", None)
-    with pytest.raises(CnnlabError, match=r"^--x needs the x extra: pip install 'cnnlab\[x\]'$"):
+    with pytest.raises(CnnlabError, match=r"^--x needs the x extra: pip install 'cnnlab\[x\]' "
+                       r"\(in a source checkout: pip install -e '\.\[x\]'\)$"):
         require_extra("cnnlab_no_such_pkg.sub", "x", "--x")
 
     class Broken:  # a finder that fails the way a package with a bad dependency does

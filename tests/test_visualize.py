@@ -46,8 +46,13 @@ def test_visualize_commands_write_pictures(lenet_run):
 
 @pytest.mark.parametrize("args,needle", [
     (["filters", "{run}", "--layer", "nope"], "has no layer 'nope'; choose one of: conv1"),
-    (["filters", "{run}", "--layer", "fc1"], "is a Linear, not a convolution; choose one of: "
+    (["filters", "{run}", "--layer", "fc1"], "is not a convolution (Linear); choose one of: "
                                              "conv1, conv2"),
+    (["filters", "{run}", "--out", "{tmp}/f.svg"], "does not end in .png"),
+    (["filters", "{run}", "--out", "{tmp}"], "is a directory"),
+    (["activations", "{run}", "--layer", "conv1,,conv2", "--index", "0"], "empty name"),
+    (["activations", "{run}", "--layer", "conv1", "--index", "-1"], "out of range"),
+    (["activations", "{run}", "--layer", "conv1", "--class", "10"], "or a number 0..9"),
     (["activations", "{run}", "--layer", "conv1", "--index", "99999"], "out of range"),
     (["activations", "{run}", "--layer", "conv1", "--class", "Sweater"], "no class 'Sweater'"),
     (["activations", "{run}", "--layer", "conv1"], "choose inputs with --index"),

@@ -26,7 +26,8 @@ def require_extra(module: str, extra: str, feature: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        install = f"pip install 'cnnlab[{extra}]'"
+        install = (f"pip install 'cnnlab[{extra}]' (in a source checkout: "
+                   f"pip install -e '.[{extra}]')")
         # not installed: the module itself (or a parent package) is what could not be found
         missing = e.name is not None and (module == e.name or module.startswith(e.name + "."))
         if missing:

@@ -36,6 +36,10 @@ def cli() -> None:
 
 
 def main() -> None:
+    import signal
+
+    # a plain `kill` unwinds like Ctrl-C, so atomic writes remove their temporary files
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         cli(prog_name="cnnlab")
     except KeyboardInterrupt:

@@ -29,8 +29,8 @@ def features() -> None:
 @features.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="the .npz to write")
-@click.option("--layer", help="a layer name (`cnnlab summary MODEL`) [the penultimate: the "
-              "last linear layer's input]")
+@click.option("--layer", help="a layer name (`cnnlab summary MODEL`); feature maps are "
+              "averaged to one value per channel [the penultimate: the last linear layer's input]")
 @click.option("--dataset", help="another data set's images [the run's own]")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--data-dir", help="data root for the data set")
@@ -95,4 +95,4 @@ def probe(run_dir: Path, dataset: str, layer: str | None, data_dir: str | None,
     if res.pixel_accuracy is not None:
         con.print(f"  raw pixels     {res.pixel_accuracy:.4f}  (the same classifier on the "
                   "images themselves)")
-    con.print(f"  chance         {res.chance:.4f}  (always the most common class)")
+    con.print(f"  chance         {res.chance:.4f}  (always the train split's most common class)")

@@ -47,7 +47,9 @@ def eval_cmd(run_dir: Path, dataset: str | None, data_dir: str | None, split: st
         cm.add_row(f"{i} {classes[i]}", *[f"[bold]{v}[/]" if j == i else str(v)
                                           for j, v in enumerate(row)])
     con.print(cm)
-    con.print(f"wrote {RunDir(run_dir).eval_path(split)}")
+    run = RunDir(run_dir)
+    own = dataset is None or dataset == run.read_config().get("dataset")
+    con.print(f"wrote {run.eval_path(split if own else f'{dataset}-{split}')}")
 
 
 @cli.command()
@@ -74,8 +76,9 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
            batch_size: int, device: str) -> None:
     """The most confidently wrong images and the most-confused class pairs, with pictures.
 
-    Writes errors-SPLIT.png (the mistakes), confusion-SPLIT.png (counts and row-normalised)
-    and errors-SPLIT.json into the run directory.
+    Writes errors-SPLIT.png (the first 48 mistakes), confusion-SPLIT.png (counts and
+    row-normalised) and errors-SPLIT.json into the run directory (with --dataset D:
+    errors-D-SPLIT.png and so on).
     """
     from rich.table import Table
 
@@ -102,12 +105,13 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
         pairs.add_row(c[i], c[j], str(n))
     con.print(pairs)
     where = Path(run_dir)
+    tag = split if dataset is None else f"{res.dataset}-{split}"  # never overwrite the run's own
     title = f"{res.dataset} {split}: accuracy {res.accuracy:.4f}"
-    for path in (plot_mistakes(res, where / f"errors-{split}.png"),
-                 plot_confusion(res.confusion, c, where / f"confusion-{split}.png", title)):
+    for path in (plot_mistakes(res, where / f"errors-{tag}.png"),
+                 plot_confusion(res.confusion, c, where / f"confusion-{tag}.png", title)):
         con.print(f"wrote {path}")
-    write_json(where / f"errors-{split}.json", res.to_dict())
-    con.print(f"wrote {where / f'errors-{split}.json'}")
+    write_json(where / f"errors-{tag}.json", res.to_dict())
+    con.print(f"wrote {where / f'errors-{tag}.json'}")
 
 
 @cli.command()

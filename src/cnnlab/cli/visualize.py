@@ -67,7 +67,10 @@ def activations(run_dir: Path, layers: str, indices: tuple[int, ...], classes: t
     from cnnlab.viz.inside import plot_activations
 
     run = load_run(run_dir, device="cpu")
-    names = [n.strip() for n in layers.split(",") if n.strip()]
+    names = [n.strip() for n in layers.split(",")]
+    if not all(names):
+        raise click.ClickException(f"--layer '{layers}' has an empty name; give layer names "
+                                   "separated by commas, e.g. conv1,conv2")
     ex = _examples(run, indices, classes, images, split, data_dir)
     click.echo(f"wrote {plot_activations(run, names, ex.images, ex.labels, out)}")
 

@@ -23,11 +23,19 @@ def read_image(path: str | Path) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise CnnlabError(f"{path} is a directory; give an image file")
     if not path.is_file():
         raise CnnlabError(f"image file {path} does not exist")
     try:
         with Image.open(path) as im:
             mode = "L" if im.mode in ("L", "1", "I;16", "I", "LA") else "RGB"
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                # a drawing exported from a canvas or paint app: strokes on a transparent
+                # ground, which means on white paper (not on black, as dropping alpha would)
+                rgba = im.convert("RGBA")
+                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(paper, rgba)
             arr = np.asarray(im.convert(mode))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise CnnlabError(f"cannot read {path} as an image ({type(e).__name__}); give a PNG, "

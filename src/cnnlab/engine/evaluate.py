@@ -93,9 +93,10 @@ def run_split(run: LoadedRun, dataset: str | None = None, data_dir: str | None =
         raise CnnlabError(f"unknown split '{split}'; choose train or test")
     name = dataset or run.config.dataset
     data = load_for_run(run, name, split, data_dir)
-    if len(data.classes) != len(run.classes):
-        raise CnnlabError(f"data set '{name}' has {len(data.classes)} classes but the model was "
-                          f"trained on {len(run.classes)}; use a data set with the same classes")
+    if [c.lower() for c in data.classes] != [c.lower() for c in run.classes]:
+        raise CnnlabError(f"data set '{name}' has other classes ({', '.join(data.classes[:4])}, "
+                          f"...) than the model was trained on ({', '.join(run.classes[:4])}, "
+                          "...); use a data set with the same classes, in the same order")
     return name, data
 
 
@@ -126,7 +127,7 @@ def evaluate_run(run_dir: str | Path, dataset: str | None = None, data_dir: str 
     name, data = run_split(run, dataset, data_dir, split)
     res = evaluate(run.model, split_loader(run, data, batch_size), len(run.classes),
                    cfg.precision, cfg.tta, cfg.flip)
-    run.run_dir.write_eval(split, {
+    run.run_dir.write_eval(split if name == cfg.dataset else f"{name}-{split}", {
         "dataset": name, "split": split, "accuracy": res.accuracy,
         "loss": res.loss, "classes": list(run.classes),
         "per_class_accuracy": res.per_class_accuracy(), "confusion": res.confusion.tolist(),

@@ -118,14 +118,14 @@ def extract(run: LoadedRun, images: torch.Tensor, layer: str | None = None,
 
 def extract_split(run: LoadedRun, layer: str | None = None, dataset: str | None = None,
                   split: str = "test", data_dir: str | None = None, limit: int | None = None,
-                  batch_size: int = 512) -> Features:
+                  batch_size: int = 512, limit_name: str = "--limit") -> Features:
     """Features of a split of the run's data set, or of any other data set (its images are
     given the model's channels and size). ``limit`` takes a fixed random subset."""
     from cnnlab.engine.build import fixed_subset
     from cnnlab.engine.evaluate import load_for_run
 
     if limit is not None and limit < 1:
-        raise CnnlabError(f"--limit must be at least 1, got {limit}")
+        raise CnnlabError(f"{limit_name} must be at least 1, got {limit}")
     name = dataset or run.config.dataset
     data = load_for_run(run, name, split, data_dir)
     data = fixed_subset(data, limit)
@@ -142,7 +142,7 @@ class ProbeResult:
     test_examples: int
     dims: int
     accuracy: float
-    chance: float  # the majority class's share of the test split
+    chance: float  # accuracy of always guessing the train split's most common class
     pixel_accuracy: float | None  # the same classifier on raw pixels, when asked
 
 
@@ -163,14 +163,16 @@ def probe(run: LoadedRun, dataset: str, layer: str | None = None, data_dir: str 
     """Fit a logistic regression on the run's frozen features of ``dataset``'s train split
     and score it on its test split; ``pixels`` also fits one on raw pixels, for comparison."""
     feats = {s: extract_split(run, layer, dataset, s, data_dir,
-                              limit_train if s == "train" else limit_test)
+                              limit_train if s == "train" else limit_test,
+                              limit_name=f"--limit-{s}")
              for s in ("train", "test")}
     tr, te = feats["train"], feats["test"]
     if len(np.unique(tr.labels)) < 2:
         raise CnnlabError(f"the train split of {dataset} (as limited) has one class; "
                           "raise --limit-train")
     acc = _fit_score(tr.features, tr.labels, te.features, te.labels)
-    chance = float(np.bincount(te.labels).max() / len(te.labels))
+    majority = int(np.bincount(tr.labels).argmax())  # the best guess the train split allows
+    chance = float((te.labels == majority).mean())
     pixel_acc = None
     if pixels:
         from cnnlab.engine.build import fixed_subset

@@ -238,7 +238,8 @@ def plot_attribution(run: LoadedRun, examples: Examples, result: Attribution,
         ax_in, ax_map, ax_over = axes[i]
         ax_in.imshow(rgb, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
         ax_over.imshow(rgb, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-        ax_over.imshow(heat, cmap="jet", vmin=0, vmax=vmax, alpha=alpha, interpolation="bilinear")
+        smooth = "bilinear" if result.method == "gradcam" else "nearest"  # saliency is per pixel
+        ax_over.imshow(heat, cmap="jet", vmin=0, vmax=vmax, alpha=alpha, interpolation=smooth)
         pred, tgt = result.predicted[i], result.targets[i]
         ok = examples.true[i] is None or examples.true[i] == pred
         flat = " (flat map)" if result.flat[i] else ""
@@ -248,7 +249,7 @@ def plot_attribution(run: LoadedRun, examples: Examples, result: Attribution,
                             f"({result.probability[i]:.0%})", fontsize=7.5, color=colour)
             ax_over.set_title(f"explains {run.classes[tgt]}{flat}", fontsize=7.5)
         else:
-            im = ax_map.imshow(heat, cmap="jet", vmin=0, vmax=vmax, interpolation="bilinear")
+            im = ax_map.imshow(heat, cmap="jet", vmin=0, vmax=vmax, interpolation=smooth)
             ax_in.set_ylabel(examples.labels[i], fontsize=9)
             ax_in.set_title(f"predicted {run.classes[pred]} ({result.probability[i]:.0%})",
                             fontsize=9, color=colour)

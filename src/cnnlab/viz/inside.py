@@ -44,7 +44,7 @@ def _conv(run: LoadedRun, layer: str | None) -> tuple[str, nn.Conv2d]:
     name = layer or convs[0]
     _, module = find_layer(run.config.model, run.model, name)
     if not isinstance(module, nn.Conv2d):
-        raise CnnlabError(f"layer '{name}' is a {type(module).__name__}, not a convolution; "
+        raise CnnlabError(f"layer '{name}' is not a convolution ({type(module).__name__}); "
                           f"choose one of: {', '.join(convs)}")
     return name, module
 
@@ -102,7 +102,7 @@ def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | No
         scale = float(w.abs().max()) or 1.0
         fig, ax = plt.subplots(figsize=(min(14, max(4.5, 1.5 + 0.32 * cols * (kw + 1) / 4)),
                                         min(14, max(3.0, 1.2 + 0.32 * rows * (kh + 1) / 4))))
-        cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
+        cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#9a9a9a")  # gaps != weight 0
         im = ax.imshow(mosaic.numpy(), cmap=cmap, vmin=-scale, vmax=scale,
                        interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02, label="weight")
@@ -260,15 +260,17 @@ def _from_dataset(run: LoadedRun, indices: Sequence[int], class_names: Sequence[
                       data_dir=data_dir if data_dir is not None else run.config.data_dir)
     chosen = []
     for i in indices:
-        if not -len(data) <= i < len(data):
+        if not 0 <= i < len(data):
             raise CnnlabError(f"--index {i} is out of range: the {split} split of "
                               f"{run.config.dataset} has {len(data)} images (0..{len(data) - 1})")
-        chosen.append(i % len(data))
+        chosen.append(i)
     for name in class_names:
         k = class_index(data.classes, name, f" in {run.config.dataset}")
         chosen.append(int((data.labels == k).nonzero()[0, 0]))
     true = [int(data.labels[i]) for i in chosen]
-    labels = [f"#{i} {data.classes[t]}" for i, t in zip(chosen, true, strict=True)]
+    numeric = all(c.isdigit() for c in data.classes)  # "#0 7" would read as two numbers
+    labels = [f"#{i} {'true ' if numeric else ''}{data.classes[t]}"
+              for i, t in zip(chosen, true, strict=True)]
     return Examples(run.preprocess.adapt(data.images[chosen]), labels, true)
 
 
@@ -279,5 +281,6 @@ def class_index(classes: Sequence[str], name: str, where: str = "") -> int:
     if k is None and name.isdigit() and int(name) < len(classes):
         k = int(name)
     if k is None:
-        raise CnnlabError(f"no class '{name}'{where}; choose one of: {', '.join(classes)}")
+        raise CnnlabError(f"no class '{name}'{where}; choose one of: {', '.join(classes)} "
+                          f"(or a number 0..{len(classes) - 1})")
     return k

@@ -13,6 +13,12 @@ from cnnlab.engine.interpret import Interpretation, Mistake
 from cnnlab.viz.plots import save_png
 
 MAX_NUMBERED = 30  # above this many classes the cells are too small for numbers
+MAX_TILES = 48  # images in one mistakes picture (the table and JSON keep all of --top)
+
+
+def percent(p: float) -> str:
+    """A probability for a label: 0.998 reads 99.8%, not a rounded-up 100%."""
+    return f"{p:.0%}" if p < 0.99 else f"{min(p, 0.999):.1%}"
 
 
 def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | Path,
@@ -67,10 +73,13 @@ def plot_mistakes(interp: Interpretation, path: str | Path, which: str = "mistak
     import matplotlib.pyplot as plt
 
     items: list[Mistake] = interp.mistakes if which == "mistakes" else interp.top_losses
+    more = len(items) - MAX_TILES
+    items = items[:MAX_TILES]
     n = max(len(items), 1)
     cols = min(n, 6)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(1.75 * cols + 0.3, 2.05 * rows + 0.5),
+    fig, axes = plt.subplots(rows, cols, squeeze=False,
+                             figsize=(max(4.5, 1.75 * cols + 0.3), 2.05 * rows + 0.5),
                              layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
@@ -81,10 +90,11 @@ def plot_mistakes(interp: Interpretation, path: str | Path, which: str = "mistak
         else:
             ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         c = interp.classes
-        ax.set_title(f"#{m.index}\n{c[m.predicted]} {m.probability:.0%}\ntrue {c[m.true]}",
+        ax.set_title(f"#{m.index}\n{c[m.predicted]} {percent(m.probability)}\ntrue {c[m.true]}",
                      fontsize=7.5, color="crimson" if m.predicted != m.true else "black")
     if not interp.mistakes and which == "mistakes":
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     label = "most confident mistakes" if which == "mistakes" else "largest losses"
-    fig.suptitle(title or f"{label}: predicted (probability) / true class", fontsize=10)
+    shown = f" (the first {MAX_TILES}; {more} more in the JSON)" if more > 0 else ""
+    fig.suptitle(title or f"{label}{shown}: predicted (probability) / true class", fontsize=10)
     return save_png(fig, path, dpi=110)

@@ -20,19 +20,22 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
     import matplotlib.ticker
 
     epochs = [h.epoch for h in history]
+    dots = "o" if len(history) <= 12 else None  # a line needs two points; a few need markers
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
-    ax.plot(epochs, [h.train_loss for h in history], "-", label="train loss")
-    ax.plot(epochs, [h.train_acc for h in history], "m--", label="train acc")
+    ax.plot(epochs, [h.train_loss for h in history], "-", marker=dots, ms=3, label="train loss")
+    ax.plot(epochs, [h.train_acc for h in history], "m--", marker=dots, ms=3, label="train acc")
     tested = [h for h in history if h.test_acc is not None]  # eval_every > 1 skips some
     ax.plot([h.epoch for h in tested], [h.test_acc for h in tested], "g-.",
-            marker="." if len(tested) < len(history) else None, label="test acc")
+            marker="o" if dots or len(tested) < len(history) else None, ms=3, label="test acc")
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlim(min(epochs) - 0.05 if len(epochs) > 1 else 0.5, max(epochs) + 0.05)
+    ax.set_xlim(*((min(epochs) - 0.05, max(epochs) + 0.05) if len(epochs) > 1 else
+                  (epochs[0] - 0.5, epochs[0] + 0.5)))
     ax.grid(True, alpha=0.3)
     ax.legend()
     last = tested[-1] if tested else None
-    default = (f"test acc {last.test_acc:.3f} after {last.epoch} epochs" if last
+    default = (f"test acc {last.test_acc:.3f} after {last.epoch} "
+               f"epoch{'s' if last.epoch != 1 else ''}" if last
                else f"{history[-1].epoch} epochs, not yet evaluated")
     ax.set_title(title or default, fontsize=10)
     fig.tight_layout()
@@ -45,6 +48,11 @@ def save_png(fig, path: str | Path, dpi: int | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    if path.is_dir() or path.suffix.lower() != ".png":
+        plt.close(fig)
+        what = "is a directory" if path.is_dir() else "does not end in .png"
+        raise CnnlabError(f"--out {path} {what}; the picture is a PNG: give a file name ending "
+                          "in .png")
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)

@@ -130,12 +130,21 @@ class _RunReport:
         hist = run.history
         params = sum(p.numel() for p in run.model.parameters())
         train_s = sum(h.train_time for h in hist)
+        planned = run.config.epochs
         items = [(f"{it.accuracy:.2%}", f"{it.split} accuracy ({it.total:,} images)"),
-                 (f"{len(hist)}", "epochs"),
+                 (f"{len(hist)}", "epochs" if len(hist) >= planned else
+                  f"epochs of {planned} planned: unfinished"),
                  (f"{train_s:.1f} s", "training time"),
                  (f"{params:,}", "parameters")]
-        return '<div class="kpis">' + "".join(
+        kpis = '<div class="kpis">' + "".join(
             f'<div class="kpi"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in items) + "</div>"
+        predicted = it.confusion.sum(0)
+        top = int(predicted.argmax())
+        if it.total and float(predicted[top]) / it.total > 0.9 and len(it.classes) > 2:
+            kpis += (f'<p class="bad">The model predicts {_e(it.classes[top])} for '
+                     f"{float(predicted[top]) / it.total:.0%} of the images: it has not learned "
+                     "to tell the classes apart (a too-high lr, or too few epochs?).</p>")
+        return kpis
 
     def config(self) -> str:
         cfg = dataclasses.asdict(self.run.config)
@@ -186,7 +195,7 @@ class _RunReport:
 
     def top_losses(self) -> str:
         from cnnlab.viz.attribution import attribute, default_cam_layer, plot_attribution
-        from cnnlab.viz.inside import Examples
+        from cnnlab.viz.inside import Examples, conv_layer_names
 
         it = self.interp
         top = it.top_losses[:TOP_LOSSES]
@@ -201,6 +210,13 @@ class _RunReport:
         except CnnlabError:
             method = "saliency"
         res = attribute(self.run, ex.images, method)
+        if method == "gradcam" and sum(res.flat) * 2 >= len(res.flat):
+            # mostly flat at the last maps (sigmoid nets, e.g. d2l's LeNet): the convs, last
+            # first, may show more; keep whichever layer leaves the fewest maps flat
+            for layer in reversed(conv_layer_names(self.run)):
+                other = attribute(self.run, ex.images, method, layer=layer)
+                if sum(other.flat) < sum(res.flat):
+                    res = other
         caption = ("<p>The images with the largest loss; the heat map shows where the "
                    "evidence for the predicted class lies (Grad-CAM at "
                    f"<code>{_e(res.layer)}</code>). A flat map means no region at that layer "
@@ -318,8 +334,13 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     if not run_dirs:
         raise CnnlabError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
+    seen = [p.resolve() for p in paths]
+    if len(set(seen)) < len(seen):
+        raise CnnlabError("a run directory is given twice; give each run once")
     out = Path(out) if out else (paths[0] / "report.html" if len(paths) == 1 else
                                  Path("report.html"))
+    if out.is_dir():
+        raise CnnlabError(f"--out {out} is a directory; give a file name ending in .html")
     if out.suffix.lower() not in (".html", ".htm"):
         raise CnnlabError(f"--out must end in .html, got {out.name}")
     runs = [load_run(p, device="cpu") for p in paths]  # all errors before any work
