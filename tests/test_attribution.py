@@ -173,3 +173,14 @@ def load_split_images():
     from cnnlab.data import load_split
 
     return load_split("digits", "test").images[:4]
+
+
+def test_a_drawing_on_a_transparent_ground_is_read_as_on_white_paper(tmp_path):
+    from cnnlab.data.images import read_image
+
+    rgba = np.zeros((20, 20, 4), np.uint8)  # transparent everywhere...
+    rgba[5:15, 9:11] = (0, 0, 0, 255)  # ...but an opaque black stroke
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "canvas.png")
+    img = read_image(tmp_path / "canvas.png")
+    assert img.shape == (3, 20, 20)
+    assert int(img[:, 0, 0].min()) == 255 and int(img[:, 10, 10].max()) == 0

@@ -59,3 +59,25 @@ def test_errors_cli_writes_pictures_and_json(lenet_run):
                       (["--dataset", "fashion-mnist", "--data-dir", str(lenet_run)], "not found")]:
         r = CliRunner().invoke(cli, ["errors", str(lenet_run), *args])
         assert r.exit_code == 1 and msg in r.output, r.output
+
+
+def test_another_data_set_needs_the_same_classes_and_keeps_the_runs_own_files(lenet_run,
+                                                                             tmp_path):
+    """MNIST has digits' classes: accepted, with its own file names. Fashion-MNIST has ten
+    classes too, but other ones: refused, naming both."""
+    from conftest import write_idx_dataset
+
+    write_idx_dataset(tmp_path / "mnist", 32, 40)
+    write_idx_dataset(tmp_path / "fashion-mnist", 32, 40)
+    own = (lenet_run / "errors-test.json").read_text() if (lenet_run / "errors-test.json").exists() \
+        else None
+    r = CliRunner().invoke(cli, ["errors", str(lenet_run), "--dataset", "mnist", "--data-dir",
+                                 str(tmp_path), "--top", "3"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((lenet_run / "errors-mnist-test.json").read_text())["examples"] == 40
+    if own is not None:
+        assert (lenet_run / "errors-test.json").read_text() == own
+    r = CliRunner().invoke(cli, ["errors", str(lenet_run), "--dataset", "fashion-mnist",
+                                 "--data-dir", str(tmp_path)])
+    assert r.exit_code == 1 and "has other classes (T-shirt/top" in r.output, r.output
+    assert not (lenet_run / "errors-fashion-mnist-test.json").exists()

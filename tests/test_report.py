@@ -123,3 +123,14 @@ def test_the_report_renders_in_a_real_browser(two_runs, tmp_path):
     assert check["height"] > 3000  # laid out, not collapsed
     console = [line for line in res.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []
+
+
+def test_an_unfinished_run_and_a_run_given_twice(two_runs, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(two_runs[0], unfinished)
+    cfg = unfinished / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("epochs: 2", "epochs: 5"))
+    doc = build_report([unfinished]).read_text(encoding="utf-8")
+    assert "epochs of 5 planned: unfinished" in doc
+    r = CliRunner().invoke(cli, ["report", str(two_runs[0]), str(two_runs[0]) + "/"])
+    assert r.exit_code == 1 and "given twice" in r.output
