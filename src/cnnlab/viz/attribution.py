@@ -31,7 +31,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models.registry import find_layer, layer_names
 from cnnlab.run import LoadedRun
 from cnnlab.viz.inside import Examples, class_index, conv_layer_names
-from cnnlab.viz.plots import save_png
+from cnnlab.viz.plots import percent, save_png
 
 SCALES = ("image", "raw")
 
@@ -246,12 +246,12 @@ def plot_attribution(run: LoadedRun, examples: Examples, result: Attribution,
         colour = "black" if ok else "crimson"
         if compact:
             ax_in.set_title(f"{examples.labels[i]}\npredicted {run.classes[pred]} "
-                            f"({result.probability[i]:.0%})", fontsize=7.5, color=colour)
+                            f"({percent(result.probability[i])})", fontsize=7.5, color=colour)
             ax_over.set_title(f"explains {run.classes[tgt]}{flat}", fontsize=7.5)
         else:
             im = ax_map.imshow(heat, cmap="jet", vmin=0, vmax=vmax, interpolation=smooth)
             ax_in.set_ylabel(examples.labels[i], fontsize=9)
-            ax_in.set_title(f"predicted {run.classes[pred]} ({result.probability[i]:.0%})",
+            ax_in.set_title(f"predicted {run.classes[pred]} ({percent(result.probability[i])})",
                             fontsize=9, color=colour)
             ax_map.set_title(f"explains {run.classes[tgt]}{flat}", fontsize=9)
             ax_over.set_title("overlay", fontsize=9)

@@ -10,15 +10,10 @@ from pathlib import Path
 import torch
 
 from cnnlab.engine.interpret import Interpretation, Mistake
-from cnnlab.viz.plots import save_png
+from cnnlab.viz.plots import percent, save_png
 
 MAX_NUMBERED = 30  # above this many classes the cells are too small for numbers
 MAX_TILES = 48  # images in one mistakes picture (the table and JSON keep all of --top)
-
-
-def percent(p: float) -> str:
-    """A probability for a label: 0.998 reads 99.8%, not a rounded-up 100%."""
-    return f"{p:.0%}" if p < 0.99 else f"{min(p, 0.999):.1%}"
 
 
 def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | Path,

@@ -28,7 +28,10 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
     ax.plot([h.epoch for h in tested], [h.test_acc for h in tested], "g-.",
             marker="o" if dots or len(tested) < len(history) else None, ms=3, label="test acc")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if len(epochs) <= 12:
+        ax.set_xticks(epochs)
+    else:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlim(*((min(epochs) - 0.05, max(epochs) + 0.05) if len(epochs) > 1 else
                   (epochs[0] - 0.5, epochs[0] + 0.5)))
     ax.grid(True, alpha=0.3)
@@ -40,6 +43,11 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
     ax.set_title(title or default, fontsize=10)
     fig.tight_layout()
     return save_png(fig, path, dpi=120)
+
+
+def percent(p: float) -> str:
+    """A probability for a label: 0.998 reads 99.8%, not a rounded-up 100%."""
+    return f"{p:.0%}" if p < 0.99 else f"{min(p, 0.999):.1%}"
 
 
 def save_png(fig, path: str | Path, dpi: int | None = None) -> Path:
