@@ -50,6 +50,7 @@ def main() -> None:
 # registering the commands: each module adds its commands to ``cli``
 from cnnlab.cli import (  # noqa: E402,F401
     catalogue,
+    explain,
     features,
     inspect,
     lr_find,
