@@ -23,12 +23,15 @@ def parse_ints(text: str, n: int, what: str) -> tuple[int, ...]:
 @cli.command()
 @click.argument("model")
 @click.option("--input", "input_shape", help="input shape C,H,W [the model's own]")
-def summary(model: str, input_shape: str | None) -> None:
+@click.option("--receptive-field", "receptive", is_flag=True,
+              help="also each layer's receptive field, jump (effective stride) and the input "
+                   "region its centre unit sees")
+def summary(model: str, input_shape: str | None, receptive: bool) -> None:
     """Print each layer's output shape and parameter count, like d2l's layer loop."""
     from cnnlab.inspect.summary import model_summary
 
     shape = parse_ints(input_shape, 3, "--input") if input_shape else None
-    click.echo(model_summary(model, shape))
+    click.echo(model_summary(model, shape, receptive))
 
 
 @cli.command()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.inspect.receptive import LayerField
 
 
 @dataclass(frozen=True)
@@ -50,24 +51,43 @@ def layer_rows(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]
     return rows
 
 
+def field_text(lf: LayerField, input_hw: tuple[int, int]) -> str:
+    """``rf 16x16  jump 4  (2,2) sees rows 8..23, cols 8..23`` for one layer."""
+    f = lf.field
+    if f.size is None:
+        return "rf: the whole input"
+    (r0, r1), (c0, c1) = f.region(lf.centre, input_hw)
+    size = f"{f.size[0]}" if f.size[0] == f.size[1] else f"{f.size[0]}x{f.size[1]}"
+    jump = f"{f.jump[0]}" if f.jump[0] == f.jump[1] else f"{f.jump[0]}x{f.jump[1]}"
+    return (f"rf {size:>3}  jump {jump:>2}  unit {lf.centre} sees rows {r0}..{r1 - 1}, "
+            f"cols {c0}..{c1 - 1}")
+
+
 def format_summary(rows: list[LayerRow], total_params: int,
-                   aliases: dict[str, str] | None = None) -> str:
+                   aliases: dict[str, str] | None = None,
+                   fields: list[str] | None = None) -> str:
     """d2l-style lines (``Conv2d output shape: torch.Size([1, 6, 28, 28])``) plus params and
-    the layer's name, the one `--layer` takes (``aliases``: module name -> readable alias)."""
+    the layer's name, the one `--layer` takes (``aliases``: module name -> readable alias),
+    and, when given, each layer's receptive-field text."""
     aliases = aliases or {}
     width = max(len(f"{r.kind} output shape: {r.output_shape}") for r in rows)
     pwidth = max(len(f"{r.params:,}") for r in rows)
+    nwidth = max(len(aliases.get(r.name, r.name)) for r in rows) if fields else 0
     lines = [
         f"{f'{r.kind} output shape: {r.output_shape}':<{width}}  params: {r.params:>{pwidth},}"
-        f"  layer: {aliases.get(r.name, r.name)}"
-        for r in rows
+        f"  layer: {aliases.get(r.name, r.name):<{nwidth}}"
+        + (f"  {fields[i]}" if fields else "")
+        for i, r in enumerate(rows)
     ]
+    lines = [line.rstrip() for line in lines]
     lines.append(f"Total params: {total_params:,}")
     return "\n".join(lines)
 
 
-def model_summary(name: str, input_shape: tuple[int, int, int] | None = None) -> str:
-    """What `cnnlab summary` prints for registered model ``name``."""
+def model_summary(name: str, input_shape: tuple[int, int, int] | None = None,
+                  receptive: bool = False) -> str:
+    """What `cnnlab summary` prints for registered model ``name`` (``receptive``: with each
+    layer's receptive field, jump and the input region its centre unit sees)."""
     from cnnlab.models import create_model, get_model_info
 
     info = get_model_info(name)
@@ -76,4 +96,13 @@ def model_summary(name: str, input_shape: tuple[int, int, int] | None = None) ->
     rows = layer_rows(net, shape)
     head = f"{name}: {info.description}  (input 1x{'x'.join(map(str, shape))})"
     readable = {module: alias for alias, module in info.aliases.items()}
-    return head + "\n" + format_summary(rows, sum(p.numel() for p in net.parameters()), readable)
+    fields = None
+    if receptive:
+        from cnnlab.inspect.receptive import receptive_fields
+
+        measured = receptive_fields(net, shape)
+        fields = [field_text(lf, shape[1:]) for lf in measured]
+        if len(fields) != len(rows):
+            raise CnnlabError("could not match the receptive fields to the layers")
+    return head + "\n" + format_summary(rows, sum(p.numel() for p in net.parameters()), readable,
+                                        fields)
