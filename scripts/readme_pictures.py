@@ -1,13 +1,15 @@
-"""Regenerate the README's pictures in docs/img/ from a d2l-lenet-fashion run.
+"""Regenerate the pictures of the README and the quickstarts (docs/*.md) in docs/img/.
 
     python scripts/readme_pictures.py --data-dir ../shared/data            # trains the run
     python scripts/readme_pictures.py --run runs/lenet5-fashion-mnist-...  # reuses one
+    python scripts/readme_pictures.py --explain-only                       # no run needed
 
 Writes (each shrunk to a palette PNG, so the repository stays small):
   docs/img/report.png       the top of `cnnlab report`, screenshotted in headless Chromium
   docs/img/activations.png  the d2l exercise: conv1/conv2 feature maps of a pullover and a coat
   docs/img/gradcam.png      Grad-CAM of the same two inputs
   docs/img/confusion.png    the confusion matrix, counts and row-normalised
+  docs/img/shapes-*.png, receptive-field-mnist-net.png, conv.gif   the `explain` pictures
 """
 
 from __future__ import annotations
@@ -36,11 +38,37 @@ def shrink(src: Path, dst: Path, width: int, crop_height: int | None = None) -> 
     print(f"wrote {dst.relative_to(ROOT)} ({dst.stat().st_size // 1024} KB, {im.width}x{im.height})")
 
 
+def explain_pictures(tmp: Path) -> None:
+    """The concept pictures of the quickstarts: they need no data and no trained run."""
+    from cnnlab.explain.network import plot_receptive_field, plot_shapes
+    from cnnlab.explain.ops import explain_conv
+    from cnnlab.data import load_split
+    from cnnlab.data.preprocess import adapt_images
+    from cnnlab.models import create_model, get_model_info
+
+    for name in ("simple-cnn", "mnist-net", "lenet5", "mnist-inception"):
+        aliases = {m: a for a, m in get_model_info(name).aliases.items()}
+        shrink(plot_shapes(create_model(name), name, get_model_info(name).input_shape,
+                           tmp / f"shapes-{name}.png", aliases), OUT / f"shapes-{name}.png", 640)
+    digit = adapt_images(load_split("digits", "test").images[3:4], 28, 1)[0]
+    shrink(plot_receptive_field(create_model("mnist-net"), "mnist-net", digit,
+                                tmp / "rf.png"), OUT / "receptive-field-mnist-net.png", 800)
+    gif = explain_conv(padding=1, path=OUT / "conv.gif")
+    print(f"wrote {Path(gif).relative_to(ROOT)} ({Path(gif).stat().st_size // 1024} KB)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a trained d2l-lenet-fashion run [train one]")
     parser.add_argument("--data-dir", help="where fashion-mnist is (e.g. ../shared/data)")
+    parser.add_argument("--explain-only", action="store_true",
+                        help="only the concept pictures, which need no run")
     args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        explain_pictures(Path(tmp_name))
+    if args.explain_only:
+        return 0
 
     from cnnlab.api import train
     from cnnlab.run import load_run
