@@ -75,6 +75,7 @@ def test_cli_conv_and_pool_print_seed_numbers():
     (["conv", "--stride", "0"], "stride"),
     (["conv", "--shape", "1,5,100"], "--shape"),
     (["pool", "--kernel-size", "0"], "kernel-size"),
+    (["pool", "--stride", "0"], "stride must be at least 1"),
 ])
 def test_cli_bad_input_is_one_line_error(args, needle):
     res = CliRunner().invoke(cli, args)

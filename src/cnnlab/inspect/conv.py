@@ -7,6 +7,7 @@ The tutorials teach ``out = floor((in + 2*padding - dilation*(kernel-1) - 1) / s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,9 @@ def conv2d(x: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: int 
 def pool2d(x: torch.Tensor, kernel_size: int, stride: int | None = None, padding: int = 0,
            mode: str = "max") -> torch.Tensor:
     """Max or average pooling of a 2-D input; stride defaults to the kernel size."""
-    stride = stride or kernel_size
+    if kernel_size < 1:
+        raise CnnlabError(f"--kernel-size must be at least 1, got {kernel_size}")
+    stride = kernel_size if stride is None else stride
     _check(tuple(x.shape), (kernel_size, kernel_size), stride, padding)
     if padding * 2 > kernel_size:
         raise CnnlabError(f"padding {padding} must be at most half the kernel size {kernel_size}")
@@ -100,22 +103,46 @@ def conv_shape(in_shape: tuple[int, int, int, int], out_channels: int, kernel_si
     return layer.weight.shape, out.shape
 
 
+def number_format(t: torch.Tensor) -> Callable[[float], str]:
+    """How the numbers of ``t`` print: all whole, without a decimal point; else up to 4
+    significant digits (and never as -0)."""
+    if bool(torch.all(t == t.round())):
+        return lambda v: f"{int(v)}"
+    return lambda v: f"{v + 0.0:.4g}"   # + 0.0: -0.0 prints as 0
+
+
 def format_matrix(t: torch.Tensor) -> str:
     """Integers print without a decimal point; others with up to 4 decimals."""
-    is_int = bool(torch.all(t == t.round()))
-    cells = [[f"{int(v)}" if is_int else f"{v:.4g}" for v in row.tolist()] for row in t]
+    fmt = number_format(t)
+    cells = [[fmt(v) for v in row.tolist()] for row in t]
     width = max(len(c) for row in cells for c in row)
     return "\n".join("[" + " ".join(c.rjust(width) for c in row) + "]" for row in cells)
+
+
+def conv_operands(input_text: str | None, kernel_text: str | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The input and kernel matrices `cnnlab conv` and `cnnlab explain conv` work on, and the
+    notes on how they were read. Without a text, the tutorial's 5x5 example and its 3x3
+    kernel."""
+    x, x_note = parse_matrix(input_text or TUTORIAL_INPUT_5x5, "--input")
+    k, k_note = parse_matrix(kernel_text or TUTORIAL_KERNEL_3x3, "--kernel")
+    return x, k, [n for n in (x_note, k_note) if n]
+
+
+def pool_operand(input_text: str | None) -> tuple[torch.Tensor, list[str]]:
+    """The input matrix of `cnnlab pool` and `cnnlab explain pool` (the tutorial's 4x4
+    without a text) and the notes on how it was read."""
+    x, note = parse_matrix(input_text or TUTORIAL_INPUT_4x4, "--input")
+    return x, [note] if note else []
 
 
 def conv_report(input_text: str | None, kernel_text: str | None, padding: int = 0,
                 stride: int = 1) -> list[str]:
     """What `cnnlab conv` prints: the sizes, their arithmetic and the output matrix.
     Without an input or kernel, the tutorial's 5x5 example and its 3x3 kernel."""
-    x, x_note = parse_matrix(input_text or TUTORIAL_INPUT_5x5, "--input")
-    k, k_note = parse_matrix(kernel_text or TUTORIAL_KERNEL_3x3, "--kernel")
+    x, k, notes = conv_operands(input_text, kernel_text)
     out = conv2d(x, k, stride=stride, padding=padding)
-    return [n for n in (x_note, k_note) if n] + [
+    return notes + [
         f"input {x.shape[0]}x{x.shape[1]}, kernel {k.shape[0]}x{k.shape[1]}, "
         f"padding {padding}, stride {stride}",
         explain_size("height", x.shape[0], k.shape[0], stride, padding),
@@ -138,12 +165,10 @@ def layer_shape_report(shape: tuple[int, int, int, int], out_channels: int, kern
 def pool_report(input_text: str | None, kernel_size: int = 2, stride: int | None = None,
                 padding: int = 0, mode: str = "max") -> list[str]:
     """What `cnnlab pool` prints; without an input, the tutorial's 4x4 example."""
-    if kernel_size < 1:
-        raise CnnlabError(f"--kernel-size must be at least 1, got {kernel_size}")
-    x, note = parse_matrix(input_text or TUTORIAL_INPUT_4x4, "--input")
-    s = stride or kernel_size
+    x, notes = pool_operand(input_text)
+    s = kernel_size if stride is None else stride
     out = pool2d(x, kernel_size, stride=s, padding=padding, mode=mode)
-    return [n for n in (note,) if n] + [
+    return notes + [
         f"{mode} pooling: input {x.shape[0]}x{x.shape[1]}, kernel {kernel_size}, "
         f"stride {s}, padding {padding}",
         explain_size("height", x.shape[0], kernel_size, s, padding),
