@@ -19,6 +19,17 @@ EXPECTED_PARAMS = {  # counted by hand from the seeds' layer sizes
 EXPECTED_PARAMS["lenet5-relu"] = EXPECTED_PARAMS["lenet5"]
 
 
+def _inception_params(c_in):  # 1x1 convs to 16, 16, 16, 24; 5x5 16->24; 3x3 16->24, 24->24
+    return (c_in * (16 * 3 + 24) + (16 * 3 + 24) + (16 * 24 * 25 + 24) + (16 * 24 * 9 + 24)
+            + (24 * 24 * 9 + 24))
+
+
+EXPECTED_PARAMS["mnist-inception"] = ((10 * 25 + 10) + _inception_params(10) + (20 * 88 * 25 + 20)
+                                      + _inception_params(20) + (1408 * 10 + 10))
+EXPECTED_PARAMS["mnist-resnet"] = ((16 * 25 + 16) + 2 * (16 * 16 * 9 + 16) + (32 * 16 * 25 + 32)
+                                   + 2 * (32 * 32 * 9 + 32) + (512 * 10 + 10))
+
+
 def _fastnet_params(w, fc_in):
     convs = 9 * (1 * w[0] + w[0] * w[1] + w[1] * w[2])
     return convs + 2 * sum(w) + fc_in * 10 + 10

@@ -4,7 +4,8 @@ Importing this package imports every family module, which registers its models; 
 registry itself (``registry.py``) only holds the dict.
 """
 
-from cnnlab.models import airbench, fastnet, lenet, mlp, mnist_net, simple_cnn  # noqa: E402,F401,I001
+from cnnlab.models import airbench, fastnet, lenet, mlp, mnist_net  # noqa: E402,F401,I001
+from cnnlab.models import mnist_advanced, simple_cnn  # noqa: E402,F401,I001
 from cnnlab.models.init import init_weights  # noqa: E402
 from cnnlab.models.registry import (
     ModelInfo,
