@@ -40,10 +40,10 @@ def shrink(src: Path, dst: Path, width: int, crop_height: int | None = None) -> 
 
 def explain_pictures(tmp: Path) -> None:
     """The concept pictures of the quickstarts: they need no data and no trained run."""
-    from cnnlab.explain.network import plot_receptive_field, plot_shapes
-    from cnnlab.explain.ops import explain_conv
     from cnnlab.data import load_split
     from cnnlab.data.preprocess import adapt_images
+    from cnnlab.explain.network import plot_receptive_field, plot_shapes
+    from cnnlab.explain.ops import explain_conv
     from cnnlab.models import create_model, get_model_info
 
     for name in ("simple-cnn", "mnist-net", "lenet5", "mnist-inception"):

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +47,7 @@ def test_every_block_of_the_quickstart_runs(doc, tmp_path):
         if not have_data and re.search(r"\b(mnist|fashion-mnist|seed-mnist|d2l-lenet-fashion)\b",
                                        body):
             continue  # needs the real data sets
-        if lang == "bash":
-            cmd = ["bash", "-c", SHORT_TRAIN + body]
-        else:
-            cmd = [sys.executable, "-c", body]
+        cmd = ["bash", "-c", SHORT_TRAIN + body] if lang == "bash" else [sys.executable, "-c", body]
         res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=600)
         assert res.returncode == 0, f"{doc}: this block failed:\n{body}\n{res.stdout[-1500:]}" \
