@@ -18,7 +18,7 @@ def test_the_tour_notebook_runs_top_to_bottom(tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 6  # curves, filters, activations, Grad-CAM, shapes, receptive field
+    assert len(images) >= 8  # curves, filters, activations, Grad-CAM, conv, channels, shapes, field
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     last = [line for line in text.splitlines() if line.startswith("epoch 5:")]
     assert last and float(last[0].rsplit(" ", 1)[1]) > 0.8  # the 5-epoch run learned digits
