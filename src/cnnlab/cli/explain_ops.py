@@ -7,17 +7,13 @@ from pathlib import Path
 import click
 
 from cnnlab.cli.explain import explain
+from cnnlab.cli.inspect import conv_operand_options
 
 _OUT = "a .png picture, or a .gif animation with one frame per output number"
 
 
 @explain.command()
-@click.option("--input", "input_text",
-              help="input matrix, rows separated by ';' (or n*n numbers in one row) "
-                   "[the tutorial's 5x5 example]")
-@click.option("--kernel", "kernel_text", help="kernel matrix [the tutorial's 3x3 kernel 1..9]")
-@click.option("--padding", type=int, default=0, show_default=True)
-@click.option("--stride", type=int, default=1, show_default=True)
+@conv_operand_options
 @click.option("--out", type=click.Path(path_type=Path), default=Path("explain-conv.png"),
               show_default=True, help=_OUT)
 def conv(input_text: str | None, kernel_text: str | None, padding: int, stride: int,

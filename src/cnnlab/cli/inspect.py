@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from cnnlab.cli import cli
@@ -34,13 +36,23 @@ def summary(model: str, input_shape: str | None, receptive: bool) -> None:
     click.echo(model_summary(model, shape, receptive))
 
 
+def conv_operand_options(fn: Any) -> Any:
+    """--input / --kernel / --padding / --stride, shared by `conv` and `explain conv`."""
+    for opt in reversed([
+        click.option("--input", "input_text",
+                     help="input matrix, rows separated by ';' (or n*n numbers in one row) "
+                          "[the tutorial's 5x5 example]"),
+        click.option("--kernel", "kernel_text",
+                     help="kernel matrix [the tutorial's 3x3 kernel 1..9]"),
+        click.option("--padding", type=int, default=0, show_default=True),
+        click.option("--stride", type=int, default=1, show_default=True),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
 @cli.command()
-@click.option("--input", "input_text",
-              help="input matrix, rows separated by ';' (or n*n numbers in one row) "
-                   "[the tutorial's 5x5 example]")
-@click.option("--kernel", "kernel_text", help="kernel matrix [the tutorial's 3x3 kernel 1..9]")
-@click.option("--padding", type=int, default=0, show_default=True)
-@click.option("--stride", type=int, default=1, show_default=True)
+@conv_operand_options
 @click.option("--shape", help="instead: run nn.Conv2d on a random input of shape N,C,H,W")
 @click.option("--out-channels", type=int, default=1, show_default=True, help="with --shape")
 @click.option("--kernel-size", type=int, default=3, show_default=True, help="with --shape")
