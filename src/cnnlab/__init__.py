@@ -35,6 +35,7 @@ _LAZY = {
     "extract_features": ("cnnlab.engine.features", "extract_split"),
     "probe": ("cnnlab.engine.features", "probe"),
     "build_report": ("cnnlab.viz.report", "build_report"),
+    "predict": ("cnnlab.engine.predict", "predict"),
     "lr_find": ("cnnlab.engine.lr_find", "lr_find"),
     "LRFindResult": ("cnnlab.engine.lr_find", "LRFindResult"),
     "plot_lr_find": ("cnnlab.engine.lr_find", "plot_lr_find"),

@@ -54,6 +54,7 @@ from cnnlab.cli import (  # noqa: E402,F401
     features,
     inspect,
     lr_find,
+    predict,
     runs,
     train,
     visualize,

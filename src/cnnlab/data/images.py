@@ -15,7 +15,10 @@ import numpy as np
 import torch
 
 from cnnlab.data.preprocess import Preprocess
+from cnnlab.data.sources.folder import IMAGE_SUFFIXES
 from cnnlab.errors import CnnlabError
+
+__all__ = ["IMAGE_SUFFIXES", "load_images", "looks_dark_on_light", "read_image"]
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -29,7 +32,12 @@ def read_image(path: str | Path) -> torch.Tensor:
         raise CnnlabError(f"image file {path} does not exist")
     try:
         with Image.open(path) as im:
-            mode = "L" if im.mode in ("L", "1", "I;16", "I", "LA") else "RGB"
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top 8 bits
+                wide = np.asarray(im).astype(np.int64)
+                top = 65535 if im.mode != "I" or wide.max() > 255 else 255
+                arr = (wide * 255 // max(top, 1)).clip(0, 255).astype(np.uint8)
+                return torch.from_numpy(arr.copy())[None]
+            mode = "L" if im.mode in ("L", "1", "LA") else "RGB"
             if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                 # a drawing exported from a canvas or paint app: strokes on a transparent
                 # ground, which means on white paper (not on black, as dropping alpha would)

@@ -1,0 +1,62 @@
+"""`cnnlab predict RUN FILE|FOLDER ...`: classify your own images with a trained run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from cnnlab.cli import cli
+from cnnlab.cli.console import console
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--top-k", type=int, default=3, show_default=True, help="classes per image")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines: file, inverted, top-k")
+@click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto",
+              show_default=True, help="auto: invert dark-on-light drawings for a model trained "
+                                      "light-on-dark (MNIST)")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)
+def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, invert: str,
+            batch_size: int, device: str) -> None:
+    """The top-k classes of image files (PNG, JPEG, ...; any size or mode) and folders.
+
+    Each image is resized and converted as the run's preprocessing says, exactly as in
+    training. Folders are read recursively and streamed in batches.
+    """
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from cnnlab.engine.predict import collect_files, predict_files
+    from cnnlab.run import load_run
+    from cnnlab.viz.plots import percent
+
+    run = load_run(run_dir, device)
+    files = collect_files(inputs)
+    con = console()
+    if as_json:
+        for p in predict_files(run, files, top_k, invert, batch_size):
+            click.echo(json.dumps(p.to_dict(), ensure_ascii=False))
+        return
+    table = Table(show_edge=False)
+    table.add_column("file")
+    for i in range(min(top_k, len(run.classes))):
+        table.add_column(f"top {i + 1}" if i else "predicted")
+    inverted = 0
+    with Progress(console=con, transient=True, disable=len(files) < 512 or not con.is_terminal) as bar:
+        task = bar.add_task("predicting", total=len(files))
+        for p in predict_files(run, files, top_k, invert, batch_size,
+                               progress=lambda n: bar.advance(task, n)):
+            inverted += p.inverted
+            name = p.file + (" (inverted)" if p.inverted else "")
+            table.add_row(name, *[f"{c} {percent(q)}" for c, q in zip(p.classes, p.probabilities,
+                                                                      strict=True)])
+    con.print(table)
+    if inverted:
+        con.print(f"{inverted} dark-on-light image(s) were inverted to match the training data "
+                  "(light on dark); --invert no keeps them as they are")
