@@ -56,6 +56,7 @@ from cnnlab.cli import (  # noqa: E402,F401
     lr_find,
     predict,
     runs,
+    serve,
     train,
     visualize,
 )

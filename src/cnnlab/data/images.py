@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,7 +19,11 @@ from cnnlab.data.preprocess import Preprocess
 from cnnlab.data.sources.folder import IMAGE_SUFFIXES
 from cnnlab.errors import CnnlabError
 
-__all__ = ["IMAGE_SUFFIXES", "load_images", "looks_dark_on_light", "read_image"]
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+__all__ = ["IMAGE_SUFFIXES", "load_images", "looks_dark_on_light", "model_view", "pil_to_tensor",
+           "read_image"]
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -32,22 +37,32 @@ def read_image(path: str | Path) -> torch.Tensor:
         raise CnnlabError(f"image file {path} does not exist")
     try:
         with Image.open(path) as im:
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top 8 bits
-                wide = np.asarray(im).astype(np.int64)
-                top = 65535 if im.mode != "I" or wide.max() > 255 else 255
-                arr = (wide * 255 // max(top, 1)).clip(0, 255).astype(np.uint8)
-                return torch.from_numpy(arr.copy())[None]
-            mode = "L" if im.mode in ("L", "1", "LA") else "RGB"
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                # a drawing exported from a canvas or paint app: strokes on a transparent
-                # ground, which means on white paper (not on black, as dropping alpha would)
-                rgba = im.convert("RGBA")
-                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(paper, rgba)
-            arr = np.asarray(im.convert(mode))
+            return pil_to_tensor(im)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise CnnlabError(f"cannot read {path} as an image ({type(e).__name__}); give a PNG, "
                           "JPEG, BMP, GIF or WebP file") from None
+
+
+def pil_to_tensor(im: PILImage) -> torch.Tensor:
+    """A Pillow image of any mode -> uint8 (C, H, W), C = 1 or 3, the way a person sees it.
+
+    16-bit greyscale keeps its top 8 bits (not Pillow's clipping to 255); a transparent
+    ground (a canvas or paint-app drawing) becomes white paper, not the black that dropping
+    alpha would give; palette images are expanded.
+    """
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top 8 bits
+        wide = np.asarray(im).astype(np.int64)
+        top = 65535 if im.mode != "I" or wide.max() > 255 else 255
+        arr = (wide * 255 // max(top, 1)).clip(0, 255).astype(np.uint8)
+        return torch.from_numpy(arr.copy())[None]
+    mode = "L" if im.mode in ("L", "1", "LA") else "RGB"
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(paper, rgba)
+    arr = np.asarray(im.convert(mode))
     t = torch.from_numpy(arr.copy())
     return t[None] if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
 
@@ -60,6 +75,23 @@ def looks_dark_on_light(image: torch.Tensor) -> bool:
     return float(border.mean()) > 127.5
 
 
+def model_view(image: torch.Tensor, preprocess: Preprocess, invert: str = "auto"
+               ) -> tuple[torch.Tensor, bool]:
+    """One uint8 (C, H, W) picture -> the uint8 image the model receives (its channels and
+    size, inverted when it should be) and whether it was inverted. Normalisation follows in
+    :meth:`Preprocess.normalise`, as for every batch.
+
+    ``invert``: ``auto`` inverts dark-on-light pictures for a model trained light-on-dark;
+    ``yes``/``no`` force it.
+    """
+    if invert not in ("auto", "yes", "no"):
+        raise CnnlabError(f"invert must be auto, yes or no, got '{invert}'")
+    img = preprocess.adapt(image[None])[0]
+    flip = invert == "yes" or (invert == "auto" and preprocess.light_on_dark
+                               and looks_dark_on_light(img))
+    return (255 - img if flip else img), flip
+
+
 def load_images(paths: Sequence[str | Path], preprocess: Preprocess, invert: str = "auto"
                 ) -> tuple[torch.Tensor, list[str]]:
     """Image files -> one uint8 (N, C, H, W) batch in the model's channels and size, and a
@@ -68,14 +100,10 @@ def load_images(paths: Sequence[str | Path], preprocess: Preprocess, invert: str
     ``invert``: ``auto`` inverts dark-on-light pictures for a model trained light-on-dark;
     ``yes``/``no`` force it.
     """
-    if invert not in ("auto", "yes", "no"):
-        raise CnnlabError(f"invert must be auto, yes or no, got '{invert}'")
     batch, labels = [], []
     for p in paths:
-        img = preprocess.adapt(read_image(p)[None])[0]
-        flip = invert == "yes" or (invert == "auto" and preprocess.light_on_dark
-                                   and looks_dark_on_light(img))
-        batch.append(255 - img if flip else img)
+        img, flip = model_view(read_image(p), preprocess, invert)
+        batch.append(img)
         labels.append(Path(p).name + (" (inverted)" if flip else ""))
     if not batch:
         raise CnnlabError("no image files given")

@@ -1,0 +1,92 @@
+"""`cnnlab serve RUN`: the run behind HTTP (FastAPI + uvicorn, the ``serve`` extra)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from cnnlab.cli import cli
+from cnnlab.cli.console import console
+from cnnlab.errors import CnnlabError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on; 0.0.0.0 exposes the service to the network")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-upload-mb", type=float, default=5.0, show_default=True,
+              help="largest request body accepted (413 above it)")
+@click.option("--max-pixels", type=int, default=None,
+              help="largest image accepted, in pixels [default: 4096x the model's input, "
+                   "at least 4 MP]")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="server processes, each with its own copy of the model")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="most concurrent requests run as one batch")
+@click.option("--batch-window-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True,
+              help="how long a request waits for others to batch with")
+@click.option("--no-batching", is_flag=True, help="one forward pass per request")
+@click.option("--top-k", type=click.IntRange(1, None), default=3, show_default=True,
+              help="classes per answer unless the request asks (?top_k=K)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)
+def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels: int | None,
+          workers: int, max_batch: int, batch_window_ms: float, no_batching: bool, top_k: int,
+          device: str) -> None:
+    """Serve a trained run over HTTP, with a drawing page at / .
+
+    POST /predict takes an image (multipart file, raw body, or JSON {"image": base64}) and
+    answers the top-k classes; GET /model, /health and /ready describe the service.
+    Concurrent requests are batched into one forward pass.
+    """
+    from cnnlab.extras import require_extra
+
+    require_extra("fastapi", "serve", "cnnlab serve")
+    uvicorn = require_extra("uvicorn", "serve", "cnnlab serve")
+    require_extra("multipart", "serve", "cnnlab serve")
+    from cnnlab.run import load_run
+    from cnnlab.serve.app import ENV_CONFIG, BodyLimit, ServeConfig, create_app
+
+    if max_upload_mb <= 0:
+        raise CnnlabError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if max_pixels is not None and max_pixels < 1:
+        raise CnnlabError(f"--max-pixels must be positive, got {max_pixels}")
+    cfg = ServeConfig(run_dir=str(run_dir.resolve()), device=device, max_upload_mb=max_upload_mb,
+                      max_pixels=max_pixels, max_batch=1 if no_batching else max_batch,
+                      batch_window_ms=batch_window_ms, top_k=top_k)
+    run = load_run(run_dir, device)  # a bad run directory fails here, in one line
+    con = console()
+    shown = f"[{host}]" if ":" in host else host
+    con.print(f"serving [bold]{run.config.model}[/] ({run.run_dir.path.name}) on "
+              f"http://{shown}:{port}/  (draw at /, API at /predict, Ctrl-C stops)")
+    if not _is_loopback(host):
+        con.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine "
+                  "can use the service")
+    limit = int(max_upload_mb * 2**20)
+    log_level = "warning"
+    try:
+        if workers == 1:
+            app = BodyLimit(create_app(run, cfg), limit)
+            uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+        else:
+            os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
+            uvicorn.run("cnnlab.serve.app:app_from_env", factory=True, host=host, port=port,
+                        workers=workers, log_level=log_level, server_header=False)
+    except OSError as e:
+        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another "
+                          "--port or stop what is using it") from None

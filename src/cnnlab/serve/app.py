@@ -1,0 +1,301 @@
+"""The FastAPI application behind `cnnlab serve`.
+
+Routes: ``POST /predict`` (multipart upload, a JSON body ``{"image": BASE64}``, or the raw
+image bytes as the body) -> top-k JSON; ``GET /health`` (the process is alive); ``GET
+/ready`` (200 once the model is loaded and warmed up, 503 before); ``GET /model`` (name,
+classes, input shape, preprocessing, the run's final metrics); ``GET /`` the drawing page.
+
+This module needs the ``serve`` extra (FastAPI, uvicorn, python-multipart); the CLI checks
+for it first. Every error is a JSON body ``{"error": "..."}`` with a fitting status and never a traceback:
+413 for a body over the cap (checked on the raw bytes, before any parsing) or an image with
+too many pixels, 415 for bytes that are not PNG/JPEG/WebP/GIF, 400 for a corrupt image or a
+malformed request, 503 while warming up, 500 (details in the server log only) otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from cnnlab.data.images import model_view
+from cnnlab.run import LoadedRun
+from cnnlab.serve.batcher import MicroBatcher
+from cnnlab.serve.decode import UploadError, decode_upload, default_max_pixels, install_pillow_limits
+
+log = logging.getLogger("cnnlab.serve")
+ENV_CONFIG = "CNNLAB_SERVE_CONFIG"  # how `--workers N` hands the settings to each worker
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of one service (the `cnnlab serve` options)."""
+
+    run_dir: str
+    device: str = "auto"
+    max_upload_mb: float = 5.0
+    max_pixels: int | None = None  # None: default_max_pixels(model input)
+    max_batch: int = 32  # 1 turns batching off
+    batch_window_ms: float = 2.0
+    top_k: int = 3
+    invert: str = "auto"
+
+
+class BodyLimit:
+    """Answer 413 to any request body over ``max_bytes``, before the app parses a byte of it.
+
+    A declared Content-Length over the cap is refused without reading; a chunked body is
+    counted as it arrives and refused as soon as it passes the cap. Accepted bodies are
+    handed on whole (they are small: that is the point of the cap).
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, delivered = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        mb = self.max_bytes / 2**20
+        body = json.dumps({"error": f"the request body is over {mb:g} MB; send a smaller image "
+                                    "(the server's limit is --max-upload-mb)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Service:
+    """The loaded run, its batcher and readiness: the state behind the routes."""
+
+    def __init__(self, run: LoadedRun, cfg: ServeConfig):
+        self.run = run
+        self.cfg = cfg
+        self.max_pixels = cfg.max_pixels or default_max_pixels(run.preprocess.input_shape)
+        self.batcher = MicroBatcher(self._infer, cfg.max_batch, cfg.batch_window_ms)
+        self.ready = threading.Event()
+
+    def _infer(self, images: torch.Tensor) -> torch.Tensor:
+        return self.run.logits(images).float().softmax(1).cpu()
+
+    def warm_up(self) -> None:
+        """A few forward passes at the batch sizes the batcher makes, then ready."""
+        c, h, w = self.run.preprocess.input_shape
+        for n in sorted({1, 2, min(8, self.cfg.max_batch), self.cfg.max_batch}):
+            self._infer(torch.zeros(n, c, h, w, dtype=torch.uint8))
+        self.ready.set()
+        log.info("model warmed up; ready")
+
+    def view(self, data: bytes, invert: str) -> tuple[torch.Tensor, bool]:
+        """Upload bytes -> the uint8 image the model receives, and whether it was inverted."""
+        return model_view(decode_upload(data, self.max_pixels), self.run.preprocess, invert)
+
+    def describe(self) -> dict[str, Any]:
+        run, last = self.run, (self.run.history[-1] if self.run.history else None)
+        metrics = None
+        if last is not None:
+            metrics = {"epochs": last.epoch, "train_loss": last.train_loss,
+                       "train_acc": last.train_acc, "test_loss": last.test_loss,
+                       "test_acc": last.test_acc}
+        return {"model": run.config.model, "dataset": run.config.dataset,
+                "run": run.run_dir.path.name, "classes": list(run.classes),
+                "input_shape": list(run.preprocess.input_shape),
+                "preprocess": run.preprocess.to_dict(), "metrics": metrics,
+                "limits": {"max_upload_mb": self.cfg.max_upload_mb, "max_pixels": self.max_pixels},
+                "batching": {"max_batch": self.cfg.max_batch,
+                             "window_ms": self.cfg.batch_window_ms}}
+
+
+def _png_data_url(image: torch.Tensor) -> str:
+    from PIL import Image
+
+    arr = image.permute(1, 2, 0).numpy()
+    pic = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    buf = io.BytesIO()
+    pic.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+async def _image_bytes(request: Request) -> bytes:
+    """The image in a request: a multipart file, JSON ``{"image": BASE64}`` or the raw body."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except Exception as e:  # python-multipart's parse errors have several types
+            why = getattr(e, "detail", None) or type(e).__name__
+            raise UploadError(400, f"malformed multipart body ({why}); send the image as a "
+                                   "file field, e.g. curl -F file=@digit.png") from None
+        files = [v for v in form.values() if isinstance(v, UploadFile)]
+        if not files:
+            raise UploadError(400, "the multipart body has no file; send the image as a file "
+                                   "field (e.g. curl -F file=@digit.png)")
+        return await files[0].read()
+    if kind == "application/json":
+        try:
+            payload = json.loads(await request.body())
+            text = payload["image"]
+            if not isinstance(text, str):
+                raise TypeError
+            if text.startswith("data:"):
+                text = text.split(",", 1)[1]
+            return base64.b64decode(text, validate=True)
+        except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
+            raise UploadError(400, 'the JSON body must be {"image": "<base64 of a PNG or '
+                                   'JPEG file>"}') from None
+    return await request.body()
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if raw == "all":
+        return high
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value:
+        raise UploadError(400, f"{name} must be a whole number >= {low} (or 'all'), got '{raw}'")
+    return min(value, high)
+
+
+def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
+    """The FastAPI application serving ``run`` with the settings ``cfg``."""
+    service = Service(run, cfg)
+    install_pillow_limits(service.max_pixels)
+    page = resources.files("cnnlab.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(_app: Any):
+        await service.batcher.start()
+        warm = asyncio.get_running_loop().run_in_executor(None, service.warm_up)
+        yield
+        await warm
+        await service.batcher.close()
+
+    app = FastAPI(title="cnnlab serve", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.service = service
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(_r: Request, e: UploadError) -> JSONResponse:
+        return JSONResponse({"error": e.message}, status_code=e.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_r: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, e: RequestValidationError) -> JSONResponse:
+        first = (e.errors() or [{"msg": "invalid request"}])[0]
+        return JSONResponse({"error": str(first.get("msg"))}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _crash(_r: Request, e: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=e)  # the traceback stays in the server's log
+        return JSONResponse({"error": "internal error; the server log has the details"},
+                            status_code=500)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "ready": service.ready.is_set(),
+                **service.batcher.stats.to_dict()}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        if service.ready.is_set():
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "error": "the model is warming up"}, status_code=503)
+
+    @app.get("/model")
+    async def model() -> dict[str, Any]:
+        return service.describe()
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        """Top-k classes of one image. Query: ``top_k`` (or ``all``), ``invert``
+        (auto|yes|no), ``show_input=1`` to get the model-input image as a PNG data URL."""
+        if not service.ready.is_set():
+            raise UploadError(503, "the model is still warming up; retry in a moment")
+        start = time.perf_counter()
+        k = _query_int(request, "top_k", cfg.top_k, 1, len(run.classes))
+        invert = request.query_params.get("invert", cfg.invert)
+        if invert not in ("auto", "yes", "no"):
+            raise UploadError(400, f"invert must be auto, yes or no, got '{invert}'")
+        data = await _image_bytes(request)
+        image, inverted = await run_in_threadpool(service.view, data, invert)
+        probs = await service.batcher.submit(image)
+        p, idx = probs.topk(k)
+        out: dict[str, Any] = {
+            "top": [{"class": run.classes[i], "probability": round(float(q), 6)}
+                    for q, i in zip(p.tolist(), idx.tolist(), strict=True)],
+            "inverted": inverted}
+        if request.query_params.get("show_input") in ("1", "true", "yes"):
+            out["input"] = _png_data_url(image)
+        out["ms"] = round((time.perf_counter() - start) * 1000, 2)
+        return out
+
+    return app
+
+
+def app_from_env() -> Any:
+    """Application factory for uvicorn's worker processes (``--workers N``): each loads the
+    run named in ``$CNNLAB_SERVE_CONFIG``."""
+    from cnnlab.run import load_run
+
+    cfg = ServeConfig(**json.loads(os.environ[ENV_CONFIG]))
+    return BodyLimit(create_app(load_run(cfg.run_dir, cfg.device), cfg),
+                     int(cfg.max_upload_mb * 2**20))

@@ -1,0 +1,282 @@
+"""`cnnlab serve`: every endpoint, every refusal, and batching that changes nothing but speed."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+uvicorn = pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from cnnlab.cli import cli  # noqa: E402
+from cnnlab.data import load_split  # noqa: E402
+from cnnlab.data.images import model_view  # noqa: E402
+from cnnlab.run import load_run  # noqa: E402
+from cnnlab.serve.app import BodyLimit, ServeConfig, create_app  # noqa: E402
+
+
+def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Real test digits (light on dark, 8x8) scaled to 40x40 PNG files, with labels."""
+    split = load_split("digits", "test")
+    imgs = split.images[:24, 0].numpy()
+    return [_png(np.asarray(Image.fromarray(a).resize((40, 40), Image.BILINEAR))) for a in imgs]
+
+
+@pytest.fixture(scope="module")
+def run(lenet_run):
+    return load_run(lenet_run, device="cpu")
+
+
+def _client(run, **kw) -> TestClient:
+    cfg = ServeConfig(run_dir=str(run.run_dir.path), device="cpu", **kw)
+    limit = int(cfg.max_upload_mb * 2**20)
+    return TestClient(BodyLimit(create_app(run, cfg), limit), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def client(run):
+    with _client(run, max_upload_mb=0.25) as c:
+        for _ in range(200):
+            if c.get("/ready").status_code == 200:
+                break
+            time.sleep(0.05)
+        yield c
+
+
+def _expected(run, data: bytes, invert: str = "auto"):
+    from cnnlab.serve.decode import decode_upload
+
+    view, flipped = model_view(decode_upload(data, 10**7), run.preprocess, invert)
+    return run.logits(view[None]).softmax(1)[0], flipped
+
+
+def test_health_ready_and_model(client, run):
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/ready").json() == {"ready": True}
+    info = client.get("/model").json()
+    assert info["model"] == "lenet5" and info["classes"] == list(run.classes)
+    assert info["input_shape"] == [1, 28, 28]
+    assert info["preprocess"] == run.preprocess.to_dict()
+    assert info["metrics"]["test_acc"] == pytest.approx(run.history[-1].test_acc)
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text and "/predict" in page.text
+
+
+def test_predict_multipart_json_and_raw_agree_with_the_model(client, run, digits):
+    data = digits[0]
+    probs, _ = _expected(run, data)
+    answers = [
+        client.post("/predict?top_k=3", files={"file": ("d.png", data, "image/png")}),
+        client.post("/predict?top_k=3", json={"image": base64.b64encode(data).decode()}),
+        client.post("/predict?top_k=3",
+                    json={"image": "data:image/png;base64," + base64.b64encode(data).decode()}),
+        client.post("/predict?top_k=3", content=data),
+    ]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [t["class"] for t in body["top"]] == [run.classes[i] for i in probs.topk(3)[1]]
+        assert body["top"][0]["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
+        assert body["inverted"] is False
+    full = client.post("/predict?top_k=all", content=data).json()["top"]
+    assert len(full) == len(run.classes)
+    assert sum(t["probability"] for t in full) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_page_gets_the_model_input_and_drawings_are_inverted(client, run, digits):
+    ink = 255 - np.asarray(Image.open(io.BytesIO(digits[3])))  # dark digit on white paper
+    rgba = np.dstack([ink, ink, ink, np.full_like(ink, 255)])
+    r = client.post("/predict?show_input=1", files={"file": ("x.png", _png(rgba, "RGBA"))})
+    body = r.json()
+    assert r.status_code == 200 and body["inverted"] is True
+    seen = Image.open(io.BytesIO(base64.b64decode(body["input"].split(",", 1)[1])))
+    assert seen.size == (28, 28) and seen.mode == "L"
+    view, flipped = model_view(torch_from(ink), run.preprocess, "auto")
+    assert flipped and np.array_equal(np.asarray(seen), view[0].numpy())
+    plain = client.post("/predict", content=digits[3]).json()
+    assert plain["top"][0]["class"] == body["top"][0]["class"]
+    kept = client.post("/predict?invert=no", files={"file": ("x.png", _png(rgba, "RGBA"))})
+    assert kept.json()["inverted"] is False
+
+
+def torch_from(arr: np.ndarray):
+    import torch
+
+    return torch.from_numpy(arr.copy())[None]
+
+
+@pytest.mark.parametrize("make, status, words", [
+    (lambda d: {"content": b"x" * 300_000}, 413, "over 0.25 MB"),
+    (lambda d: {"content": iter([b"x" * 100_000] * 4)}, 413, "over 0.25 MB"),  # chunked
+    (lambda d: {"files": {"file": ("d.png", b"%PDF-1.4 hello", "image/png")}}, 415, "first bytes"),
+    (lambda d: {"content": b"GIF89a" + b"\0" * 20}, 400, "corrupt"),
+    (lambda d: {"content": d[0][:200]}, 400, "corrupt or truncated"),
+    (lambda d: {"content": _png(np.zeros((2100, 2100), np.uint8))}, 413, "MP"),  # 4.4 MP bomb
+    (lambda d: {"content": b""}, 400, "empty"),
+    (lambda d: {"json": {"picture": "abc"}}, 400, "JSON body must be"),
+    (lambda d: {"json": {"image": "***not base64***"}}, 400, "JSON body must be"),
+    (lambda d: {"files": {"note": (None, "hello")}}, 400, "no file"),
+    (lambda d: {"content": b"garbage", "headers": {"content-type":
+                                                          "multipart/form-data; boundary=x"}},
+     400, "malformed multipart"),
+])
+def test_every_refusal_is_one_clear_json_line(client, digits, make, status, words):
+    r = client.post("/predict", **make(digits))
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert words in error and "\n" not in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("query, words", [("top_k=0", "top_k must be"), ("top_k=two", "top_k"),
+                                          ("invert=maybe", "invert must be")])
+def test_bad_query_values(client, digits, query, words):
+    r = client.post(f"/predict?{query}", content=digits[0])
+    assert r.status_code == 400 and words in r.json()["error"]
+
+
+def test_a_big_image_is_refused_before_decoding(run):
+    """Pillow's own check is armed too: a PNG declaring 5000x5000 fails even with our cap
+    lifted above it, because its warning is an error in the server process."""
+    from cnnlab.serve.decode import UploadError, decode_upload, install_pillow_limits
+
+    bomb = _png(np.zeros((5000, 5000), np.uint8))
+    assert len(bomb) < 60_000  # small on the wire, 25 MP once decoded
+    install_pillow_limits(4_000_000)
+    with pytest.raises(UploadError) as e:
+        decode_upload(bomb, 10**9)
+    assert e.value.status == 413
+
+
+def test_internal_errors_never_leak(run, digits, monkeypatch):
+    with _client(run) as c:
+        c.app.app.state.service.ready.wait(30)
+
+        def boom(_images):
+            raise RuntimeError("secret internal detail")
+
+        monkeypatch.setattr(c.app.app.state.service.batcher, "infer", boom)
+        r = c.post("/predict", content=digits[0])
+    assert r.status_code == 500
+    assert "secret" not in r.text and "Traceback" not in r.text and "error" in r.json()
+    assert c.get("/nope").json() == {"error": "Not Found"}
+
+
+def test_not_ready_until_warmed_up(run, digits):
+    c = _client(run)  # no lifespan: never started, never warmed up
+    assert c.get("/health").status_code == 200
+    assert c.get("/ready").status_code == 503
+    r = c.post("/predict", content=digits[0])
+    assert r.status_code == 503 and "warming up" in r.json()["error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """A real uvicorn server on 127.0.0.1 in a thread."""
+
+    def __init__(self, run, **kw):
+        cfg = ServeConfig(run_dir=str(run.run_dir.path), device="cpu", **kw)
+        app = BodyLimit(create_app(run, cfg), int(cfg.max_upload_mb * 2**20))
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        url = f"http://127.0.0.1:{self.port}"
+        for _ in range(400):
+            try:
+                if httpx.get(url + "/ready").status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not become ready")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def test_concurrent_requests_are_batched_and_answer_as_sequential_ones(run, digits):
+    with _Server(run, batch_window_ms=20, max_batch=16) as url:
+        with httpx.Client() as h:
+            one_by_one = [h.post(url + "/predict?top_k=all", content=d).json() for d in digits]
+        before = httpx.get(url + "/health").json()
+
+        def ask(d):
+            with httpx.Client() as h:
+                return h.post(url + "/predict?top_k=all", content=d).json()
+
+        with ThreadPoolExecutor(len(digits)) as pool:
+            together = list(pool.map(ask, digits))
+        after = httpx.get(url + "/health").json()
+    assert after["requests"] - before["requests"] == len(digits)
+    assert after["batches"] - before["batches"] < len(digits)  # some requests shared a batch
+    assert after["largest_batch"] > 1
+    for a, b in zip(one_by_one, together, strict=True):
+        assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
+        for ta, tb in zip(a["top"], b["top"], strict=True):
+            assert ta["probability"] == pytest.approx(tb["probability"], abs=1e-5)
+
+
+def test_cli_refuses_bad_runs_and_missing_extra(tmp_path, lenet_run, monkeypatch):
+    r = CliRunner().invoke(cli, ["serve", str(tmp_path)])
+    assert r.exit_code == 1 and "not a cnnlab run directory" in r.output
+    r = CliRunner().invoke(cli, ["serve", str(lenet_run), "--max-upload-mb", "0"])
+    assert r.exit_code == 1 and "--max-upload-mb must be positive" in r.output
+    monkeypatch.setitem(__import__("sys").modules, "uvicorn", None)
+    r = CliRunner().invoke(cli, ["serve", str(lenet_run)])
+    assert r.exit_code == 1 and "pip install 'cnnlab[serve]'" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_cli_serves_until_stopped(lenet_run):
+    """The real command in its own process: listens on 127.0.0.1, answers, stops on SIGTERM."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(lenet_run), "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        info = httpx.get(url + "/model").json()
+        assert info["model"] == "lenet5"
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+    assert f"http://127.0.0.1:{port}/" in out and "Traceback" not in out
+    assert json.dumps(info)  # it answered while running
