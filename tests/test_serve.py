@@ -280,3 +280,12 @@ def test_cli_serves_until_stopped(lenet_run):
         out = proc.communicate(timeout=20)[0]
     assert f"http://127.0.0.1:{port}/" in out and "Traceback" not in out
     assert json.dumps(info)  # it answered while running
+
+
+def test_cli_says_when_the_port_is_taken(lenet_run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(cli, ["serve", str(lenet_run), "--port", str(port)])
+    assert r.exit_code == 1 and "cannot listen on 127.0.0.1" in r.output and "--port" in r.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +14,21 @@ import click
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
 from cnnlab.errors import CnnlabError
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail in one line now, rather than after loading, when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except socket.gaierror:
+            raise CnnlabError(f"--host {host} is not an address of this machine; use "
+                              "127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)") from None
+        except OSError as e:
+            raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick "
+                              "another --port, or stop what is using it") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -69,6 +85,7 @@ def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels:
     cfg = ServeConfig(run_dir=str(run_dir.resolve()), device=device, max_upload_mb=max_upload_mb,
                       max_pixels=max_pixels, max_batch=1 if no_batching else max_batch,
                       batch_window_ms=batch_window_ms, top_k=top_k)
+    _check_free(host, port)
     run = load_run(run_dir, device)  # a bad run directory fails here, in one line
     con = console()
     shown = f"[{host}]" if ":" in host else host
@@ -79,14 +96,10 @@ def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels:
                   "can use the service")
     limit = int(max_upload_mb * 2**20)
     log_level = "warning"
-    try:
-        if workers == 1:
-            app = BodyLimit(create_app(run, cfg), limit)
-            uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
-        else:
-            os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
-            uvicorn.run("cnnlab.serve.app:app_from_env", factory=True, host=host, port=port,
-                        workers=workers, log_level=log_level, server_header=False)
-    except OSError as e:
-        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another "
-                          "--port or stop what is using it") from None
+    if workers == 1:
+        app = BodyLimit(create_app(run, cfg), limit)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    else:
+        os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
+        uvicorn.run("cnnlab.serve.app:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_level=log_level, server_header=False)
