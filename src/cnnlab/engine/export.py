@@ -223,7 +223,8 @@ def _onnx_runner(path: Path) -> Runner:
 
 
 def _torchscript_runner(path: Path) -> Runner:
-    loaded = torch.jit.load(str(path), map_location="cpu").eval()
+    with quiet_exporters():  # torch 2.13 deprecates TorchScript with a warning on each load
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -301,8 +302,9 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
         images = random_images(preprocess)
         images_info = images_info or {"source": "random", "seed": RANDOM_SEED}
     if images.dtype != torch.uint8 or tuple(images.shape[1:]) != preprocess.input_shape:
-        raise CnnlabError(f"verification images must be uint8 (N, {', '.join(map(str, preprocess.input_shape))}), "
-                          f"got {images.dtype} {tuple(images.shape)}; adapt them first "
+        c, h, w = preprocess.input_shape
+        raise CnnlabError(f"verification images must be uint8 (N, {c}, {h}, {w}), got "
+                          f"{images.dtype} {tuple(images.shape)}; adapt them first "
                           "(Preprocess.adapt)")
     module = export_module(model, preprocess, with_preprocess)
     reference = copy.deepcopy(model).cpu().float().eval()
