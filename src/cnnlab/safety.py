@@ -69,3 +69,12 @@ def refuse_pickle(path: str | Path,
     :func:`looks_like_pickle`); do nothing otherwise."""
     if looks_like_pickle(path):
         raise CnnlabError(pickle_message(path, expected))
+
+
+def refuse_pickled_weights(path: str | Path) -> None:
+    """Raise a one-line :class:`CnnlabError` when a weights file (``model.safetensors``, a
+    checkpoint) holds a pickle: safetensors would only say "header too large", and the user
+    should learn what the file really is (it is never unpickled either way)."""
+    if has_pickle_content(path):
+        raise CnnlabError(pickle_message(path, "a run directory written by `cnnlab train` "
+                                               "(train this one again)", "safetensors"))

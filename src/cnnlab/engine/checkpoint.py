@@ -19,6 +19,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_path, write_json
 from cnnlab.models import upgrade_state_dict
+from cnnlab.safety import refuse_pickled_weights
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -60,15 +61,6 @@ def write_checkpoint(stem: Path, epoch: int, model: nn.Module,
     write_json(stem.with_suffix(".json"), {"epoch": epoch, "optimizer": opt_meta, **meta})
 
 
-def _refuse_pickled(path: Path) -> None:
-    """safetensors' own error for a pickle is "header too large"; say what the file really is."""
-    from cnnlab.safety import has_pickle_content, pickle_message
-
-    if has_pickle_content(path):
-        raise CnnlabError(pickle_message(path, "a run directory written by `cnnlab train` "
-                                               "(train this one again)", "safetensors"))
-
-
 def save_weights(path: Path, model: nn.Module) -> None:
     from safetensors.torch import save_file
 
@@ -83,7 +75,7 @@ def load_weights(path: Path, model: nn.Module) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    _refuse_pickled(path)
+    refuse_pickled_weights(path)
     try:
         state = load_file(str(path))
         model.load_state_dict(upgrade_state_dict(model, state))
@@ -101,7 +93,7 @@ def load_checkpoint(stem: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    _refuse_pickled(stem.with_suffix(".safetensors"))
+    refuse_pickled_weights(stem.with_suffix(".safetensors"))
     try:
         meta = json.loads(stem.with_suffix(".json").read_text())
         tensors = load_file(str(stem.with_suffix(".safetensors")))
