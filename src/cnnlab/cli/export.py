@@ -48,4 +48,6 @@ def export(run_dir: Path, fmt: str, out: Path | None, with_preprocess: bool) -> 
     shape = ", ".join(map(str, r.input["shape"]))
     con.print(f"input '{r.input['name']}': {r.input['dtype']} ({shape}), {r.input['range']}; "
               f"output '{r.output['name']}': float32 (batch, {len(r.classes)})")
-    con.print(f"wrote {r.file} ({r.file.stat().st_size / 1e6:.1f} MB) and {r.sidecar}")
+    size = r.file.stat().st_size
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    con.print(f"wrote {r.file} ({shown}) and {r.sidecar}")
