@@ -26,11 +26,16 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
     config (plus overrides such as a larger ``epochs``) when resuming."""
     from cnnlab.config import build_config
     from cnnlab.run import RunDir
+    from cnnlab.safety import refuse_pickled_weights
 
     if resume is not None:
         if recipe:
             raise CnnlabError("--resume continues a run with its saved config; drop --recipe")
-        cfg = build_config(None, overrides, base=RunDir(resume).read_config())
+        run = RunDir(resume)
+        cfg = build_config(None, overrides, base=run.read_config())
+        stem = run.latest_checkpoint()
+        if stem is not None:  # before the data is loaded: a pickled checkpoint is one line
+            refuse_pickled_weights(stem.with_suffix(".safetensors"))
         cfg.out = str(resume)
         return cfg
     if recipe is None and overrides.get("model") is None and overrides.get("dataset") is None:

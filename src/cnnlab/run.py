@@ -81,10 +81,19 @@ class RunDir:
         return (self.path / self.CONFIG).is_file()
 
     def require(self) -> RunDir:
-        """Raise a clear error unless this is a run directory written by `cnnlab train`."""
+        """Raise a clear error unless this is a run directory written by `cnnlab train`.
+
+        A file is refused before anything reads it; a pickle (``.pt``, ``torch.save``) with the
+        reason cnnlab never unpickles (:mod:`cnnlab.safety`)."""
+        from cnnlab.safety import refuse_pickle
+
         if not self.path.exists():
             raise CnnlabError(f"{self.path} does not exist; give a run directory written by "
                               "`cnnlab train` (runs/MODEL-DATASET-TIME)")
+        if not self.path.is_dir():  # a .pt checkpoint is the usual mistake: say why it is refused
+            refuse_pickle(self.path)
+            raise CnnlabError(f"{self.path} is a file, not a run directory; give the folder "
+                              "that `cnnlab train` wrote")
         if not self.is_run():
             raise CnnlabError(f"{self.path} is not a cnnlab run directory (no {self.CONFIG}); "
                               "give the folder that `cnnlab train` wrote")

@@ -51,6 +51,7 @@ def main() -> None:
 from cnnlab.cli import (  # noqa: E402,F401
     catalogue,
     explain,
+    export,
     features,
     inspect,
     lr_find,

@@ -20,7 +20,7 @@ def _model(target: str) -> tuple[Any, str, tuple[int, int, int], dict[str, str],
     from cnnlab.models import create_model, get_model_info
     from cnnlab.run import RunDir, load_run
 
-    if Path(target).is_dir():
+    if Path(target).exists():  # a run directory; a file (a .pt checkpoint) is refused
         RunDir(target).require()
         run = load_run(target, device="cpu")
         name = run.config.model

@@ -19,6 +19,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_path, write_json
 from cnnlab.models import upgrade_state_dict
+from cnnlab.safety import refuse_pickled_weights
 
 
 def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -69,10 +70,12 @@ def save_weights(path: Path, model: nn.Module) -> None:
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
-    """Load safetensors weights into ``model``; a wrong file gives a clear error."""
+    """Load safetensors weights into ``model``; a wrong file gives a clear error, and a
+    pickle saved under a safetensors name is named as such (it is never unpickled)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    refuse_pickled_weights(path)
     try:
         state = load_file(str(path))
         model.load_state_dict(upgrade_state_dict(model, state))
@@ -90,6 +93,7 @@ def load_checkpoint(stem: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    refuse_pickled_weights(stem.with_suffix(".safetensors"))
     try:
         meta = json.loads(stem.with_suffix(".json").read_text())
         tensors = load_file(str(stem.with_suffix(".safetensors")))

@@ -150,7 +150,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
     history: list[EpochMetrics] = []
     start_epoch = 0
     if resume is not None:
-        run = RunDir(resume)
+        run = RunDir(resume).require()  # a file (a .pt checkpoint) is refused, never read
         stem = run.latest_checkpoint()
         if stem is None:
             raise CnnlabError(f"{run} has no checkpoint to resume from; train it anew")

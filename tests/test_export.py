@@ -1,0 +1,206 @@
+"""`cnnlab export`: every model round-trips through ONNX and TorchScript with a dynamic batch
+axis, the sidecar says what was checked, and a bad export leaves nothing behind."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cnnlab.cli import cli
+from cnnlab.data import load_split
+from cnnlab.data.preprocess import Preprocess
+from cnnlab.engine import export as ex
+from cnnlab.models import create_model, get_model_info, model_names
+from cnnlab.run import load_run
+
+ort = pytest.importorskip("onnxruntime")
+BATCHES = (1, 2, 7)
+WITH_PREPROCESS_ONNX = {"lenet5", "airbench-res", "mnist-resnet"}  # one of each kind, for time
+
+
+def _model_and_preprocess(name: str, channels_last: bool = False):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    c, h, w = get_model_info(name).input_shape
+    pre = Preprocess(c, (h, w), mean=(0.45,) * c, std=(0.22,) * c, channels_last=channels_last)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, pre
+
+
+def _images(pre: Preprocess, n: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, *pre.input_shape), generator=g, dtype=torch.uint8)
+
+
+def _load(fmt: str, path):
+    """The exported file as a function of a tensor, loaded the way a client would."""
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape[0] == "batch"  # symbolic, not frozen at 2
+        return lambda x: torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+    with ex.quiet_exporters():  # torch.jit.load's DeprecationWarning (torch 2.13)
+        loaded = torch.jit.load(str(path))
+    return lambda x: loaded(x).detach()
+
+
+def _round_trip(name: str, fmt: str, with_preprocess: bool, tmp_path) -> None:
+    model, pre = _model_and_preprocess(name, channels_last=with_preprocess)
+    out = tmp_path / f"{name}{ex.FORMATS[fmt][1]}"
+    report = ex.export_model(model, pre, [str(i) for i in range(10)], fmt, out,
+                             with_preprocess=with_preprocess, model_name=name)
+    assert report.verified and [r.batch for r in report.verification] == list(BATCHES)
+    assert report.input["dtype"] == ("uint8" if with_preprocess else "float32")
+    run = _load(fmt, out)
+    for n in BATCHES:  # fresh images, not the ones the export checked itself on
+        images = _images(pre, n, seed=10 + n)
+        with torch.no_grad():
+            want = model(pre(images))
+        got = run(images if with_preprocess else pre.normalise(images))
+        assert got.shape == (n, 10)
+        assert float((got - want).abs().max()) <= ex.ATOL, (name, fmt, n)
+        assert torch.equal(got.argmax(1), want.argmax(1)), (name, fmt, n)
+    sidecar = json.loads(report.sidecar.read_text())
+    assert sidecar["verified"] is True and sidecar["input"]["shape"][0] == "batch"
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_round_trips_through_onnx(name, tmp_path):
+    _round_trip(name, "onnx", False, tmp_path)
+    if name in WITH_PREPROCESS_ONNX:
+        _round_trip(name, "onnx", True, tmp_path)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_round_trips_through_torchscript(name, tmp_path):
+    _round_trip(name, "torchscript", False, tmp_path)
+    _round_trip(name, "torchscript", True, tmp_path)
+
+
+def test_the_callers_model_is_left_as_it_was(tmp_path):
+    model, pre = _model_and_preprocess("lenet5", channels_last=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ex.export_model(model, pre, list("0123456789"), "torchscript", tmp_path / "m.pt")
+    conv = next(p for p in model.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------------------ the CLI on a run
+@pytest.fixture
+def run_copy(lenet_run, tmp_path):
+    """A private copy of the shared lenet run, so exports never change it for other tests."""
+    return shutil.copytree(lenet_run, tmp_path / "run")
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, ["export", *map(str, args)])
+
+
+def _one_line_error(r, text: str) -> None:
+    assert r.exit_code == 1, r.output
+    assert text in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_cli_default_path_and_sidecar(run_copy, fmt):
+    r = _invoke(run_copy, "--format", fmt)
+    assert r.exit_code == 0, r.output
+    assert "torchvision" not in r.output and "Warning" not in r.output  # exporter noise silenced
+    assert "images of the digits test split" in r.output
+    name = ex.FORMATS[fmt][0]
+    assert (run_copy / name).is_file() and f"wrote {run_copy / name}" in r.output
+    side = json.loads((run_copy / f"{name}.json").read_text())
+    run = load_run(run_copy, device="cpu")
+    assert side["format"] == fmt and side["file"] == name and side["model"] == "lenet5"
+    assert side["classes"] == list(run.classes)
+    assert side["input"] == {"name": "images", "dtype": "float32", "shape": ["batch", 1, 28, 28],
+                             "with_preprocess": False, "range": side["input"]["range"]}
+    assert side["preprocess"] == run.preprocess.to_dict()
+    assert side["versions"]["torch"] == torch.__version__
+    if fmt == "onnx":
+        assert side["opset"] >= 17 and side["versions"]["onnxruntime"] == ort.__version__
+    assert side["images"]["source"] == "test split" and side["images"]["dataset"] == "digits"
+    assert [row["batch"] for row in side["verification"]] == list(BATCHES)
+    for row in side["verification"]:
+        assert row["max_abs_diff"] <= 1e-3 and row["top1_agreement"] == 1.0
+        assert f"{row['max_abs_diff']:.2e}" in r.output
+    assert side["verified"] is True
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_with_preprocess_takes_uint8_and_matches_loaded_run(run_copy, tmp_path, fmt):
+    out = tmp_path / "deploy" / f"digits{ex.FORMATS[fmt][1]}"
+    r = _invoke(run_copy, "--format", fmt, "--out", out, "--with-preprocess")
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and not (run_copy / ex.FORMATS[fmt][0]).exists()
+    side = json.loads((out.parent / f"{out.name}.json").read_text())
+    assert side["input"]["dtype"] == "uint8" and side["input"]["with_preprocess"] is True
+    run = load_run(run_copy, device="cpu")
+    images = run.preprocess.adapt(load_split("digits", "test").images[20:33])  # 13 new images
+    got = _load(fmt, out)(images)
+    want = run.logits(images)
+    assert np.allclose(got.numpy(), want.numpy(), atol=1e-4)
+    assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+def test_cli_errors_are_one_line_and_write_nothing(run_copy, tmp_path):
+    before = sorted(p.name for p in run_copy.iterdir())
+    _one_line_error(_invoke(run_copy, "--format", "torchscript", "--out", tmp_path / "m.onnx"),
+                    "torchscript files end in .pt")
+    _one_line_error(_invoke(run_copy, "--format", "onnx", "--out", tmp_path / "m.pt"),
+                    "onnx files end in .onnx")
+    _one_line_error(_invoke(run_copy, "--format", "tflite"), "unknown export format 'tflite'")
+    _one_line_error(_invoke(tmp_path / "nowhere", "--format", "onnx"), "does not exist")
+    assert sorted(p.name for p in run_copy.iterdir()) == before
+    assert not list(tmp_path.glob("m.*"))
+
+
+def test_a_failed_verification_leaves_no_file(run_copy, monkeypatch):
+    real = ex._RUNNERS["onnx"]
+
+    def broken(path):  # a graph that is off by 0.01: above the tolerance
+        run = real(path)
+        return lambda x: run(x) + 0.01
+
+    monkeypatch.setitem(ex._RUNNERS, "onnx", broken)
+    before = sorted(p.name for p in run_copy.iterdir())
+    r = _invoke(run_copy, "--format", "onnx")
+    _one_line_error(r, "does not match PyTorch")
+    assert "nothing was written" in r.output
+    assert sorted(p.name for p in run_copy.iterdir()) == before  # no file, no temporary file
+
+
+def test_unloadable_test_split_falls_back_to_random_images_and_says_so(run_copy, monkeypatch):
+    import cnnlab.engine.evaluate as evaluate
+    from cnnlab.errors import CnnlabError
+
+    def no_data(*_a, **_k):
+        raise CnnlabError("data set 'digits' is not here")
+
+    monkeypatch.setattr(evaluate, "run_split", no_data)
+    r = _invoke(run_copy, "--format", "torchscript")
+    assert r.exit_code == 0, r.output
+    assert "could not be loaded" in r.output and "random uint8 images instead" in r.output
+    side = json.loads((run_copy / "model.torchscript.pt.json").read_text())
+    assert side["images"]["source"] == "random" and "not here" in side["images"]["reason"]
+    assert side["verified"] is True
+
+
+def test_onnx_without_the_extra_names_it(run_copy, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    r = _invoke(run_copy, "--format", "onnx")
+    _one_line_error(r, "cnnlab[export]")
+    assert not (run_copy / "model.onnx").exists()
+
+
+def test_import_cnnlab_does_not_import_onnx():
+    code = ("import sys, cnnlab, cnnlab.cli; "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
