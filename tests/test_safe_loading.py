@@ -103,7 +103,9 @@ def test_every_command_refuses(evil_files, marker, tmp_path, name):
     target = str(evil_files[name])
     commands = [["predict", target, str(image)], ["eval", target],
                 ["export", target, "--format", "onnx"],
-                ["export", target, "--format", "torchscript"]]
+                ["export", target, "--format", "torchscript"],
+                ["serve", target, "--port", "0"],
+                ["visualize", "filters", target]]
     if not name.startswith("run-"):  # resuming reads the checkpoint, not model.safetensors:
         commands.append(["train", "--resume", target, "--epochs", "2"])  # see the next test
     for args in commands:
