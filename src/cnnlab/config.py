@@ -80,6 +80,8 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model (pays off for larger nets on GPU)")
     cuda_graphs: bool = _f(False, "replay each training step as a CUDA graph (SGD on a GPU; "
                            "ignored on other devices)")
+    sync_bn: bool = _f(False, "multi-GPU runs: synchronise BatchNorm statistics across "
+                       "processes (SyncBatchNorm; CUDA only)")
     out: str | None = _f(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)")
     keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (0 keeps all)")
     log_every: int = _f(50, "steps between progress updates and NaN checks")

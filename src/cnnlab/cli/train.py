@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,43 @@ from cnnlab.errors import CnnlabError
 @click.option("--recipe", "-r", help="named recipe from `cnnlab recipes`, or a .yaml path")
 @click.option("--resume", type=click.Path(path_type=Path),
               help="continue the run in this directory from its last checkpoint")
+@click.option("--nproc", type=click.IntRange(1, 1024), default=None,
+              help="train in N processes on this machine with DDP (torchrun's launcher; "
+                   "--batch-size stays the global batch)")
 @config_options()
-def train(recipe: str | None, resume: Path | None, **overrides: Any) -> None:
+def train(recipe: str | None, resume: Path | None, nproc: int | None, **overrides: Any) -> None:
     """Train a model; every option overrides the recipe (or the defaults).
 
     With no options: mnist-net on the embedded digits data (resized to 28x28), in seconds.
+    Under torchrun (`torchrun --nproc-per-node N -m cnnlab train ...`) each process trains
+    its share of every batch with DistributedDataParallel; rank 0 writes the run.
     """
     from cnnlab.api import train_config
+    from cnnlab.distributed import launch, launched_by_torchrun
 
-    cfg = train_config(recipe, resume, **overrides)
+    cfg = train_config(recipe, resume, **overrides)  # a bad option fails here, once
+    if nproc is not None and nproc > 1 and not launched_by_torchrun():
+        if cfg.batch_size < nproc:
+            raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
+                              f"{nproc} processes; make it at least {nproc}")
+        code = launch(nproc, _without_nproc(sys.argv[1:]))
+        if code:
+            raise CnnlabError(f"a training process failed (exit {code}); its error is above")
+        return
     _run_training(cfg, resume)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N``: what each process runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _run_training(cfg: Any, resume: Path | None) -> None:
@@ -34,9 +62,12 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
     from rich.table import Table
 
     from cnnlab.device import describe, resolve_device, resolve_precision
+    from cnnlab.distributed import current
     from cnnlab.engine.train import fit
 
     con = console()
+    if not current().is_main:  # under torchrun only rank 0 prints
+        con.quiet = True
     device = resolve_device(cfg.device)
     con.print(f"cnnlab train: [bold]{cfg.model}[/] on [bold]{cfg.dataset}[/], "
               f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, "

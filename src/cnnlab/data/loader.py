@@ -9,11 +9,15 @@ All randomness of an epoch (the permutation, crop offsets, flip coins, cutout co
 drawn at the start of the epoch, on the training device, from a generator seeded by
 (seed, epoch): epoch k has the same batches whether or not the run was resumed, and no step
 copies random numbers from the host (on a GPU that copy would synchronise every step).
+Under DDP every rank draws the same, and takes its own slice of each global batch
+(:class:`~cnnlab.distributed.Dist`): the batches, and each example's augmentation,
+do not depend on the number of processes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 
@@ -27,6 +31,7 @@ from cnnlab.data.augment import (
     random_flip,
 )
 from cnnlab.data.preprocess import Preprocess
+from cnnlab.distributed import SINGLE, Dist
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -56,7 +61,14 @@ class DeviceLoader:
         drop_last: bool = False,
         augment: Augment | None = None,
         seed: int = 0,
+        dist: Dist = SINGLE,
+        shard: Literal["batches", "split"] = "batches",
     ):
+        if shard not in ("batches", "split"):
+            raise ValueError(f"shard must be 'batches' or 'split', got {shard!r}")
+        if dist.enabled and shard == "split":  # evaluation: a contiguous part, no padding
+            lo, hi = dist.shard(0, len(labels))
+            images, labels = images[lo:hi], labels[lo:hi]
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
@@ -66,6 +78,10 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.augment = augment or Augment()
         self.seed = seed
+        # with N processes: "batches" yields this rank's slice of every global batch
+        # (training); "split" holds this rank's part of the split (evaluation, summed after)
+        self.dist = dist
+        self.shard_batches = dist.enabled and shard == "batches"
         self._scale_shift = preprocess.scale_shift(device)
         self.flip_coin = None
         if self.augment.flip and self.augment.alternate_flip:  # one fixed coin per example
@@ -74,7 +90,9 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        if self.drop_last or (self.shard_batches and n % self.batch_size < self.dist.world):
+            return n // self.batch_size  # with N processes, a last batch of < N is dropped
+        return -(-n // self.batch_size)
 
     @property
     def num_examples(self) -> int:
@@ -86,6 +104,8 @@ class DeviceLoader:
         aug = self.augment
         for i in range(len(self)):
             lo, hi = self._bounds(i)
+            if self.shard_batches:  # draws follow positions, not ranks
+                lo, hi = self.dist.shard(lo, hi)
             idx = slice(lo, hi) if order is None else order[lo:hi]
             d = draws.slice(lo, hi)
             x, y = self.images[idx], self.labels[idx]
@@ -114,6 +134,10 @@ class DeviceLoader:
             draws = EpochDraws(*(None if t is None else t.to(self.device)
                                  for t in (draws.crop, draws.flip, draws.cutout)))
         return order, draws
+
+    def batch_bounds(self, i: int) -> tuple[int, int]:
+        """Positions of global batch ``i`` in the epoch's order (all ranks' slices together)."""
+        return self._bounds(i)
 
     def _bounds(self, i: int) -> tuple[int, int]:
         return i * self.batch_size, min((i + 1) * self.batch_size, len(self.labels))

@@ -11,7 +11,7 @@ says why it is where it is:
 5. the :class:`~cnnlab.data.preprocess.Preprocess` built from the training split, and the
    loaders;
 6. data-dependent init (airbench's whitening), the optimizer (before ``torch.compile``: it
-   must hold the real parameters), the loss criterion, built once.
+   must hold the real parameters), the DDP wrapper under torchrun, the loss criterion.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from cnnlab.data.augment import Augment
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.data.preprocess import Preprocess, adapt_images
 from cnnlab.device import auto_channels_last, resolve_device, resolve_precision, set_threads
+from cnnlab.distributed import Dist, setup, wrap_model
 from cnnlab.engine.optim import build_optimizer
+from cnnlab.errors import CnnlabError
 from cnnlab.models import check_input_shape, create_model, get_model_info, init_weights
 
 Log = Callable[[str], None]
@@ -50,6 +52,7 @@ class Built:
     step_model: nn.Module  # what the steps call: the model, or its torch.compile wrapper
     optimizer: torch.optim.Optimizer
     criterion: nn.Module
+    dist: Dist  # this process's rank and the number of processes (1 without torchrun)
 
 
 def fixed_subset(split: Split, n: int | None) -> Split:
@@ -93,7 +96,10 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     data-dependent init is then skipped, since the checkpoint brings the weights."""
     cfg = dataclasses.replace(cfg)
     set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    dist, device = setup(resolve_device(cfg.device))  # under torchrun: join the process group
+    if cfg.sync_bn and device.type != "cuda":
+        raise CnnlabError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm has no CPU "
+                          "kernels; drop --sync-bn (each process then keeps its own statistics)")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     cfg.device = device.type
@@ -117,18 +123,26 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     published = (info.mean, info.std) if info.mean is not None and info.std is not None else None
     preprocess = Preprocess.from_train(train.images, cfg.normalize, published,
                                        channels_last=cfg.channels_last)
+    if dist.enabled and cfg.batch_size < dist.world:
+        raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
+                          f"{dist.world} processes; make it at least {dist.world}")
     train_loader = DeviceLoader(train.images, train.labels, cfg.batch_size, device, preprocess,
                                 shuffle=True, drop_last=cfg.drop_last, augment=augment,
-                                seed=cfg.seed)
-    test_loader = DeviceLoader(test.images, test.labels, cfg.eval_batch_size, device, preprocess)
+                                seed=cfg.seed, dist=dist)
+    # every test example on exactly one rank, no padding; evaluate() sums over ranks
+    test_loader = DeviceLoader(test.images, test.labels, cfg.eval_batch_size, device,
+                               preprocess, dist=dist, shard="split")
 
     init_from_data = getattr(model, "init_from_data", None)
     if init_from_data is not None and fresh:  # e.g. airbench's whitening layer
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(
             cfg.seed))[:5000].to(device)  # a random sample: stored order may be by class
         init_from_data(train_loader.to_float(train_loader.images[pick]))
+    if cfg.sync_bn and dist.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg, model)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = wrap_model(model, dist, device)
+    step_model = torch.compile(step_model) if cfg.compile else step_model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     return Built(cfg, device, train.classes, preprocess, train_loader, test_loader, model,
-                 step_model, optimizer, criterion)
+                 step_model, optimizer, criterion, dist)

@@ -64,6 +64,8 @@ def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int,
         confusion += torch.bincount(y * num_classes + out.argmax(1),
                                     minlength=num_classes * num_classes)
     model.train(was_training)
+    loader.dist.sum_(confusion)  # under DDP each rank saw its own shard: add them up
+    loader.dist.sum_(loss_sum)
     confusion = confusion.view(num_classes, num_classes).cpu()
     n = max(int(confusion.sum()), 1)
     return EvalResult(float(confusion.diag().sum()) / n, float(loss_sum) / n, confusion)

@@ -19,6 +19,7 @@ from torch import nn
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.device import autocast
+from cnnlab.distributed import current, teardown
 from cnnlab.engine.build import build
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.ema import LookaheadEMA
@@ -56,12 +57,17 @@ Progress = Callable[[int, int, float], None]  # (step, steps, running loss)
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                  x: torch.Tensor, y: torch.Tensor, precision: str
+                  x: torch.Tensor, y: torch.Tensor, precision: str, weight: float = 1.0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One eager step: forward, loss, zero_grad, backward, step; returns (loss, correct)."""
+    """One eager step: forward, loss, zero_grad, backward, step; returns (loss, correct).
+
+    ``weight`` scales the loss (under DDP: this rank's share of the global batch times the
+    number of ranks, so that DDP's gradient average is the global batch's gradient)."""
     with autocast(x.device, precision):
         out = model(x)
         loss = criterion(out, y)
+        if weight != 1.0:
+            loss = loss * weight
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -73,8 +79,9 @@ def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.opt
                     progress: Progress | None = None, ema: LookaheadEMA | None = None,
                     graphed: GraphedSGDStep | None = None, criterion: nn.Module | None = None
                     ) -> EpochResult:
-    """One pass over the training split; returns mean loss, accuracy and timing."""
-    device = loader.device
+    """One pass over the training split; returns mean loss, accuracy and timing (over all
+    processes under DDP)."""
+    device, dist = loader.device, loader.dist
     if criterion is None:
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps = len(loader)
@@ -87,6 +94,12 @@ def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.opt
         set_lr(optimizer, cfg.lr * lr_factor(cfg, global_step + step, steps))
         if graphed is not None:
             loss, n_correct = graphed(x, y)
+        elif dist.enabled:
+            lo, hi = loader.batch_bounds(step)
+            weight = len(y) * dist.world / (hi - lo)
+            loss, n_correct = training_step(model, optimizer, criterion, x, y, cfg.precision,
+                                            weight)
+            loss = loss / dist.world  # summed over ranks at each log point: the batch's mean
         else:
             loss, n_correct = training_step(model, optimizer, criterion, x, y, cfg.precision)
         if ema is not None:
@@ -95,8 +108,12 @@ def train_one_epoch(model: nn.Module, loader: DeviceLoader, optimizer: torch.opt
         correct += n_correct
         seen += len(y)
         if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+            dist.sum_(losses[checked:step + 1])  # every rank then sees the same losses
             log_point(losses, checked, step + 1, epoch, cfg.lr, progress)
             checked = step + 1
+    if dist.enabled:
+        counts = dist.sum_(torch.stack([correct, torch.tensor(seen, device=device)]))
+        correct, seen = counts[0], int(counts[1])
     return epoch_result(losses, correct, seen, start)
 
 
@@ -136,13 +153,28 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
 
     ``cfg`` itself is not changed: the run works on (and saves) a resolved copy. With
     ``cfg.tensorboard``, scalars also go to RUN_DIR/tensorboard (see :mod:`.tb_log`).
+    Started by torchrun, every process trains its share of each batch under DDP and only
+    rank 0 writes files or calls ``log``/``progress``/``on_epoch_end``
+    (see :mod:`cnnlab.distributed`).
     """
     if cfg.tensorboard:  # a missing extra fails before the data is loaded or a file written
         from cnnlab.engine.tb_log import summary_writer_class
 
         summary_writer_class()
+    main = current().is_main
+    if not main:  # the other ranks are silent
+        log, progress, on_epoch_end = (lambda _m: None), None, None
+    try:
+        return _fit(cfg, resume, log, progress, on_epoch_end)
+    finally:
+        teardown()
+
+
+def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
+         progress: Progress | None, on_epoch_end: Callable[[EpochMetrics], None] | None
+         ) -> TrainResult:
     built = build(cfg, log, fresh=resume is None)  # raises before anything is written
-    cfg = built.cfg
+    cfg, dist = built.cfg, built.dist
     model, optimizer = built.model, built.optimizer
     steps = len(built.train)
     ema = LookaheadEMA(model, cfg.ema_every, cfg.epochs * steps) if cfg.ema_every else None
@@ -166,13 +198,20 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
         if run.latest_checkpoint() is not None:
             raise CnnlabError(f"{run} already holds a run; use --resume {run} "
                               "or pick another --out")
-        run.create()
     cfg.out = str(run.path)
-    run.write_config(cfg)
-    run.write_meta(built.preprocess, built.classes)
+    if dist.is_main:  # one writer: rank 0
+        run.create()
+        run.write_config(cfg)
+        run.write_meta(built.preprocess, built.classes)
+    if dist.enabled:
+        log(f"DDP: {dist.world} processes ({'NCCL' if built.device.type == 'cuda' else 'gloo'}),"
+            f" global batch {cfg.batch_size}, {torch.get_num_threads()} threads each")
 
     graphed = None
-    if cfg.cuda_graphs and built.device.type == "cuda":
+    if cfg.cuda_graphs and built.device.type == "cuda" and dist.enabled:
+        log("(cuda_graphs is not used under DDP, whose gradient all-reduce runs outside a "
+            "captured graph: training eagerly)")
+    elif cfg.cuda_graphs and built.device.type == "cuda":
         graphed = GraphedSGDStep(
             model, optimizer, built.criterion, cfg.precision,
             (cfg.batch_size, *built.preprocess.input_shape), built.device,
@@ -185,7 +224,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
             "1-pixel shifts)")
     on_epoch_start = getattr(model, "on_epoch_start", None)
     tb = None
-    if cfg.tensorboard:
+    if cfg.tensorboard and dist.is_main:
         from cnnlab.engine.tb_log import TensorboardLogger
 
         tb = TensorboardLogger(run.tensorboard_dir,
@@ -216,10 +255,12 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
                 epoch_time=time.perf_counter() - t0,
             )
             history.append(row)
-            run.save_checkpoint(epoch + 1, model, optimizer, ema,
-                                {"global_step": (epoch + 1) * steps,
-                                 "history": [asdict(h) for h in history]}, keep=cfg.keep_checkpoints)
-            run.write_metrics(history)
+            if dist.is_main:
+                run.save_checkpoint(epoch + 1, model, optimizer, ema,
+                                    {"global_step": (epoch + 1) * steps,
+                                     "history": [asdict(h) for h in history]},
+                                    keep=cfg.keep_checkpoints)
+                run.write_metrics(history)
             if tb is not None:  # after the checkpoint: TensorBoard shows what a resume keeps
                 tb.log_epoch(row)
             if on_epoch_end is not None:

@@ -1,0 +1,140 @@
+"""Multi-process training on PyTorch's own engine: torchrun + DistributedDataParallel.
+
+cnnlab does not start or connect processes itself. ``torchrun`` (or ``cnnlab train --nproc
+N``, which calls torchrun's launcher API) starts one process per device and sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address; :func:`setup` reads them and
+joins the process group (gloo on CPU, NCCL on CUDA). The rest of the library asks a
+:class:`Dist` what it is: which slice of a batch is its own, whether it may write files,
+and how to sum a tensor over all processes.
+
+The rules that keep a run with N processes equal to one process with the same global batch:
+
+* every rank draws the same permutation and augmentation for an epoch (the generator is
+  seeded by seed and epoch, never by rank) and takes its own contiguous slice of each global
+  batch: the global batch is the config's ``batch_size`` whatever N is;
+* each rank's loss is weighted by its share of the global batch, so DDP's gradient average
+  is the gradient of the global batch's mean loss, also for an uneven last batch;
+* evaluation gives each rank a contiguous shard of the test split with no padding (unlike
+  ``DistributedSampler``), and sums counts and losses over ranks: every example counts once;
+* only rank 0 writes the run directory and prints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from cnnlab.errors import CnnlabError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: rank ``rank`` of ``world`` (1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and logs."""
+        return self.rank == 0
+
+    def shard(self, lo: int, hi: int) -> tuple[int, int]:
+        """This rank's contiguous part of positions ``lo..hi`` (sizes differ by at most 1)."""
+        n = hi - lo
+        return lo + n * self.rank // self.world, lo + n * (self.rank + 1) // self.world
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over all ranks, in place (a no-op in a single process)."""
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+
+SINGLE = Dist()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def current() -> Dist:
+    """The job this process belongs to, from torchrun's environment (no process group
+    needed); :data:`SINGLE` outside torchrun."""
+    if not launched_by_torchrun():
+        return SINGLE
+    return Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(device: torch.device) -> tuple[Dist, torch.device]:
+    """Join the process group torchrun prepared (once per process) and pick this rank's
+    device: ``cuda:LOCAL_RANK`` on GPUs, the CPU otherwise. Returns (job, device)."""
+    info = current()
+    if not info.enabled:
+        return info, device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        if info.local_rank >= torch.cuda.device_count():
+            raise CnnlabError(f"local rank {info.local_rank} has no GPU (this node has "
+                              f"{torch.cuda.device_count()}); start at most that many "
+                              "processes per node (--nproc-per-node)")
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise CnnlabError(f"distributed training runs on CPU (gloo) or CUDA (NCCL), not "
+                          f"{device.type}; pass --device cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def teardown() -> None:
+    """Leave the process group (at the end of a run), so the process exits cleanly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: torch.nn.Module, info: Dist, device: torch.device) -> torch.nn.Module:
+    """The DDP wrapper the training steps call; the bare model where there is one process."""
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """``cnnlab train --nproc N``: run ``python -m cnnlab ARGV`` in N processes on this node
+    through torchrun's launcher API (a standalone rendezvous on a free local port), and
+    return an exit status. Multi-node jobs use ``torchrun`` itself."""
+    import sys
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if "OMP_NUM_THREADS" not in os.environ:  # as torchrun does: each process its share
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
+                          run_id=f"cnnlab-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
+    try:
+        elastic_launch(config, sys.executable)("-u", "-m", "cnnlab", *argv)
+    except ChildFailedError as e:
+        codes = sorted({f.exitcode for f in e.failures.values()})
+        return codes[-1] if codes and codes[-1] > 0 else 1
+    return 0

@@ -1,0 +1,147 @@
+"""DDP on CPU (gloo): 2 processes train exactly what 1 process trains with the same global
+batch, only rank 0 writes, evaluation counts every example once, and a run killed with
+SIGKILL resumes to the same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from cnnlab.cli import cli
+from cnnlab.config import build_config
+from cnnlab.engine.train import fit
+
+# mnist-net has no BatchNorm: with BN each rank would normalise by its own half-batch
+SETTINGS = {"model": "mnist-net", "dataset": "digits", "resize": 28, "epochs": 2,
+            "batch_size": 64, "limit_train": 640 + 37, "limit_test": 101, "lr": 0.05,
+            "crop_padding": 2, "device": "cpu", "threads": 1, "log_every": 4}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, settings: dict, report: str) -> None:
+    """One rank: what torchrun would set up, then `fit`; records the files it replaced into
+    place (every cnnlab write ends in os.replace) and its final weights."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    written: list[str] = []
+    real_replace = os.replace
+
+    def spy(src, dst, *a, **k):
+        written.append(str(dst))
+        return real_replace(src, dst, *a, **k)
+
+    os.replace = spy
+    result = fit(build_config(None, dict(settings)), log=lambda _m: None)
+    os.replace = real_replace
+    state = {k: v.detach().contiguous() for k, v in result.model.state_dict().items()}
+    save_file(state, f"{report}-rank{rank}.safetensors")
+    Path(f"{report}-rank{rank}.json").write_text(json.dumps(
+        {"written": written, "history": [h.test_acc for h in result.history],
+         "losses": [h.train_loss for h in result.history]}))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same run in 1 process and in 2 processes under DDP."""
+    root = tmp_path_factory.mktemp("ddp")
+    single = fit(build_config(None, {**SETTINGS, "out": str(root / "single")}),
+                 log=lambda _m: None)
+    report = str(root / "report")
+    mp.start_processes(_worker, args=(2, _free_port(), {**SETTINGS, "out": str(root / "ddp")},
+                                      report), nprocs=2, start_method="spawn")
+    ranks = [(load_file(f"{report}-rank{r}.safetensors"),
+              json.loads(Path(f"{report}-rank{r}.json").read_text())) for r in range(2)]
+    return root, single, ranks
+
+
+def test_two_processes_train_what_one_process_trains(runs):
+    root, single, ranks = runs
+    one = {k: v.detach() for k, v in single.model.state_dict().items()}
+    (w0, r0), (w1, r1) = ranks
+    for k in one:
+        assert torch.equal(w0[k], w1[k]), k  # every rank holds the same weights
+        torch.testing.assert_close(w0[k], one[k], rtol=0, atol=2e-5)  # fp sum order
+    assert not torch.equal(one["conv1.weight"], torch.zeros_like(one["conv1.weight"]))
+    assert r0["losses"] == pytest.approx([h.train_loss for h in single.history], abs=1e-5)
+    saved = load_file(str(root / "ddp" / "model.safetensors"))
+    assert all(torch.equal(saved[k], w0[k]) for k in saved)
+
+
+def test_only_rank_0_writes(runs):
+    root, _, ((_, r0), (_, r1)) = runs
+    assert r1["written"] == []
+    names = {Path(p).name for p in r0["written"]}
+    assert {"config.yaml", "preprocess.json", "metrics.csv", "model.safetensors"} <= names
+    assert all(str(root / "ddp") in p for p in r0["written"])
+
+
+def test_distributed_evaluation_counts_each_test_example_once(runs):
+    _, single, ((_, r0), (_, r1)) = runs
+    # 101 test examples split 50 + 51: the same accuracy as one process, both ranks agree
+    expected = [h.test_acc for h in single.history]
+    assert r0["history"] == pytest.approx(expected, abs=1e-12)
+    assert r1["history"] == r0["history"]
+    assert all(abs(a * 101 - round(a * 101)) < 1e-9 for a in r0["history"])
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnnlab", "train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+RESUME = ["--model", "mnist-net", "--dataset", "digits", "--resize", "28", "--epochs", "5",
+          "--batch-size", "32", "--limit-train", "1024", "--limit-test", "64", "--device",
+          "cpu", "--nproc", "2", "--keep-checkpoints", "0"]
+
+
+def test_a_killed_ddp_run_resumes_to_the_same_weights(tmp_path):
+    whole = _cli(*RESUME, "--out", str(tmp_path / "whole"))
+    out = whole.communicate(timeout=300)[0]
+    assert whole.returncode == 0, out
+
+    psutil = pytest.importorskip("psutil")
+    cut = tmp_path / "cut"
+    proc = _cli(*RESUME, "--out", str(cut))
+    deadline = time.monotonic() + 240
+    while not (cut / "checkpoints" / "epoch-002.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.005)
+    # the launcher and both ranks (torch's agent starts them in sessions of their own), at
+    # once and without any clean-up
+    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in family:
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    done = sorted(p.name for p in (cut / "checkpoints").glob("*.json"))
+    assert "epoch-005.json" not in done  # it really was cut short
+    resumed = _cli("--resume", str(cut), "--nproc", "2")
+    out = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0 and "resuming" in out, out
+    a = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    b = load_file(str(cut / "model.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+
+
+def test_sync_bn_is_refused_on_cpu():
+    r = CliRunner().invoke(cli, ["train", "--sync-bn", "--device", "cpu", "--epochs", "1"])
+    assert r.exit_code == 1 and "--sync-bn needs CUDA" in r.output
