@@ -121,7 +121,15 @@ def test_cli_default_path_and_sidecar(run_copy, fmt):
     assert side["classes"] == list(run.classes)
     assert side["input"] == {"name": "images", "dtype": "float32", "shape": ["batch", 1, 28, 28],
                              "with_preprocess": False, "range": side["input"]["range"]}
-    assert side["preprocess"] == run.preprocess.to_dict()
+    expected = {k: v for k, v in run.preprocess.to_dict().items() if k != "channels_last"}
+    assert {k: v for k, v in side["preprocess"].items() if k != "how"} == expected
+    assert "invert dark-on-light" in side["preprocess"]["how"]  # digits are light on dark
+    if fmt == "onnx":  # the same facts inside the file, for tools that never see the sidecar
+        import onnxruntime as ort
+
+        meta = ort.InferenceSession(str(run_copy / name)).get_modelmeta().custom_metadata_map
+        assert json.loads(meta["cnnlab.classes"]) == list(run.classes)
+        assert json.loads(meta["cnnlab.preprocess"])["mean"] == list(run.preprocess.mean)
     assert side["versions"]["torch"] == torch.__version__
     if fmt == "onnx":
         assert side["opset"] >= 17 and side["versions"]["onnxruntime"] == ort.__version__

@@ -61,10 +61,32 @@ def test_cli_table_json_and_bad_input(lenet_run, digit, tmp_path):
     assert [row["inverted"] for row in rows] == [False, True] and len(rows[0]["top"]) == 2
     r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(tmp_path)])
     assert r.exit_code == 0 and "(inverted)" in r.output and "were inverted" in r.output
-    for args, msg in [([str(tmp_path / "notes.txt")], "cannot read"),
-                      ([str(tmp_path / "missing.png")], "does not exist"),
+    r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(tmp_path / "notes.txt")])
+    assert r.exit_code == 1 and "is not an image file" in r.output
+    assert r.output.strip().splitlines()[-1] == ("Error: 1 of 1 file(s) could not be read "
+                                                  "(marked above); the others were classified")
+    for args, msg in [([str(tmp_path / "missing.png")], "does not exist"),
                       ([str(tmp_path / "grey.png"), "--top-k", "0"], "--top-k must be at least 1")]:
         r = CliRunner().invoke(cli, ["predict", str(lenet_run), *args])
         assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(cli, ["predict", str(tmp_path), str(tmp_path / "grey.png")])
     assert r.exit_code == 1 and "not a cnnlab run directory" in r.output
+
+
+def test_one_bad_file_does_not_stop_the_others(lenet_run, digit, tmp_path):
+    """A truncated PNG and a huge declared canvas in a folder: rows for them, answers for
+    the rest, then a non-zero exit."""
+    _write_variants(digit, tmp_path)
+    good = (tmp_path / "grey.png").read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "cut.png").write_bytes(good[: len(good) // 2])
+    Image.new("L", (15000, 15000)).save(tmp_path / "sub" / "huge.png")  # 225 MP > Pillow's cap
+    r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(tmp_path), "--json"])
+    assert r.exit_code == 1
+    rows = [json.loads(line) for line in r.output.splitlines() if line.startswith("{")]
+    by_name = {row["file"].rsplit("/", 1)[1]: row for row in rows}
+    assert "corrupt or truncated" in by_name["cut.png"]["error"]
+    assert "too many pixels" in by_name["huge.png"]["error"]
+    assert all("top" in row for name, row in by_name.items() if name not in ("cut.png", "huge.png"))
+    assert len(rows) == 8 and "2 of 8 file(s) could not be read" in r.output
+    assert "Traceback" not in r.output

@@ -131,10 +131,12 @@ def torch_from(arr: np.ndarray):
     (lambda d: {"files": {"file": ("d.png", b"%PDF-1.4 hello", "image/png")}}, 415, "first bytes"),
     (lambda d: {"content": b"GIF89a" + b"\0" * 20}, 400, "corrupt"),
     (lambda d: {"content": d[0][:200]}, 400, "corrupt or truncated"),
-    (lambda d: {"content": _png(np.zeros((2100, 2100), np.uint8))}, 413, "MP"),  # 4.4 MP bomb
+    (lambda d: {"content": _png(np.zeros((2100, 2100), np.uint8))}, 413, "4.4 MP"),  # > 4 MP
     (lambda d: {"content": b""}, 400, "empty"),
-    (lambda d: {"json": {"picture": "abc"}}, 400, "JSON body must be"),
-    (lambda d: {"json": {"image": "***not base64***"}}, 400, "JSON body must be"),
+    (lambda d: {"json": {"picture": "abc"}}, 400, 'no "image" string'),
+    (lambda d: {"json": {"image": "***not base64***"}}, 400, "not valid base64"),
+    (lambda d: {"content": b"{not json", "headers": {"content-type": "application/json"}},
+     400, "not valid JSON"),
     (lambda d: {"files": {"note": (None, "hello")}}, 400, "no file"),
     (lambda d: {"content": b"garbage", "headers": {"content-type":
                                                           "multipart/form-data; boundary=x"}},
@@ -178,7 +180,7 @@ def test_internal_errors_never_leak(run, digits, monkeypatch):
         r = c.post("/predict", content=digits[0])
     assert r.status_code == 500
     assert "secret" not in r.text and "Traceback" not in r.text and "error" in r.json()
-    assert c.get("/nope").json() == {"error": "Not Found"}
+    assert c.get("/nope").json()["error"].startswith("Not Found; this service has")
 
 
 def test_not_ready_until_warmed_up(run, digits):
@@ -249,7 +251,7 @@ def test_cli_refuses_bad_runs_and_missing_extra(tmp_path, lenet_run, monkeypatch
     r = CliRunner().invoke(cli, ["serve", str(tmp_path)])
     assert r.exit_code == 1 and "not a cnnlab run directory" in r.output
     r = CliRunner().invoke(cli, ["serve", str(lenet_run), "--max-upload-mb", "0"])
-    assert r.exit_code == 1 and "--max-upload-mb must be positive" in r.output
+    assert r.exit_code == 1 and "--max-upload-mb must be a positive number" in r.output
     monkeypatch.setitem(__import__("sys").modules, "uvicorn", None)
     r = CliRunner().invoke(cli, ["serve", str(lenet_run)])
     assert r.exit_code == 1 and "pip install 'cnnlab[serve]'" in r.output
@@ -289,3 +291,63 @@ def test_cli_says_when_the_port_is_taken(lenet_run):
         port = taken.getsockname()[1]
         r = CliRunner().invoke(cli, ["serve", str(lenet_run), "--port", str(port)])
     assert r.exit_code == 1 and "cannot listen on 127.0.0.1" in r.output and "--port" in r.output
+
+
+def test_base64_with_line_breaks_and_the_default_top_k_capped(run, digits):
+    """`base64` (the tool) and MIME encoders wrap lines; --top-k above the class count
+    means all classes, not a 500."""
+    wrapped = base64.encodebytes(digits[0]).decode()
+    assert "\n" in wrapped
+    with _client(run, top_k=50) as c:
+        c.app.app.state.service.ready.wait(30)
+        r = c.post("/predict", json={"image": wrapped})
+    assert r.status_code == 200 and len(r.json()["top"]) == len(run.classes)
+
+
+def test_405_says_what_is_allowed_and_head_checks_work(client):
+    r = client.get("/predict")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert "POST /predict" in r.json()["error"]
+    assert "POST /predict" in client.get("/nowhere").json()["error"]
+    assert client.head("/health").status_code == 200 and client.head("/ready").status_code == 200
+
+
+def test_a_failed_warm_up_is_reported_not_hidden(run, digits, monkeypatch):
+    def broken(self, images):
+        raise RuntimeError("out of memory (simulated)")
+
+    from cnnlab.serve.app import Service
+
+    monkeypatch.setattr(Service, "_infer", broken)
+    with _client(run) as c:
+        for _ in range(200):
+            if c.get("/health").json()["status"] == "error":
+                break
+            time.sleep(0.02)
+        health, ready = c.get("/health").json(), c.get("/ready")
+        r = c.post("/predict", content=digits[0])
+    assert "out of memory (simulated)" in health["error"]
+    assert ready.status_code == 503 and "failed" in ready.json()["error"]
+    assert r.status_code == 503 and "could not be warmed up" in r.json()["error"]
+
+
+def test_the_batcher_survives_a_failing_batch():
+    """Images of different shapes cannot be stacked: those requests fail, later ones work."""
+    import asyncio
+
+    import torch
+
+    from cnnlab.serve.batcher import MicroBatcher
+
+    async def main():
+        b = MicroBatcher(lambda x: x.float().mean((1, 2, 3)), max_batch=8, window_ms=50)
+        await b.start()
+        bad = await asyncio.gather(b.submit(torch.zeros(1, 4, 4, dtype=torch.uint8)),
+                                   b.submit(torch.zeros(1, 5, 5, dtype=torch.uint8)),
+                                   return_exceptions=True)
+        good = await asyncio.wait_for(b.submit(torch.full((1, 4, 4), 3, dtype=torch.uint8)), 5)
+        await b.close()
+        return bad, good
+
+    bad, good = asyncio.run(main())
+    assert all(isinstance(e, RuntimeError) for e in bad) and float(good) == 3.0

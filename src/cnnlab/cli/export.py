@@ -16,10 +16,13 @@ from cnnlab.cli.console import console
               help="onnx (needs the export extra: pip install 'cnnlab[export]') or torchscript")
 @click.option("--out", type=click.Path(path_type=Path),
               help="file to write [RUN/model.onnx, RUN/model.torchscript.pt]")
+@click.option("--data-dir", default=None,
+              help="where the run's data set is, for the check (default: where training found it)")
 @click.option("--with-preprocess", is_flag=True,
               help="the graph takes uint8 pixels (0..255, at the model's size and channels) and "
                    "normalises them itself; without it, the normalised float32 tensor")
-def export(run_dir: Path, fmt: str, out: Path | None, with_preprocess: bool) -> None:
+def export(run_dir: Path, fmt: str, out: Path | None, data_dir: str | None,
+           with_preprocess: bool) -> None:
     """Export a trained run to ONNX or TorchScript with a dynamic batch axis.
 
     The file is checked at once against PyTorch on test images of the run's data set at
@@ -32,7 +35,7 @@ def export(run_dir: Path, fmt: str, out: Path | None, with_preprocess: bool) -> 
     from cnnlab.engine.export import export_run
 
     con = console()
-    r = export_run(run_dir, fmt, out, with_preprocess)
+    r = export_run(run_dir, fmt, out, with_preprocess, data_dir=data_dir)
     if r.images.get("source") == "random":
         con.print(f"[bold]warning:[/] {r.images['reason']}; verified on deterministic random "
                   "uint8 images instead")

@@ -9,6 +9,7 @@ import click
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
+from cnnlab.errors import CnnlabError
 
 
 @cli.command()
@@ -39,9 +40,12 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, 
     run = load_run(run_dir, device)
     files = collect_files(inputs)
     con = console()
+    failed = 0
     if as_json:
         for p in predict_files(run, files, top_k, invert, batch_size):
+            failed += p.error is not None
             click.echo(json.dumps(p.to_dict(), ensure_ascii=False))
+        _fail_if_unreadable(failed, len(files))
         return
     table = Table(show_edge=False)
     table.add_column("file")
@@ -52,6 +56,10 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, 
         task = bar.add_task("predicting", total=len(files))
         for p in predict_files(run, files, top_k, invert, batch_size,
                                progress=lambda n: bar.advance(task, n)):
+            if p.error is not None:
+                failed += 1
+                table.add_row(p.file, f"[red]unreadable:[/] {p.error}")
+                continue
             inverted += p.inverted
             name = p.file + (" (inverted)" if p.inverted else "")
             table.add_row(name, *[f"{c} {percent(q)}" for c, q in zip(p.classes, p.probabilities,
@@ -60,3 +68,11 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, 
     if inverted:
         con.print(f"{inverted} dark-on-light image(s) were inverted to match the training data "
                   "(light on dark); --invert no keeps them as they are")
+    _fail_if_unreadable(failed, len(files))
+
+
+def _fail_if_unreadable(failed: int, total: int) -> None:
+    """After every readable file was classified: a non-zero exit when some were not."""
+    if failed:
+        raise CnnlabError(f"{failed} of {total} file(s) could not be read (marked above); "
+                          "the others were classified")

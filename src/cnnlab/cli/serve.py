@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
+import math
 import os
 import socket
 from dataclasses import asdict
@@ -16,19 +18,24 @@ from cnnlab.cli.console import console
 from cnnlab.errors import CnnlabError
 
 
-def _check_free(host: str, port: int) -> None:
-    """Fail in one line now, rather than after loading, when the address cannot be bound."""
+def _check_free(host: str, port: int) -> int:
+    """Fail in one line now, rather than after loading, when the address cannot be bound;
+    returns the port (a free one chosen by the system for ``--port 0``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    not_here = (f"--host {host} is not an address of this machine; use 127.0.0.1 (this "
+                "machine only) or 0.0.0.0 (all interfaces)")
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except socket.gaierror:
-            raise CnnlabError(f"--host {host} is not an address of this machine; use "
-                              "127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)") from None
+            raise CnnlabError(not_here) from None
         except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise CnnlabError(not_here) from None
             raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick "
                               "another --port, or stop what is using it") from None
+        return s.getsockname()[1]
 
 
 def _is_loopback(host: str) -> bool:
@@ -78,14 +85,17 @@ def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels:
     from cnnlab.run import load_run
     from cnnlab.serve.app import ENV_CONFIG, BodyLimit, ServeConfig, create_app
 
-    if max_upload_mb <= 0:
-        raise CnnlabError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if not (math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise CnnlabError(f"--max-upload-mb must be a positive number, got {max_upload_mb}")
+    if not math.isfinite(batch_window_ms):
+        raise CnnlabError(f"--batch-window-ms must be a number of milliseconds, got "
+                          f"{batch_window_ms}")
     if max_pixels is not None and max_pixels < 1:
         raise CnnlabError(f"--max-pixels must be positive, got {max_pixels}")
     cfg = ServeConfig(run_dir=str(run_dir.resolve()), device=device, max_upload_mb=max_upload_mb,
                       max_pixels=max_pixels, max_batch=1 if no_batching else max_batch,
                       batch_window_ms=batch_window_ms, top_k=top_k)
-    _check_free(host, port)
+    port = _check_free(host, port)
     run = load_run(run_dir, device)  # a bad run directory fails here, in one line
     con = console()
     shown = f"[{host}]" if ":" in host else host
@@ -93,7 +103,7 @@ def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels:
               f"http://{shown}:{port}/  (draw at /, API at /predict, Ctrl-C stops)")
     if not _is_loopback(host):
         con.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine "
-                  "can use the service")
+                  f"can use the service (from this machine: http://127.0.0.1:{port}/)")
     limit = int(max_upload_mb * 2**20)
     log_level = "warning"
     if workers == 1:

@@ -38,9 +38,16 @@ def read_image(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             return pil_to_tensor(im)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise CnnlabError(f"cannot read {path} as an image ({type(e).__name__}); give a PNG, "
-                          "JPEG, BMP, GIF or WebP file") from None
+    except UnidentifiedImageError:
+        raise CnnlabError(f"{path} is not an image file Pillow can read; give a PNG, JPEG, "
+                          "BMP, GIF or WebP file") from None
+    except Image.DecompressionBombError as e:
+        raise CnnlabError(f"{path} declares too many pixels to decode safely ({e}); shrink it "
+                          "first") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise CnnlabError(f"cannot read {path}: the image is corrupt or truncated "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                          "; save it again") from None
 
 
 def pil_to_tensor(im: PILImage) -> torch.Tensor:

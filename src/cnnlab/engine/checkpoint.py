@@ -82,7 +82,8 @@ def load_weights(path: Path, model: nn.Module) -> None:
     except FileNotFoundError as e:
         raise CnnlabError(f"no weights at {path}; train first or give the right run dir") from e
     except (SafetensorError, OSError) as e:
-        raise CnnlabError(f"{path} is not a readable safetensors file ({e})") from e
+        raise CnnlabError(f"{path} is not a readable safetensors file ({e}); it is damaged or "
+                          "truncated: restore it, or train the run again") from e
     except RuntimeError as e:
         raise CnnlabError(f"{path} does not match the model ({str(e).splitlines()[0]})") from e
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
+import json
 import logging
 import time
 import warnings
@@ -124,6 +126,8 @@ def output_path(run_dir: str | Path, fmt: str, out: str | Path | None = None) ->
     if out is None:
         return Path(run_dir) / default
     out = Path(out)
+    if out.is_dir():  # a folder: the default name inside it
+        return out / default
     if out.suffix.lower() != suffix:
         raise CnnlabError(f"--out {out} does not fit --format {fmt}: {fmt} files end in "
                           f"{suffix} (e.g. {Path(out).with_suffix('').name}{suffix})")
@@ -131,6 +135,7 @@ def output_path(run_dir: str | Path, fmt: str, out: str | Path | None = None) ->
 
 
 def _format(fmt: str) -> tuple[str, str]:
+    fmt = fmt.lower()
     if fmt not in FORMATS:
         raise CnnlabError(f"unknown export format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     return FORMATS[fmt]
@@ -204,7 +209,9 @@ def _export_onnx(module: nn.Module, dummy: torch.Tensor, path: Path) -> None:
 def _export_torchscript(module: nn.Module, dummy: torch.Tensor, path: Path) -> None:
     with quiet_exporters(), torch.no_grad():
         traced = torch.jit.trace(module, (dummy,), check_trace=False)
-        torch.jit.save(traced, str(path))
+        buf = io.BytesIO()  # torch's file writer aborts the process on a full disk; Python's
+        torch.jit.save(traced, buf)  # write raises an OSError, which is reported in one line
+    path.write_bytes(buf.getvalue())
 
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -326,6 +333,9 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise CnnlabError(f"{fmt} export of {model_name or 'the model'} failed "
                               f"({type(e).__name__}: {first})") from e
+        if fmt == "onnx":  # before the check, so the checked file is the one kept
+            _add_onnx_metadata(onnx, tmp_file, list(classes), client_preprocess(preprocess),
+                               model_name, with_preprocess)
         seconds["export"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         rows = verify(_RUNNERS[fmt](tmp_file), reference, preprocess,
@@ -340,7 +350,7 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
                    "range": "0..255 raw pixels" if with_preprocess else
                             "normalised: (x/255 - mean)/std, see preprocess"},
             output={"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)]},
-            preprocess=preprocess.to_dict(), images=images_info or {"source": "given"},
+            preprocess=client_preprocess(preprocess), images=images_info or {"source": "given"},
             verification=rows, tolerance=atol, verified=ok, versions=versions, opset=opset,
             seconds=seconds)
         if not ok:
@@ -353,12 +363,38 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
     return report
 
 
+def client_preprocess(preprocess: Preprocess) -> dict[str, Any]:
+    """What a client of the exported file must do to an image, in words and numbers (the
+    training memory format, ``channels_last``, is PyTorch's business: the graph takes NCHW)."""
+    d = preprocess.to_dict()
+    d.pop("channels_last", None)
+    d["how"] = (f"convert to {'grey' if preprocess.channels == 1 else 'RGB'}, resize to "
+                f"{preprocess.size[1]}x{preprocess.size[0]} (bilinear, antialiased), NCHW uint8"
+                + ("; invert dark-on-light pictures (the model was trained on light strokes on "
+                   "black)" if preprocess.light_on_dark else ""))
+    return d
+
+
+def _add_onnx_metadata(onnx: Any, path: Path, classes: list[str], preprocess: dict[str, Any],
+                       model_name: str, with_preprocess: bool) -> None:
+    """Class names and preprocessing inside the file (Netron, onnxruntime's
+    ``get_modelmeta().custom_metadata_map``), so they survive without the sidecar."""
+    proto = onnx.load(str(path))
+    props = {"cnnlab.model": model_name, "cnnlab.classes": json.dumps(classes),
+             "cnnlab.preprocess": json.dumps(preprocess),
+             "cnnlab.input": "uint8 pixels 0..255" if with_preprocess
+                             else "float32 (x/255 - mean)/std"}
+    onnx.helper.set_model_props(proto, props)
+    proto.doc_string = f"cnnlab export of {model_name or 'a model'}: {len(classes)} classes"
+    onnx.save(proto, str(path))
+
+
 def _onnx_opset(onnx: Any, path: Path) -> int | None:
     proto = onnx.load(str(path), load_external_data=False)
     return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def run_images(run: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+def run_images(run: Any, data_dir: str | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """The first test images of the run's own data set, adapted to the model's input, for the
     verification; deterministic random images when that split cannot be loaded (the returned
     info says so and why)."""
@@ -366,7 +402,7 @@ def run_images(run: Any) -> tuple[torch.Tensor, dict[str, Any]]:
 
     n = sum(VERIFY_BATCHES)
     try:
-        name, data = run_split(run, split="test")
+        name, data = run_split(run, data_dir=data_dir, split="test")
     except CnnlabError as e:
         return random_images(run.preprocess, n), {
             "source": "random", "seed": RANDOM_SEED,
@@ -377,7 +413,8 @@ def run_images(run: Any) -> tuple[torch.Tensor, dict[str, Any]]:
 
 
 def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = None,
-               with_preprocess: bool = False, atol: float = ATOL) -> ExportReport:
+               with_preprocess: bool = False, atol: float = ATOL,
+               data_dir: str | None = None) -> ExportReport:
     """Export a trained run's final weights to ONNX or TorchScript (the Python form of
     `cnnlab export`), verified on real test images of its data set; see :func:`export_model`.
 
@@ -389,11 +426,12 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", out: str | Path | None = 
     """
     from cnnlab.run import load_run
 
+    fmt = fmt.lower()
     path = output_path(run_dir, fmt, out)
     if fmt == "onnx":
         require_onnx()  # a missing extra fails before the run is loaded
     run = load_run(run_dir, device="cpu")
-    images, info = run_images(run)
+    images, info = run_images(run, data_dir)
     return export_model(run.model, run.preprocess, run.classes, fmt, path,
                         with_preprocess=with_preprocess, images=images, images_info=info,
                         model_name=run.config.model, atol=atol)

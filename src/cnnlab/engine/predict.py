@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnlab.data.images import IMAGE_SUFFIXES, load_images
+import torch
+
+from cnnlab.data.images import IMAGE_SUFFIXES, model_view, read_image
 from cnnlab.errors import CnnlabError
 from cnnlab.run import LoadedRun
 
@@ -24,8 +26,11 @@ class Prediction:
     classes: list[str]  # the top k, most probable first
     probabilities: list[float]
     inverted: bool
+    error: str | None = None  # why the file could not be read (then no classes)
 
     def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"file": self.file, "error": self.error}
         return {"file": self.file, "inverted": self.inverted,
                 "top": [{"class": c, "probability": round(p, 6)}
                         for c, p in zip(self.classes, self.probabilities, strict=True)]}
@@ -55,20 +60,35 @@ def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
 def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int = 3,
                   invert: str = "auto", batch_size: int = 256,
                   progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:
-    """Top-k classes and probabilities for each file, in order, batch by batch."""
+    """Top-k classes and probabilities for each file, in order, batch by batch. A file that
+    cannot be read gets a :class:`Prediction` with ``error`` set, and the others go on."""
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
+    if invert not in ("auto", "yes", "no"):
+        raise CnnlabError(f"invert must be auto, yes or no, got '{invert}'")
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
     k = min(top_k, len(run.classes))
     for start in range(0, len(files), batch_size):
         chunk = list(files[start:start + batch_size])
-        images, labels = load_images(chunk, run.preprocess, invert)
-        probs = run.logits(images).float().softmax(1)
-        p, idx = probs.topk(k, dim=1)
-        for f, label, pi, ii in zip(chunk, labels, p.tolist(), idx.tolist(), strict=True):
-            yield Prediction(str(f), [run.classes[i] for i in ii], pi,
-                             label.endswith("(inverted)"))
+        views: dict[int, tuple[torch.Tensor, bool]] = {}
+        errors: dict[int, str] = {}
+        for j, f in enumerate(chunk):
+            try:
+                views[j] = model_view(read_image(f), run.preprocess, invert)
+            except CnnlabError as e:
+                errors[j] = str(e)
+        top: dict[int, tuple[list[float], list[int]]] = {}
+        if views:
+            probs = run.logits(torch.stack([v for v, _ in views.values()])).float().softmax(1)
+            p, idx = probs.topk(k, dim=1)
+            top = dict(zip(views, zip(p.tolist(), idx.tolist(), strict=True), strict=True))
+        for j, f in enumerate(chunk):
+            if j in errors:
+                yield Prediction(str(f), [], [], False, errors[j])
+            else:
+                pi, ii = top[j]
+                yield Prediction(str(f), [run.classes[i] for i in ii], pi, views[j][1])
         if progress is not None:
             progress(len(chunk))
 

@@ -122,15 +122,23 @@ class Service:
         self.max_pixels = cfg.max_pixels or default_max_pixels(run.preprocess.input_shape)
         self.batcher = MicroBatcher(self._infer, cfg.max_batch, cfg.batch_window_ms)
         self.ready = threading.Event()
+        self.failure: str | None = None  # why warming up failed: the service cannot answer
 
     def _infer(self, images: torch.Tensor) -> torch.Tensor:
         return self.run.logits(images).float().softmax(1).cpu()
 
     def warm_up(self) -> None:
-        """A few forward passes at the batch sizes the batcher makes, then ready."""
+        """A few forward passes at the batch sizes the batcher makes, then ready; a failure
+        (out of memory, a broken model) is logged and reported by /health, /ready and
+        /predict instead of leaving the service "warming up" for ever."""
         c, h, w = self.run.preprocess.input_shape
-        for n in sorted({1, 2, min(8, self.cfg.max_batch), self.cfg.max_batch}):
-            self._infer(torch.zeros(n, c, h, w, dtype=torch.uint8))
+        try:
+            for n in sorted({1, 2, min(8, self.cfg.max_batch), self.cfg.max_batch}):
+                self._infer(torch.zeros(n, c, h, w, dtype=torch.uint8))
+        except Exception as e:
+            self.failure = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+            log.error("warming up the model failed; the service cannot answer", exc_info=e)
+            return
         self.ready.set()
         log.info("model warmed up; ready")
 
@@ -180,24 +188,27 @@ async def _image_bytes(request: Request) -> bytes:
                                    "field (e.g. curl -F file=@digit.png)")
         return await files[0].read()
     if kind == "application/json":
+        shape = '{"image": "<base64 of a PNG, JPEG, WebP or GIF file>"}'
         try:
             payload = json.loads(await request.body())
-            text = payload["image"]
-            if not isinstance(text, str):
-                raise TypeError
-            if text.startswith("data:"):
-                text = text.split(",", 1)[1]
-            return base64.b64decode(text, validate=True)
-        except (ValueError, KeyError, TypeError, IndexError, binascii.Error):
-            raise UploadError(400, 'the JSON body must be {"image": "<base64 of a PNG or '
-                                   'JPEG file>"}') from None
+        except ValueError:
+            raise UploadError(400, f"the body is not valid JSON; send {shape}") from None
+        text = payload.get("image") if isinstance(payload, dict) else None
+        if not isinstance(text, str):
+            raise UploadError(400, f'the JSON body has no "image" string; send {shape}')
+        if text.startswith("data:"):  # a data URL, as canvas.toDataURL() gives
+            text = text.partition(",")[2]
+        try:  # line breaks are normal in base64 (MIME, `base64` the tool): ignore whitespace
+            return base64.b64decode("".join(text.split()), validate=True)
+        except (ValueError, binascii.Error):
+            raise UploadError(400, f'"image" is not valid base64; send {shape}') from None
     return await request.body()
 
 
 def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
-        return default
+        return min(default, high)
     if raw == "all":
         return high
     try:
@@ -209,10 +220,33 @@ def _query_int(request: Request, name: str, default: int, low: int, high: int) -
     return min(value, high)
 
 
+# /predict reads its body itself (three forms, capped before parsing), so FastAPI cannot
+# infer its schema: this describes it for /openapi.json and the /docs page
+PREDICT_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {"name": "top_k", "in": "query", "schema": {"type": "string", "default": "3"},
+         "description": "classes to return: a number, or 'all'"},
+        {"name": "invert", "in": "query",
+         "schema": {"type": "string", "enum": ["auto", "yes", "no"], "default": "auto"},
+         "description": "auto: invert dark-on-light drawings for a light-on-dark model"},
+        {"name": "show_input", "in": "query", "schema": {"type": "boolean", "default": False},
+         "description": "also return the model's input image as a PNG data URL"}],
+    "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "file": {"type": "string", "format": "binary"}}}},
+        "application/json": {"schema": {"type": "object", "properties": {
+            "image": {"type": "string", "description": "base64 of the image file"}}}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+}
+
+
 def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
     """The FastAPI application serving ``run`` with the settings ``cfg``."""
     service = Service(run, cfg)
     install_pillow_limits(service.max_pixels)
+    for noisy in ("multipart", "python_multipart"):  # a malformed upload is the client's 400,
+        logging.getLogger(noisy).setLevel(logging.ERROR)  # not a warning in the server log
     page = resources.files("cnnlab.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
@@ -230,9 +264,15 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
     async def _upload_error(_r: Request, e: UploadError) -> JSONResponse:
         return JSONResponse({"error": e.message}, status_code=e.status)
 
+    routes = "POST /predict; GET /, /model, /health, /ready"
+
     @app.exception_handler(HTTPException)
     async def _http_error(_r: Request, e: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code)
+        detail = str(e.detail)
+        if e.status_code in (404, 405):
+            detail = f"{detail}; this service has {routes}"
+        return JSONResponse({"error": detail}, status_code=e.status_code,
+                            headers=getattr(e, "headers", None))  # 405 keeps its Allow header
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, e: RequestValidationError) -> JSONResponse:
@@ -249,25 +289,33 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "ready": service.ready.is_set(),
+        """Alive; with request and batch counts (per process when --workers > 1)."""
+        return {"status": "error" if service.failure else "ok", "ready": service.ready.is_set(),
+                **({"error": service.failure} if service.failure else {}),
                 **service.batcher.stats.to_dict()}
 
-    @app.get("/ready")
+    @app.api_route("/ready", methods=["GET", "HEAD"])
     async def ready() -> JSONResponse:
+        """200 once the model is loaded and warmed up; 503 before (or if that failed)."""
         if service.ready.is_set():
             return JSONResponse({"ready": True})
-        return JSONResponse({"ready": False, "error": "the model is warming up"}, status_code=503)
+        why = (f"warming up the model failed ({service.failure})" if service.failure
+               else "the model is warming up")
+        return JSONResponse({"ready": False, "error": why}, status_code=503)
 
     @app.get("/model")
     async def model() -> dict[str, Any]:
         return service.describe()
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=PREDICT_OPENAPI)
     async def predict(request: Request) -> dict[str, Any]:
         """Top-k classes of one image. Query: ``top_k`` (or ``all``), ``invert``
         (auto|yes|no), ``show_input=1`` to get the model-input image as a PNG data URL."""
+        if service.failure:
+            raise UploadError(503, f"the model could not be warmed up ({service.failure}); "
+                                   "see the server log")
         if not service.ready.is_set():
             raise UploadError(503, "the model is still warming up; retry in a moment")
         start = time.perf_counter()

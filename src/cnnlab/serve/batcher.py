@@ -105,9 +105,11 @@ class MicroBatcher:
             items = [i for i in await self._gather() if not i.future.cancelled()]
             if not items:
                 continue
-            batch = torch.stack([i.image for i in items])
-            try:
+            try:  # whatever fails (stacking, inference, a short result), the task goes on
+                batch = torch.stack([i.image for i in items])
                 out = await loop.run_in_executor(self._pool, self.infer, batch)
+                if len(out) != len(items):
+                    raise RuntimeError(f"inference gave {len(out)} rows for {len(items)} images")
             except Exception as e:  # every waiting request learns of it
                 for i in items:
                     if not i.future.done():

@@ -11,6 +11,7 @@ to the same cap with its warning turned into an error as a second line of defenc
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import torch
@@ -83,9 +84,11 @@ def decode_upload(data: bytes, max_pixels: int) -> torch.Tensor:
             return pil_to_tensor(im)  # an animated GIF gives its first frame
     except UploadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(413, f"the image declares more than {max_pixels / 1e6:.1f} MP "
-                               "(a decompression bomb?); send a smaller image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow says how many
+        size = f" ({int(found[1]) / 1e6:.1f} MP)" if found else ""
+        raise UploadError(413, f"the image is larger{size} than this service accepts "
+                               f"({max_pixels / 1e6:.1f} MP); shrink it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise UploadError(400, f"the {fmt} image is corrupt or truncated "
                                f"({type(e).__name__}); send a complete image file") from None
