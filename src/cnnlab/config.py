@@ -21,6 +21,7 @@ PadMode = Literal["zeros", "reflect"]
 Init = Literal["default", "xavier"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "bf16", "auto"]
+DataMemory = Literal["auto", "all", "stream"]
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors click's name
@@ -44,6 +45,9 @@ class TrainConfig:
                               "odd epochs (airbench) instead of fresh coin flips")
     cutout: int = _f(0, "augment: zero a random SIZE x SIZE square in each image (0: off)")
     drop_last: bool = _f(False, "drop the last incomplete training batch")
+    data_memory: DataMemory = _f("auto", "all: the training split on the device; stream: "
+                                 "memory-mapped on the host, each batch gathered from it; "
+                                 "auto: stream when the split exceeds half the free memory")
     limit_train: int | None = _f(None, "use only the first N training examples (quick runs)")
     limit_test: int | None = _f(None, "use only the first N test examples")
     epochs: int = _f(10, "number of epochs")

@@ -54,11 +54,21 @@ def cache_path(name: str, split: str, location: Path | None) -> Path:
     return cache_dir() / f"{name}-{split}-{source_key(name, split, location)}.safetensors"
 
 
-def read_cached(path: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None:
-    """(images, labels, class names) from a cache file, or None when it cannot be read."""
+def read_cached(path: Path, mmap: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None:
+    """(images, labels, class names) from a cache file, or None when it cannot be read.
+
+    ``mmap``: the images stay in the file, memory-mapped (copy-on-write, so the tensor is
+    writable and the file never changes): pages are read when a batch touches them, and a
+    split larger than memory can still be trained on (``--data-memory stream``)."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
+    if mmap:
+        try:
+            return _read_mapped(path)
+        except (KeyError, OSError, ValueError, TypeError):
+            return None
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -78,3 +88,31 @@ def write_cached(path: Path, images: torch.Tensor, labels: torch.Tensor,
     with atomic_path(path) as tmp:
         save_file({"images": images, "labels": labels}, str(tmp),
                   metadata={"classes": json.dumps(list(classes))})
+
+
+_DTYPES = {"U8": "uint8", "I64": "int64"}
+
+
+def _read_mapped(path: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """The safetensors layout read by hand (8-byte header length, JSON header, then raw
+    little-endian data), so the images can be a ``numpy.memmap`` instead of a copy."""
+    import numpy as np
+    import torch
+
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    meta = header.pop("__metadata__", {})
+    start = 8 + size
+
+    def mapped(name: str) -> np.ndarray:
+        info = header[name]
+        begin, end = info["data_offsets"]
+        dtype = np.dtype(_DTYPES[info["dtype"]]).newbyteorder("<")
+        shape = tuple(info["shape"])
+        if end - begin != int(np.prod(shape)) * dtype.itemsize:
+            raise ValueError(f"{name}: {end - begin} bytes for shape {shape}")
+        return np.memmap(path, dtype=dtype, mode="c", offset=start + begin, shape=shape)
+
+    labels = torch.from_numpy(np.array(mapped("labels")))  # small: read into memory
+    return torch.from_numpy(mapped("images")), labels, tuple(json.loads(meta["classes"]))

@@ -44,8 +44,12 @@ def load_split(
     data_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     log: Callable[[str], None] = lambda _m: None,
+    mmap: bool = False,
 ) -> Split:
-    """Load one split of a data set as uint8 tensors, decoding and caching on first use."""
+    """Load one split of a data set as uint8 tensors, decoding and caching on first use.
+
+    ``mmap``: the images are memory-mapped from the cache file instead of read into memory
+    (after a first decode, which writes the cache, they are mapped from it too)."""
     if split not in SPLITS:
         raise CnnlabError(f"unknown split '{split}'; choose train or test")
     info = get_info(name)
@@ -56,7 +60,7 @@ def load_split(
             raise not_found_error(name, data_dir)
     cache = cache_path(name, split, location)
     if use_cache and cache.is_file():
-        cached = read_cached(cache)
+        cached = read_cached(cache, mmap)
         if cached is not None:
             return Split(*cached)
         log(f"ignoring unreadable cache file {cache}")
@@ -72,4 +76,9 @@ def load_split(
             write_cached(cache, result.images, result.labels, result.classes)
         except OSError as e:  # a read-only cache must not stop training
             log(f"could not write cache {cache}: {e}")
+        else:
+            if mmap:  # the decoded arrays are dropped: the split lives in the file
+                mapped = read_cached(cache, mmap=True)
+                if mapped is not None:
+                    return Split(*mapped)
     return result

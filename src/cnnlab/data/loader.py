@@ -16,6 +16,8 @@ do not depend on the number of processes.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from typing import Literal
 
@@ -102,13 +104,8 @@ class DeviceLoader:
         """Batches of one epoch; the same ``epoch`` always gives the same batches."""
         order, draws = self._draw(epoch)
         aug = self.augment
-        for i in range(len(self)):
-            lo, hi = self._bounds(i)
-            if self.shard_batches:  # draws follow positions, not ranks
-                lo, hi = self.dist.shard(lo, hi)
-            idx = slice(lo, hi) if order is None else order[lo:hi]
+        for lo, hi, idx, x, y in self._batches(order):
             d = draws.slice(lo, hi)
-            x, y = self.images[idx], self.labels[idx]
             if d.crop is not None:
                 x = random_crop(x, aug.crop_padding, d.crop, aug.crop_pad_mode)
             if self.flip_coin is not None:
@@ -119,6 +116,25 @@ class DeviceLoader:
             if d.cutout is not None:  # on normalised values, so the square is the mean colour
                 x = cutout(x, aug.cutout, d.cutout)
             yield self.preprocess.layout(x), y
+
+    def _spans(self) -> Iterator[tuple[int, int]]:
+        """Positions (in the epoch's order) of each batch this process works on."""
+        for i in range(len(self)):
+            lo, hi = self._bounds(i)
+            if self.shard_batches:  # draws follow positions, not ranks
+                lo, hi = self.dist.shard(lo, hi)
+            yield lo, hi
+
+    def _batches(self, order: torch.Tensor | None
+                 ) -> Iterator[tuple[int, int, torch.Tensor | slice, torch.Tensor, torch.Tensor]]:
+        """(lo, hi, indices, uint8 images, labels) of each batch, gathered on the device."""
+        for lo, hi in self._spans():
+            idx = slice(lo, hi) if order is None else order[lo:hi]
+            yield lo, hi, idx, self.images[idx], self.labels[idx]
+
+    def examples(self, idx: torch.Tensor) -> torch.Tensor:
+        """Examples ``idx`` as normalised float inputs (e.g. for data-dependent init)."""
+        return self.to_float(self.images[idx.to(self.images.device)].to(self.device))
 
     def _draw(self, epoch: int) -> tuple[torch.Tensor | None, EpochDraws]:
         """The epoch's permutation (drawn first) and augmentation draws, on the device."""
@@ -154,3 +170,68 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
+
+
+class HostLoader(DeviceLoader):
+    """The same batches as :class:`DeviceLoader`, for a split kept on the host (typically
+    memory-mapped from the cache file, ``--data-memory stream``) instead of on the device.
+
+    The permutation and augmentation draws are those of :class:`DeviceLoader` (same
+    generator, same device), so batches and results are identical; only where the uint8
+    images come from differs. A background thread gathers each batch from the host array
+    (touching only the pages it needs) a few batches ahead; on CUDA into pinned memory, copied
+    with ``non_blocking=True`` so the copy overlaps the previous step.
+    """
+
+    PREFETCH = 3
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 device: torch.device, preprocess: Preprocess, **kw):
+        super().__init__(images[:0], labels, batch_size, device, preprocess, **kw)
+        if self.dist.enabled and kw.get("shard") == "split":
+            lo, hi = self.dist.shard(0, len(images))
+            images = images[lo:hi]
+        self.images = images  # stays where it is: host memory or a memory map
+        self.pin = device.type == "cuda"
+
+    def _batches(self, order: torch.Tensor | None
+                 ) -> Iterator[tuple[int, int, torch.Tensor | slice, torch.Tensor, torch.Tensor]]:
+        host_order = None if order is None else order.cpu()  # once per epoch
+        spans = list(self._spans())
+        done: queue.Queue = queue.Queue(maxsize=self.PREFETCH)
+        stop = threading.Event()
+
+        def gather() -> None:
+            try:
+                for lo, hi in spans:
+                    idx = slice(lo, hi) if host_order is None else host_order[lo:hi]
+                    x = self.images[idx]
+                    if self.pin:
+                        x = x.pin_memory()
+                    while not stop.is_set():
+                        try:
+                            done.put((lo, hi, x), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, re-raised there
+                done.put(e)
+
+        worker = threading.Thread(target=gather, name="cnnlab-gather", daemon=True)
+        worker.start()
+        try:
+            for _ in spans:
+                item = done.get()
+                if isinstance(item, BaseException):
+                    raise item
+                lo, hi, x = item
+                idx = slice(lo, hi) if order is None else order[lo:hi]
+                yield lo, hi, idx, x.to(self.device, non_blocking=True), self.labels[idx]
+        finally:  # also when the consumer stops early
+            stop.set()
+            worker.join()
+
+    def examples(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.to_float(self.images[idx.cpu()].to(self.device))

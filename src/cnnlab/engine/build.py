@@ -27,7 +27,7 @@ from torch import nn
 from cnnlab.config import TrainConfig, build_config
 from cnnlab.data import Split, get_info, load_split
 from cnnlab.data.augment import Augment
-from cnnlab.data.loader import DeviceLoader
+from cnnlab.data.loader import DeviceLoader, HostLoader
 from cnnlab.data.preprocess import Preprocess, adapt_images
 from cnnlab.device import auto_channels_last, resolve_device, resolve_precision, set_threads
 from cnnlab.distributed import Dist, setup, wrap_model
@@ -66,14 +66,40 @@ def fixed_subset(split: Split, n: int | None) -> Split:
 
 def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split, Split]:
     """Both splits of ``cfg.dataset``, limited and adapted as ``cfg`` asks, checked against
-    the model's input shape (an error names the options that fix it)."""
+    the model's input shape (an error names the options that fix it). Unless
+    ``cfg.data_memory`` is ``all``, the training images come memory-mapped from the cache."""
     splits = []
     for name, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
-        split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log), limit)
+        mmap = name == "train" and cfg.data_memory != "all"
+        split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log, mmap=mmap),
+                             limit)
         images = adapt_images(split.images, cfg.resize, cfg.channels)
         check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
         splits.append(Split(images, split.labels, split.classes))
     return splits[0], splits[1]
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for the training split: GPU memory on CUDA, available RAM elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def streams(mode: str, images: torch.Tensor, device: torch.device) -> bool:
+    """Whether the training split is streamed from the host (``--data-memory``)."""
+    if mode == "auto":
+        return images.numel() * images.element_size() > free_memory(device) // 2
+    return mode == "stream"
 
 
 def model_config(model: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -126,7 +152,15 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     if dist.enabled and cfg.batch_size < dist.world:
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
                           f"{dist.world} processes; make it at least {dist.world}")
-    train_loader = DeviceLoader(train.images, train.labels, cfg.batch_size, device, preprocess,
+    stream = streams(cfg.data_memory, train.images, device)
+    if stream:
+        log(f"streaming the training split from the host ({train.images.numel() / 2**30:.2f} "
+            "GiB, memory-mapped): each batch is gathered as it is needed")
+    images = train.images
+    if not stream and cfg.data_memory != "all":  # mapped for the check: now into memory
+        images = images.clone()
+    loader_class = HostLoader if stream else DeviceLoader
+    train_loader = loader_class(images, train.labels, cfg.batch_size, device, preprocess,
                                 shuffle=True, drop_last=cfg.drop_last, augment=augment,
                                 seed=cfg.seed, dist=dist)
     # every test example on exactly one rank, no padding; evaluate() sums over ranks
@@ -137,7 +171,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     if init_from_data is not None and fresh:  # e.g. airbench's whitening layer
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(
             cfg.seed))[:5000].to(device)  # a random sample: stored order may be by class
-        init_from_data(train_loader.to_float(train_loader.images[pick]))
+        init_from_data(train_loader.examples(pick))
     if cfg.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg, model)
