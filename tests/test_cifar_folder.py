@@ -72,11 +72,39 @@ def test_folder_dir_and_zip_give_the_same(tmp_path):
 def test_folder_mixed_sizes_and_corrupt_images(tmp_path):
     root = _tree(tmp_path / "t")
     Image.new("RGB", (9, 9)).save(root / "train" / "cat" / "big.png")
-    with pytest.raises(CnnlabError, match="different sizes"):
+    with pytest.raises(CnnlabError, match=r"1 of 7 files .*big.png \(9x9 pixels where the first "
+                                          r"image has 8x8 \(pass --resize SIZE\)\)"):
         load_split("folder", "train", root, use_cache=False)
+    resized = load_split("folder", "train", root, use_cache=False, resize=6)  # all 6x6
+    assert resized.images.shape == (7, 3, 6, 6)
     (root / "train" / "cat" / "big.png").write_bytes(b"not an image")
-    with pytest.raises(CnnlabError, match="cannot decode image .*big.png"):
+    (root / "train" / "dog" / "cut.png").write_bytes(
+        (root / "train" / "dog" / "1.png").read_bytes()[:40])
+    with pytest.raises(CnnlabError, match="2 of 8 files .*big.png .*cut.png.*--bad-files skip"):
         load_split("folder", "train", root, use_cache=False)
+    notes: list[str] = []
+    kept = load_split("folder", "train", root, use_cache=False, bad_files="skip",
+                      log=notes.append)
+    assert len(kept) == 6 and kept.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert any("skipped 2 of 8 train files" in n for n in notes)
+
+
+def test_parallel_decode_with_resize_equals_one_process(tmp_path):
+    """Hundreds of JPEGs of mixed sizes: worker processes give exactly what one process
+    gives, in file order, resized at decode time."""
+    from cnnlab.data.sources.folder import read_image_folder
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(200):
+            size = (int(rng.integers(20, 60)), int(rng.integers(20, 60)))
+            arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(arr).save(tmp_path / "train" / c / f"{i:03d}.jpg", quality=80)
+    one = read_image_folder(tmp_path, "train", resize=16, workers=1)
+    many = read_image_folder(tmp_path, "train", resize=16, workers=2)
+    assert one[0].shape == (600, 3, 16, 16) and np.array_equal(one[0], many[0])
+    assert np.array_equal(one[1], many[1]) and one[2] == many[2] == ["a", "b", "c"]
 
 
 def test_folder_errors(tmp_path):
@@ -95,3 +123,42 @@ def test_missing_jpeg_zip_names_a_file_path(tmp_path):
     msg = str(not_found_error("cifar10-jpeg", tmp_path))
     assert "<root>/cifar10-jpeg/cifar10-jpeg.zip and pass --data-dir" in msg
     assert "<root>/mnist/ and" in str(not_found_error("mnist", tmp_path))
+
+
+def test_an_interrupted_decode_leaves_no_cache(tmp_path):
+    """Ctrl-C while worker processes decode a folder: one line, no cache file, no
+    temporary file, no run directory, no worker left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 4000), ("test", 20)):
+        for c in ("a", "b"):
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(n // 2):
+                arr = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(tmp_path / "tree" / split / c / f"{i}.jpg")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "CNNLAB_CACHE": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--dataset", "folder",
+                             "--data-dir", str(tmp_path / "tree"), "--model", "simple-cnn",
+                             "--resize", "32", "--out", str(tmp_path / "run")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not psutil.Process(proc.pid).children(recursive=True):  # the decode workers
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.01)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 1 and "interrupted before the first epoch" in out, out
+    assert "Traceback" not in out
+    assert not cache.exists() or not any(cache.iterdir())
+    assert not (tmp_path / "run").exists()
+    psutil.wait_procs(workers, timeout=10)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)

@@ -22,6 +22,7 @@ Init = Literal["default", "xavier"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "bf16", "auto"]
 DataMemory = Literal["auto", "all", "stream"]
+BadFiles = Literal["fail", "skip"]
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors click's name
@@ -45,6 +46,8 @@ class TrainConfig:
                               "odd epochs (airbench) instead of fresh coin flips")
     cutout: int = _f(0, "augment: zero a random SIZE x SIZE square in each image (0: off)")
     drop_last: bool = _f(False, "drop the last incomplete training batch")
+    bad_files: BadFiles = _f("fail", "image folders: fail on unreadable files (naming the "
+                             "first few) or skip them (saying how many)")
     data_memory: DataMemory = _f("auto", "all: the training split on the device; stream: "
                                  "memory-mapped on the host, each batch gathered from it; "
                                  "auto: stream when the split exceeds half the free memory")

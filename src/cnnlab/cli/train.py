@@ -93,7 +93,18 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
             result = fit(cfg, resume, log=lambda m: con.print(f"[dim]{m}[/]"),
                          progress=progress, on_epoch_end=on_epoch_end)
     except KeyboardInterrupt:
-        raise CnnlabError("interrupted; continue with `cnnlab train --resume RUN_DIR`") from None
+        from cnnlab.run import RunDir
+
+        saved = [d for d in (resume, cfg.out) if d and RunDir(d).latest_checkpoint() is not None]
+        if saved:
+            raise CnnlabError(f"interrupted; continue with `cnnlab train --resume {saved[0]}`"
+                              ) from None
+        if not (cfg.out or resume):  # the run directory's name was chosen inside fit
+            raise CnnlabError("interrupted; if an epoch finished, continue with `cnnlab train "
+                              "--resume runs/<the run>`") from None
+        raise CnnlabError("interrupted before the first epoch finished; nothing was saved "
+                          "(continue later with `cnnlab train --resume RUN_DIR` once a run "
+                          "has a checkpoint)") from None
     h = result.history
     table = Table(title=f"{cfg.model} on {cfg.dataset}", show_edge=False)
     for col in ("epoch", "train loss", "train acc", "test acc", "examples/s", "time (s)"):

@@ -32,9 +32,13 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("cnnlab")) / "decoded"
 
 
-def source_key(name: str, split: str, location: Path | None) -> str:
-    """Cache key from the source files' names, sizes and modification times."""
+def source_key(name: str, split: str, location: Path | None,
+               options: dict | None = None) -> str:
+    """Cache key from the source files' names, sizes and modification times, and the decode
+    options (an image folder resized at decode time is another cache file)."""
     parts = [name, split, "v1", str(location.resolve()) if location else ""]
+    if options:
+        parts.append(json.dumps(options, sort_keys=True))
     if location is not None:
         required = get_info(name).required
         if required:  # only the data set's own files, not whatever else shares the folder
@@ -49,9 +53,11 @@ def source_key(name: str, split: str, location: Path | None) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
-def cache_path(name: str, split: str, location: Path | None) -> Path:
+def cache_path(name: str, split: str, location: Path | None, options: dict | None = None
+               ) -> Path:
     """The cache file for one split of data set ``name`` read from ``location``."""
-    return cache_dir() / f"{name}-{split}-{source_key(name, split, location)}.safetensors"
+    key = source_key(name, split, location, options)
+    return cache_dir() / f"{name}-{split}-{key}.safetensors"
 
 
 def read_cached(path: Path, mmap: bool = False

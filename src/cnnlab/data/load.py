@@ -45,11 +45,16 @@ def load_split(
     use_cache: bool = True,
     log: Callable[[str], None] = lambda _m: None,
     mmap: bool = False,
+    resize: int | None = None,
+    bad_files: str = "fail",
 ) -> Split:
     """Load one split of a data set as uint8 tensors, decoding and caching on first use.
 
     ``mmap``: the images are memory-mapped from the cache file instead of read into memory
-    (after a first decode, which writes the cache, they are mapped from it too)."""
+    (after a first decode, which writes the cache, they are mapped from it too).
+    ``resize`` and ``bad_files`` apply to image folders, which are resized as they are
+    decoded and may skip unreadable files (other data sets ignore them: they are resized
+    after loading, and have no files to skip)."""
     if split not in SPLITS:
         raise CnnlabError(f"unknown split '{split}'; choose train or test")
     info = get_info(name)
@@ -58,14 +63,16 @@ def load_split(
         location = locate(name, data_dir)
         if location is None:
             raise not_found_error(name, data_dir)
-    cache = cache_path(name, split, location)
+    options = {"resize": resize, "bad_files": bad_files} if info.image_tree else {}
+    cache = cache_path(name, split, location, options)
     if use_cache and cache.is_file():
         cached = read_cached(cache, mmap)
         if cached is not None:
             return Split(*cached)
         log(f"ignoring unreadable cache file {cache}")
     log(f"decoding {name} {split} from {location or info.source}")
-    images, labels, classes = info.decoder(split, location)
+    images, labels, classes = info.decoder(split, location, **options, log=log) \
+        if info.image_tree else info.decoder(split, location)
     if info.sizes and not info.embedded and len(labels) != info.sizes[split]:
         log(f"note: {location} holds {len(labels)} {split} examples; the published {name} "
             f"has {info.sizes[split]}")

@@ -71,8 +71,8 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split
     splits = []
     for name, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
         mmap = name == "train" and cfg.data_memory != "all"
-        split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log, mmap=mmap),
-                             limit)
+        split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log, mmap=mmap,
+                                        resize=cfg.resize, bad_files=cfg.bad_files), limit)
         images = adapt_images(split.images, cfg.resize, cfg.channels)
         check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
         splits.append(Split(images, split.labels, split.classes))

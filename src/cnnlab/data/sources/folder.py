@@ -7,10 +7,16 @@ images in a split must share one size, since the loader keeps a split as one ten
 
 from __future__ import annotations
 
+import contextlib
 import io
+import multiprocessing
+import os
+import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 
@@ -63,22 +69,28 @@ def class_names(root: Path, split: str = "train") -> list[str]:
     return sorted({c for c, _ in _Tree(root).images(split)})
 
 
-def _decode_image(blob: bytes, name: str, mode: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError  # already loaded by read_image_folder
-
-    try:
-        with Image.open(io.BytesIO(blob)) as im:
-            return np.asarray(im.convert(mode))
-    except (UnidentifiedImageError, OSError) as e:
-        raise CnnlabError(f"cannot decode image {name} ({e}); remove or replace that file") from e
+BadFiles = Literal["fail", "skip"]
+CHUNK = 256  # files per task: big enough to amortise the IPC, small enough to balance
 
 
 def read_image_folder(
-    root: Path, split: str, classes: list[str] | None = None
+    root: Path, split: str, classes: list[str] | None = None, resize: int | None = None,
+    bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Return (N, C, H, W) uint8 images, (N,) labels and class names of one split."""
+    """Return (N, C, H, W) uint8 images, (N,) labels and class names of one split.
+
+    Files are decoded in worker processes (``workers``, default one per core), resized to
+    ``resize`` x ``resize`` at decode time when given (so a folder of large photos never
+    exists in memory at full size), with a progress bar on an interactive terminal.
+    ``bad_files``: ``fail`` refuses a split with unreadable files (or files of another size
+    without ``resize``), naming the first few; ``skip`` leaves them out and says how many.
+    Ctrl-C stops the workers; nothing is cached from an interrupted decode.
+    """
     from PIL import Image  # imported on use: the registry imports this module at start-up
 
+    if bad_files not in ("fail", "skip"):
+        raise CnnlabError(f"--bad-files must be fail or skip, got '{bad_files}'")
     tree = _Tree(root)
     entries = tree.images(split)
     if not entries:
@@ -94,28 +106,118 @@ def read_image_folder(
         raise CnnlabError(
             f"split '{split}' of {root} has classes {sorted(unknown)} that the train split lacks"
         )
+    first = _first_readable(tree, entries)
+    with Image.open(io.BytesIO(tree.read(first))) as im:
+        mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
+        size = (resize, resize) if resize else im.size
+    names = [str(f) for _, f in entries]
+    start = time.perf_counter()
+    good, arrays, bad = _decode_all(str(tree.root), names, mode, size, resize is not None,
+                                    workers, f"decoding {split}")
+    seconds = time.perf_counter() - start
+    if bad:
+        listed = "; ".join(f"{names[i]} ({why})" for i, why in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        if bad_files == "fail":
+            raise CnnlabError(f"{len(bad)} of {len(names)} files in {root} ({split}) cannot be "
+                              f"used: {listed}{more}; fix or remove them, or pass "
+                              "--bad-files skip to leave them out")
+        log(f"skipped {len(bad)} of {len(names)} {split} files that cannot be used: "
+            f"{listed}{more}")
+    log(f"decoded {len(good):,} {split} images in {seconds:.1f} s "
+        f"({len(names) / max(seconds, 1e-9):,.0f} files/s)")
+    if not good:
+        raise CnnlabError(f"none of the {len(names)} {split} files in {root} could be used")
+    images = arrays[:, None] if arrays.ndim == 3 else arrays.transpose(0, 3, 1, 2)
     index = {c: i for i, c in enumerate(classes)}
-    with Image.open(io.BytesIO(tree.read(entries[0][1]))) as first:
-        mode = "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"
-    blobs = [tree.read(f) for _, f in entries]  # zip reads are not thread-safe: read first
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(pool.map(_decode_image, blobs, [str(f) for _, f in entries],
-                               [mode] * len(blobs)))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise CnnlabError(
-            f"images in {root}/{split} have different sizes {sorted(shapes)[:3]}; "
-            "resize them to one size first"
-        )
-    images = np.stack(arrays)
-    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
-    labels = np.array([index[c] for c, _ in entries], dtype=np.int64)
+    labels = np.array([index[entries[i][0]] for i in good], dtype=np.int64)
     return np.ascontiguousarray(images), labels, list(classes)
 
 
-def decode_split(split: str, location: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _first_readable(tree: _Tree, entries: list[tuple[str, PurePosixPath]]) -> PurePosixPath:
+    """The first file Pillow can open: it decides the mode (grey or colour) and the size."""
+    from PIL import Image
+
+    for _, f in entries[:100]:
+        try:
+            with Image.open(io.BytesIO(tree.read(f))):
+                return f
+        except (OSError, ValueError, SyntaxError, KeyError):
+            continue
+    raise CnnlabError(f"none of the first 100 images in {tree.root} can be read; is it an "
+                      "image folder?")
+
+
+def _decode_all(root: str, names: list[str], mode: str, size: tuple[int, int], resize: bool,
+                workers: int | None, what: str
+                ) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+    """Decode every file, in worker processes when there are many; results in file order."""
+    from cnnlab.decode_worker import decode_chunk
+
+    chunks = [list(range(i, min(i + CHUNK, len(names)))) for i in range(0, len(names), CHUNK)]
+    workers = workers or min(os.cpu_count() or 1, 16)
+    channels = () if mode == "L" else (3,)
+    out = np.empty((len(names), size[1], size[0], *channels), np.uint8)
+    ok = np.zeros(len(names), bool)
+    bad: list[tuple[int, str]] = []
+
+    def take(chunk: list[int], result: tuple) -> None:
+        good, arrays, failed = result
+        if good:
+            out[[chunk[i] for i in good]] = arrays
+            ok[[chunk[i] for i in good]] = True
+        bad.extend((chunk[i], why) for i, why in failed)
+
+    with _progress(what, len(names)) as advance:
+        if workers == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                take(chunk, decode_chunk(root, [names[i] for i in chunk], mode, size, resize))
+                advance(len(chunk))
+        else:
+            ctx = multiprocessing.get_context("spawn")  # no fork of a threaded torch process
+            pool = ProcessPoolExecutor(workers, mp_context=ctx)
+            try:
+                futures = {pool.submit(decode_chunk, root, [names[i] for i in chunk], mode,
+                                       size, resize): chunk for chunk in chunks}
+                for future in as_completed(futures):
+                    take(futures[future], future.result())
+                    advance(len(futures[future]))
+            finally:  # Ctrl-C or an error: drop the queued chunks, stop the workers
+                pool.shutdown(wait=True, cancel_futures=True)
+    good = np.flatnonzero(ok).tolist()
+    return good, out[ok] if len(good) < len(names) else out, sorted(bad)
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar (files/s, time left) on an interactive terminal's stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal or total < 2 * CHUNK:
+        yield lambda _n: None
+        return
+    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+                   transient=True)
+    start = time.perf_counter()
+    with bar:
+        task = bar.add_task(what, total=total, rate="")
+
+        def advance(n: int) -> None:
+            done = bar.tasks[0].completed + n
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=n, rate=f"{rate:,.0f} files/s")
+
+        yield advance
+
+
+def decode_split(split: str, location: Path | None, resize: int | None = None,
+                 bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return one split of the tree at ``location``; class names are the train split's folders."""
     assert location is not None, "an image folder is read from files"
     # the test split's labels must index the train split's classes
     classes = class_names(location, "train") if split != "train" else None
-    return read_image_folder(location, split, classes or None)
+    return read_image_folder(location, split, classes or None, resize, bad_files, log)
