@@ -62,7 +62,7 @@ def test_host_batches_equal_device_batches(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["lenet5", "airbench"])
-def test_stream_mode_trains_exactly_like_the_in_memory_path(model):
+def test_stream_mode_trains_exactly_like_the_in_memory_path(model, tmp_path):
     shape = {"lenet5": {"resize": 28}, "airbench": {"resize": 32, "channels": 3}}[model]
     base = {"model": model, "dataset": "digits", "epochs": 2, "batch_size": 64,
             "limit_train": 320, "limit_test": 100, "crop_padding": 2, "log_every": 1,
@@ -70,7 +70,8 @@ def test_stream_mode_trains_exactly_like_the_in_memory_path(model):
     results = {}
     for mode in ("all", "stream"):
         losses: list[float] = []
-        out = fit(build_config(None, {**base, "data_memory": mode}), log=lambda _m: None,
+        cfg = build_config(None, {**base, "data_memory": mode, "out": str(tmp_path / mode)})
+        out = fit(cfg, log=lambda _m: None,
                   progress=lambda _s, _n, loss, seen=losses: seen.append(loss))
         results[mode] = (losses, out.model.state_dict(), out.history[-1].test_acc)
     (la, wa, aa), (ls, ws, as_) = results["all"], results["stream"]
