@@ -162,3 +162,48 @@ def test_an_interrupted_decode_leaves_no_cache(tmp_path):
     assert not (tmp_path / "run").exists()
     psutil.wait_procs(workers, timeout=10)
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_one_grey_file_does_not_make_a_colour_folder_grey(tmp_path):
+    root = _tree(tmp_path / "t")
+    Image.new("L", (8, 8), 77).save(root / "train" / "cat" / "0.png")  # first file, grey
+    colour = load_split("folder", "train", root, use_cache=False)
+    assert colour.images.shape[1] == 3
+    assert (colour.images[0] == 77).all()  # the grey one, as RGB
+    grey_root = _tree(tmp_path / "g")
+    for f in grey_root.rglob("*.png"):
+        Image.open(f).convert("L").save(f)
+    assert load_split("folder", "train", grey_root, use_cache=False).images.shape[1] == 1
+
+
+def test_eval_of_a_resized_folder_run_decodes_as_training_did(tmp_path, monkeypatch):
+    """Mixed sizes, one unreadable file, --resize and --bad-files skip: eval of
+    the run works without repeating those options."""
+    from click.testing import CliRunner
+
+    from cnnlab.cli import cli
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = _tree(tmp_path / "t", size=(20, 20), n=6)
+    Image.new("RGB", (31, 17)).save(root / "test" / "cat" / "odd.png")
+    (root / "test" / "dog" / "bad.png").write_bytes(b"no")
+    args = ["--dataset", "folder", "--data-dir", str(root), "--model", "simple-cnn",
+            "--resize", "32", "--epochs", "1", "--bad-files", "skip", "--out", str(tmp_path / "r")]
+    r = CliRunner().invoke(cli, ["train", *args])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["eval", str(tmp_path / "r")])
+    assert r.exit_code == 0 and "accuracy" in r.output.lower(), r.output
+
+
+def test_a_read_only_cache_does_not_stop_training(tmp_path, monkeypatch):
+    from cnnlab.config import build_config
+    from cnnlab.engine.train import fit
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CNNLAB_CACHE", str(blocker / "cache"))  # cannot be created
+    notes: list[str] = []
+    cfg = build_config(None, {"model": "lenet5", "dataset": "digits", "resize": 28,
+                              "epochs": 1, "limit_train": 128, "out": str(tmp_path / "r")})
+    assert fit(cfg, log=notes.append).history
+    assert any("could not write cache" in n for n in notes)

@@ -89,3 +89,12 @@ def test_auto_streams_only_what_does_not_fit(monkeypatch):
     assert build.streams("auto", images, torch.device("cpu"))
     assert build.streams("stream", images, torch.device("cpu"))
     assert not build.streams("all", images, torch.device("cpu"))
+
+
+def test_a_garbage_mapped_header_is_ignored(tmp_path):
+    path = tmp_path / "g.safetensors"
+    write_cached(path, torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4), ("a", "b"))
+    data = bytearray(path.read_bytes())
+    data[:8] = b"\xff\xff\xff\xff\xff\xff\xff\x7f"
+    path.write_bytes(bytes(data))
+    assert read_cached(path, mmap=True) is None and read_cached(path) is None

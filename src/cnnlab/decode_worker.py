@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 
-def decode_chunk(root: str, names: list[str], mode: str, size: tuple[int, int], resize: bool
-                 ) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]]]:
-    """Decode ``names`` (paths inside the directory or zip ``root``) to ``mode`` ("L" or
-    "RGB") at ``size`` (width, height): resized to it when ``resize``, else refused when
-    they have another size.
+def decode_chunk(root: str, names: list[str], size: tuple[int, int], resize: bool
+                 ) -> tuple[list[int], np.ndarray | None, list[tuple[int, str]], bool]:
+    """Decode ``names`` (paths inside the directory or zip ``root``) as RGB at ``size``
+    (width, height): resized to it when ``resize``, else refused when they have another size.
 
-    Returns the positions decoded, their stacked arrays (n, H, W) or (n, H, W, 3), and
-    (position, reason) for each file that could not be used.
+    Returns the positions decoded, their stacked (n, H, W, 3) arrays, (position, reason) for
+    each file that could not be used, and whether every decoded image is grey (R = G = B),
+    so that a folder is grey only when all its images are, whatever file comes first.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -35,13 +35,17 @@ def decode_chunk(root: str, names: list[str], mode: str, size: tuple[int, int], 
             try:
                 blob = archive.read(name) if archive else (Path(root) / name).read_bytes()
                 with Image.open(io.BytesIO(blob)) as im:
-                    im = im.convert(mode)
+                    im = im.convert("RGB")
                     if resize and im.size != size:
                         im = im.resize(size, Image.BILINEAR)  # antialiased when shrinking
                     arr = np.asarray(im)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
-                    KeyError, Image.DecompressionBombError) as e:
-                bad.append((i, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"))
+            except UnidentifiedImageError:
+                bad.append((i, "not an image file Pillow can read"))
+                continue
+            except (OSError, ValueError, SyntaxError, EOFError, KeyError,
+                    Image.DecompressionBombError) as e:
+                bad.append((i, f"corrupt or truncated: {type(e).__name__}: "
+                               f"{(str(e).splitlines() or [''])[0]}"))
                 continue
             if (arr.shape[1], arr.shape[0]) != size:
                 bad.append((i, f"{arr.shape[1]}x{arr.shape[0]} pixels where the first image "
@@ -52,4 +56,7 @@ def decode_chunk(root: str, names: list[str], mode: str, size: tuple[int, int], 
     finally:
         if archive is not None:
             archive.close()
-    return good, (np.stack(arrays) if arrays else None), bad
+    stacked = np.stack(arrays) if arrays else None
+    grey = stacked is None or bool((stacked[..., 0] == stacked[..., 1]).all()
+                                   and (stacked[..., 1] == stacked[..., 2]).all())
+    return good, stacked, bad, grey

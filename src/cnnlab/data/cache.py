@@ -73,7 +73,7 @@ def read_cached(path: Path, mmap: bool = False
     if mmap:
         try:
             return _read_mapped(path)
-        except (KeyError, OSError, ValueError, TypeError):
+        except (KeyError, OSError, ValueError, TypeError, OverflowError, MemoryError):
             return None
     try:
         with safe_open(str(path), "pt") as f:
@@ -107,6 +107,8 @@ def _read_mapped(path: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...
 
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
+        if 8 + size > os.fstat(f.fileno()).st_size:
+            raise ValueError(f"header of {size} bytes in a smaller file")
         header = json.loads(f.read(size))
     meta = header.pop("__metadata__", {})
     start = 8 + size

@@ -81,8 +81,8 @@ def load_split(
     if use_cache:
         try:
             write_cached(cache, result.images, result.labels, result.classes)
-        except OSError as e:  # a read-only cache must not stop training
-            log(f"could not write cache {cache}: {e}")
+        except (OSError, CnnlabError) as e:  # a read-only cache must not stop training
+            log(f"could not write cache {cache} ({e}); the split stays in memory")
         else:
             if mmap:  # the decoded arrays are dropped: the split lives in the file
                 mapped = read_cached(cache, mmap=True)

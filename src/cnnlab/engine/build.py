@@ -73,7 +73,9 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split
         mmap = name == "train" and cfg.data_memory != "all"
         split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log, mmap=mmap,
                                         resize=cfg.resize, bad_files=cfg.bad_files), limit)
-        images = adapt_images(split.images, cfg.resize, cfg.channels)
+        # the test split takes the training split's channel count unless --channels says
+        channels = cfg.channels or (splits[0].images.shape[1] if splits else None)
+        images = adapt_images(split.images, cfg.resize, channels)
         check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
         splits.append(Split(images, split.labels, split.classes))
     return splits[0], splits[1]

@@ -77,10 +77,13 @@ def load_for_run(run: LoadedRun, name: str, split: str, data_dir: str | None = N
     other data sets too), falling back to the usual lookup for another data set."""
     from cnnlab.data import load_split
 
+    # an image folder is decoded as training decoded it (resized, bad files skipped or not)
+    same = {"resize": run.config.resize, "bad_files": run.config.bad_files} \
+        if name == run.config.dataset else {}
     if data_dir is not None or run.config.data_dir is None:
-        return load_split(name, split, data_dir)
+        return load_split(name, split, data_dir, **same)
     if name == run.config.dataset:
-        return load_split(name, split, run.config.data_dir)
+        return load_split(name, split, run.config.data_dir, **same)
     try:
         return load_split(name, split, run.config.data_dir)
     except CnnlabError:

@@ -257,7 +257,8 @@ def _from_dataset(run: LoadedRun, indices: Sequence[int], class_names: Sequence[
     from cnnlab.data import load_split
 
     data = load_split(run.config.dataset, split,  # where training found it, as eval does
-                      data_dir=data_dir if data_dir is not None else run.config.data_dir)
+                      data_dir=data_dir if data_dir is not None else run.config.data_dir,
+                      resize=run.config.resize, bad_files=run.config.bad_files)
     chosen = []
     for i in indices:
         if not 0 <= i < len(data):

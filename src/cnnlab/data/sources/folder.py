@@ -108,13 +108,17 @@ def read_image_folder(
         )
     first = _first_readable(tree, entries)
     with Image.open(io.BytesIO(tree.read(first))) as im:
-        mode = "L" if im.mode in ("L", "1", "I;16", "I") else "RGB"
         size = (resize, resize) if resize else im.size
     names = [str(f) for _, f in entries]
     start = time.perf_counter()
-    good, arrays, bad = _decode_all(str(tree.root), names, mode, size, resize is not None,
-                                    workers, f"decoding {split}")
+    good, arrays, bad, grey = _decode_all(str(tree.root), names, size, resize is not None,
+                                          workers, f"decoding {split}")
     seconds = time.perf_counter() - start
+    sizes = sum("pass --resize" in why for _, why in bad)
+    if bad and resize is None and sizes > len(names) // 2:
+        raise CnnlabError(f"the images in {root} ({split}) have different sizes ({sizes} of "
+                          f"{len(names)} differ from the first, {size[0]}x{size[1]}); pass "
+                          "--resize SIZE to resize them as they are decoded")
     if bad:
         listed = "; ".join(f"{names[i]} ({why})" for i, why in bad[:3])
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
@@ -128,7 +132,8 @@ def read_image_folder(
         f"({len(names) / max(seconds, 1e-9):,.0f} files/s)")
     if not good:
         raise CnnlabError(f"none of the {len(names)} {split} files in {root} could be used")
-    images = arrays[:, None] if arrays.ndim == 3 else arrays.transpose(0, 3, 1, 2)
+    # grey only when every image is: one colour photo makes the split RGB
+    images = arrays[..., :1].transpose(0, 3, 1, 2) if grey else arrays.transpose(0, 3, 1, 2)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[entries[i][0]] for i in good], dtype=np.int64)
     return np.ascontiguousarray(images), labels, list(classes)
@@ -148,21 +153,22 @@ def _first_readable(tree: _Tree, entries: list[tuple[str, PurePosixPath]]) -> Pu
                       "image folder?")
 
 
-def _decode_all(root: str, names: list[str], mode: str, size: tuple[int, int], resize: bool,
+def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool,
                 workers: int | None, what: str
-                ) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+                ) -> tuple[list[int], np.ndarray, list[tuple[int, str]], bool]:
     """Decode every file, in worker processes when there are many; results in file order."""
     from cnnlab.decode_worker import decode_chunk
 
     chunks = [list(range(i, min(i + CHUNK, len(names)))) for i in range(0, len(names), CHUNK)]
     workers = workers or min(os.cpu_count() or 1, 16)
-    channels = () if mode == "L" else (3,)
-    out = np.empty((len(names), size[1], size[0], *channels), np.uint8)
+    out = np.empty((len(names), size[1], size[0], 3), np.uint8)
     ok = np.zeros(len(names), bool)
     bad: list[tuple[int, str]] = []
+    grey = [True]
 
     def take(chunk: list[int], result: tuple) -> None:
-        good, arrays, failed = result
+        good, arrays, failed, all_grey = result
+        grey[0] = grey[0] and all_grey
         if good:
             out[[chunk[i] for i in good]] = arrays
             ok[[chunk[i] for i in good]] = True
@@ -171,21 +177,21 @@ def _decode_all(root: str, names: list[str], mode: str, size: tuple[int, int], r
     with _progress(what, len(names)) as advance:
         if workers == 1 or len(chunks) == 1:
             for chunk in chunks:
-                take(chunk, decode_chunk(root, [names[i] for i in chunk], mode, size, resize))
+                take(chunk, decode_chunk(root, [names[i] for i in chunk], size, resize))
                 advance(len(chunk))
         else:
             ctx = multiprocessing.get_context("spawn")  # no fork of a threaded torch process
             pool = ProcessPoolExecutor(workers, mp_context=ctx)
             try:
-                futures = {pool.submit(decode_chunk, root, [names[i] for i in chunk], mode,
-                                       size, resize): chunk for chunk in chunks}
+                futures = {pool.submit(decode_chunk, root, [names[i] for i in chunk], size,
+                                       resize): chunk for chunk in chunks}
                 for future in as_completed(futures):
                     take(futures[future], future.result())
                     advance(len(futures[future]))
             finally:  # Ctrl-C or an error: drop the queued chunks, stop the workers
                 pool.shutdown(wait=True, cancel_futures=True)
     good = np.flatnonzero(ok).tolist()
-    return good, out[ok] if len(good) < len(names) else out, sorted(bad)
+    return good, out[ok] if len(good) < len(names) else out, sorted(bad), grey[0]
 
 
 @contextlib.contextmanager
