@@ -145,3 +145,18 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tmp_path):
 def test_sync_bn_is_refused_on_cpu():
     r = CliRunner().invoke(cli, ["train", "--sync-bn", "--device", "cpu", "--epochs", "1"])
     assert r.exit_code == 1 and "--sync-bn needs CUDA" in r.output
+
+
+def test_nproc_checks_what_it_can_before_starting_processes():
+    r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--sync-bn", "--device", "cpu"])
+    assert r.exit_code == 1 and "--sync-bn needs CUDA" in r.output
+    r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--batch-size", "1"])
+    assert r.exit_code == 1 and "make it at least 2" in r.output
+
+
+def test_too_few_examples_for_one_step_is_an_error(tmp_path):
+    cfg = build_config(None, {**SETTINGS, "limit_train": 10, "batch_size": 64,
+                              "drop_last": True, "out": str(tmp_path / "r")})
+    with pytest.raises(Exception, match="too few for one step"):
+        fit(cfg, log=lambda _m: None)
+    assert not (tmp_path / "r").exists()

@@ -21,6 +21,7 @@ The rules that keep a run with N processes equal to one process with the same gl
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -51,6 +52,19 @@ class Dist:
         n = hi - lo
         return lo + n * self.rank // self.world, lo + n * (self.rank + 1) // self.world
 
+    def agree(self, error: Exception | None) -> None:
+        """Every rank reaches this point; if any met ``error`` on the way, all raise (rank 0
+        its own error or a note), instead of the others waiting in the next collective."""
+        if not self.enabled:
+            if error is not None:
+                raise error
+            return
+        failed = self.sum_(torch.tensor([int(error is not None)]))
+        if error is not None:
+            raise error
+        if int(failed):
+            raise CnnlabError("another process of this run failed; its error is above")
+
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over all ranks, in place (a no-op in a single process)."""
         if self.enabled:
@@ -61,6 +75,7 @@ class Dist:
 
 
 SINGLE = Dist()
+LAUNCHER_ENV = "CNNLAB_LAUNCHER_PID"  # set by `--nproc` for its ranks
 
 
 def launched_by_torchrun() -> bool:
@@ -96,7 +111,30 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
                           f"{device.type}; pass --device cpu")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    _exit_with_launcher()
     return info, device
+
+
+def _exit_with_launcher() -> None:
+    """Under ``cnnlab train --nproc``: end this rank if the launching process disappears
+    (killed with SIGKILL, it cannot stop its children), instead of training on as an orphan."""
+    launcher = os.environ.get(LAUNCHER_ENV)
+    if not launcher:
+        return
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(int(launcher), 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except (PermissionError, ValueError):
+                return
+
+    threading.Thread(target=watch, name="cnnlab-launcher-watch", daemon=True).start()
 
 
 def teardown() -> None:
@@ -121,20 +159,33 @@ def launch(nproc: int, argv: list[str]) -> int:
     """``cnnlab train --nproc N``: run ``python -m cnnlab ARGV`` in N processes on this node
     through torchrun's launcher API (a standalone rendezvous on a free local port), and
     return an exit status. Multi-node jobs use ``torchrun`` itself."""
+    import signal
     import sys
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if "OMP_NUM_THREADS" not in os.environ:  # as torchrun does: each process its share
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    os.environ[LAUNCHER_ENV] = str(os.getpid())
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=f"cnnlab-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "cnnlab", *argv)
+    except SignalException as e:  # Ctrl-C or kill of this launcher: the ranks were stopped
+        if e.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise SystemExit(128 + int(e.sigval)) from None
     except ChildFailedError as e:
-        codes = sorted({f.exitcode for f in e.failures.values()})
-        return codes[-1] if codes and codes[-1] > 0 else 1
+        codes = [f.exitcode for f in e.failures.values()]
+        killed = [c for c in codes if c < 0]
+        if killed and not any(c > 0 for c in codes):  # else the others were stopped after it
+            name = signal.Signals(-killed[0]).name
+            raise CnnlabError(f"a training process was killed by {name}"
+                              + (" (out of memory?)" if name == "SIGKILL" else "")) from None
+        return max(codes) if codes else 1
     return 0

@@ -100,7 +100,11 @@ class RunDir:
         return self
 
     def create(self) -> RunDir:
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CnnlabError(f"cannot create the run directory {self.path} "
+                              f"({e.strerror or e}); pick another --out") from None
         return self
 
     # ---------------------------------------------------------------------- config

@@ -25,6 +25,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except CnnlabError as e:
+            from cnnlab.distributed import current
+
+            if not current().is_main:  # under torchrun every rank fails alike: rank 0 says it
+                raise SystemExit(1) from None
             raise click.ClickException(str(e)) from None
 
 

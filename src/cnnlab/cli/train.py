@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,34 @@ def train(recipe: str | None, resume: Path | None, nproc: int | None, **override
         if cfg.batch_size < nproc:
             raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
                               f"{nproc} processes; make it at least {nproc}")
-        code = launch(nproc, _without_nproc(sys.argv[1:]))
+        if cfg.sync_bn and cfg.device != "cuda":
+            from cnnlab.device import resolve_device
+
+            if resolve_device(cfg.device).type != "cuda":
+                raise CnnlabError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm has no "
+                                  "CPU kernels; drop --sync-bn")
+        try:
+            code = launch(nproc, _without_nproc(sys.argv[1:]))
+        except KeyboardInterrupt:
+            raise CnnlabError(_interrupted(cfg, resume, f" --nproc {nproc}")) from None
         if code:
             raise CnnlabError(f"a training process failed (exit {code}); its error is above")
         return
     _run_training(cfg, resume)
+
+
+def _interrupted(cfg: Any, resume: Path | None, extra: str = "") -> str:
+    """What to say after Ctrl-C: how to continue, when there is something to continue."""
+    from cnnlab.run import RunDir
+
+    saved = [d for d in (resume, cfg.out) if d and RunDir(d).latest_checkpoint() is not None]
+    if saved:
+        return f"interrupted; continue with `cnnlab train --resume {saved[0]}{extra}`"
+    if not (cfg.out or resume):  # the run directory's name was chosen inside fit
+        return (f"interrupted; if an epoch finished, continue with `cnnlab train --resume "
+                f"runs/<the run>{extra}`")
+    return ("interrupted before the first epoch finished; nothing was saved (continue later "
+            "with `cnnlab train --resume RUN_DIR` once a run has a checkpoint)")
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -61,14 +85,15 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from cnnlab.device import describe, resolve_device, resolve_precision
-    from cnnlab.distributed import current
+    from cnnlab.device import describe, resolve_device, resolve_precision, set_threads
+    from cnnlab.distributed import LAUNCHER_ENV, current
     from cnnlab.engine.train import fit
 
     con = console()
     if not current().is_main:  # under torchrun only rank 0 prints
         con.quiet = True
     device = resolve_device(cfg.device)
+    set_threads(cfg.threads)  # before the header, which says how many threads
     con.print(f"cnnlab train: [bold]{cfg.model}[/] on [bold]{cfg.dataset}[/], "
               f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, "
               f"{cfg.schedule}, {resolve_precision(cfg.precision, device)} on {describe(device)}")
@@ -93,18 +118,9 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
             result = fit(cfg, resume, log=lambda m: con.print(f"[dim]{m}[/]"),
                          progress=progress, on_epoch_end=on_epoch_end)
     except KeyboardInterrupt:
-        from cnnlab.run import RunDir
-
-        saved = [d for d in (resume, cfg.out) if d and RunDir(d).latest_checkpoint() is not None]
-        if saved:
-            raise CnnlabError(f"interrupted; continue with `cnnlab train --resume {saved[0]}`"
-                              ) from None
-        if not (cfg.out or resume):  # the run directory's name was chosen inside fit
-            raise CnnlabError("interrupted; if an epoch finished, continue with `cnnlab train "
-                              "--resume runs/<the run>`") from None
-        raise CnnlabError("interrupted before the first epoch finished; nothing was saved "
-                          "(continue later with `cnnlab train --resume RUN_DIR` once a run "
-                          "has a checkpoint)") from None
+        if not current().is_main or os.environ.get(LAUNCHER_ENV):  # said once, by the
+            raise SystemExit(130) from None                        # launcher or rank 0
+        raise CnnlabError(_interrupted(cfg, resume)) from None
     h = result.history
     table = Table(title=f"{cfg.model} on {cfg.dataset}", show_edge=False)
     for col in ("epoch", "train loss", "train acc", "test acc", "examples/s", "time (s)"):

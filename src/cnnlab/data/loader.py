@@ -201,6 +201,16 @@ class HostLoader(DeviceLoader):
         done: queue.Queue = queue.Queue(maxsize=self.PREFETCH)
         stop = threading.Event()
 
+        def hand_over(item: object) -> bool:
+            """Put ``item`` for the consumer; False once it has stopped listening."""
+            while not stop.is_set():
+                try:
+                    done.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def gather() -> None:
             try:
                 for lo, hi in spans:
@@ -208,16 +218,10 @@ class HostLoader(DeviceLoader):
                     x = self.images[idx]
                     if self.pin:
                         x = x.pin_memory()
-                    while not stop.is_set():
-                        try:
-                            done.put((lo, hi, x), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not hand_over((lo, hi, x)):
                         return
-            except BaseException as e:  # noqa: BLE001 - handed to the consumer, re-raised there
-                done.put(e)
+            except BaseException as e:  # handed to the consumer, re-raised there
+                hand_over(e)
 
         worker = threading.Thread(target=gather, name="cnnlab-gather", daemon=True)
         worker.start()

@@ -17,6 +17,7 @@ says why it is where it is:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,12 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split
     return splits[0], splits[1]
 
 
+def _barrier() -> None:
+    import torch.distributed
+
+    torch.distributed.barrier()
+
+
 def free_memory(device: torch.device) -> int:
     """Bytes free for the training split: GPU memory on CUDA, available RAM elsewhere."""
     if device.type == "cuda":
@@ -97,10 +104,13 @@ def free_memory(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def streams(mode: str, images: torch.Tensor, device: torch.device) -> bool:
-    """Whether the training split is streamed from the host (``--data-memory``)."""
+def streams(mode: str, images: torch.Tensor, device: torch.device, sharing: int = 1) -> bool:
+    """Whether the training split is streamed from the host (``--data-memory``); with
+    ``auto``, when it is more than half of what is free, divided among the ``sharing``
+    processes of this machine that each hold a copy."""
     if mode == "auto":
-        return images.numel() * images.element_size() > free_memory(device) // 2
+        budget = free_memory(device) // 2 // (1 if device.type == "cuda" else max(sharing, 1))
+        return images.numel() * images.element_size() > budget
     return mode == "stream"
 
 
@@ -133,7 +143,11 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     cfg.device = device.type
     cfg.precision = resolve_precision(cfg.precision, device)
 
+    if dist.enabled and not dist.is_main:  # rank 0 decodes and caches; the others then read
+        _barrier()
     train, test = load_train_test(cfg, log)
+    if dist.enabled and dist.is_main:
+        _barrier()
     augment = Augment(cfg.crop_padding, cfg.flip, cfg.crop_pad_mode, cfg.alternate_flip,
                       cfg.cutout)
     augment.check_fits(train.shape[1:])
@@ -151,13 +165,19 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     published = (info.mean, info.std) if info.mean is not None and info.std is not None else None
     preprocess = Preprocess.from_train(train.images, cfg.normalize, published,
                                        channels_last=cfg.channels_last)
+    if len(train) < max(dist.world, 1) or (cfg.drop_last and len(train) < cfg.batch_size):
+        raise CnnlabError(f"the training split has {len(train)} example(s): too few for one "
+                          f"step (batch {cfg.batch_size}, {dist.world} process(es))")
     if dist.enabled and cfg.batch_size < dist.world:
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
                           f"{dist.world} processes; make it at least {dist.world}")
-    stream = streams(cfg.data_memory, train.images, device)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
+    stream = streams(cfg.data_memory, train.images, device, local)
     if stream:
-        log(f"streaming the training split from the host ({train.images.numel() / 2**30:.2f} "
-            "GiB, memory-mapped): each batch is gathered as it is needed")
+        mib = train.images.numel() / 2**20
+        shown = f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
+        log(f"streaming the training split from the host ({shown}, memory-mapped): each "
+            "batch is gathered as it is needed")
     images = train.images
     if not stream and cfg.data_memory != "all":  # mapped for the check: now into memory
         images = images.clone()

@@ -199,13 +199,18 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             raise CnnlabError(f"{run} already holds a run; use --resume {run} "
                               "or pick another --out")
     cfg.out = str(run.path)
+    failure = None
     if dist.is_main:  # one writer: rank 0
-        run.create()
-        run.write_config(cfg)
-        run.write_meta(built.preprocess, built.classes)
+        try:
+            run.create()
+            run.write_config(cfg)
+            run.write_meta(built.preprocess, built.classes)
+        except CnnlabError as e:
+            failure = e
+    dist.agree(failure)  # the other ranks stop too, instead of waiting in the first step
     if dist.enabled:
         log(f"DDP: {dist.world} processes ({'NCCL' if built.device.type == 'cuda' else 'gloo'}),"
-            f" global batch {cfg.batch_size}, {torch.get_num_threads()} threads each")
+            f" global batch {cfg.batch_size}, {torch.get_num_threads()} CPU thread(s) each")
 
     graphed = None
     if cfg.cuda_graphs and built.device.type == "cuda" and dist.enabled:
