@@ -3,6 +3,7 @@
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,3 +208,23 @@ def test_a_read_only_cache_does_not_stop_training(tmp_path, monkeypatch):
                               "epochs": 1, "limit_train": 128, "out": str(tmp_path / "r")})
     assert fit(cfg, log=notes.append).history
     assert any("could not write cache" in n for n in notes)
+
+
+def test_a_folder_is_decoded_through_a_scratch_file_into_a_mapped_cache(tmp_path, monkeypatch):
+    """The decoded split never has to fit in memory: it is decoded into a memory-mapped
+    scratch file, the cache is written from it in chunks, and training maps the cache."""
+    from cnnlab.data.sources.folder import read_image_folder
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CNNLAB_CACHE", str(cache))
+    root = _tree(tmp_path / "t", size=(10, 12), n=5)
+    (root / "train" / "dog" / "bad.png").write_bytes(b"broken")
+    mapped = load_split("folder", "train", root, mmap=True, bad_files="skip")
+    (cache_file,) = cache.glob("*.safetensors")
+    assert [p.name for p in cache.iterdir()] == [cache_file.name]  # no scratch file left
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert str(cache_file) in maps.read_text()
+    plain = read_image_folder(root, "train", bad_files="skip")
+    assert np.array_equal(mapped.images.numpy(), plain[0])
+    assert mapped.labels.tolist() == plain[1].tolist() == [0] * 5 + [1] * 5

@@ -19,6 +19,7 @@ from cnnlab.data.registry import get_info
 from cnnlab.data.sources import source_file
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 
@@ -84,16 +85,35 @@ def read_cached(path: Path, mmap: bool = False
         return None
 
 
-def write_cached(path: Path, images: torch.Tensor, labels: torch.Tensor,
-                 classes: tuple[str, ...]) -> None:
-    """Write one decoded split atomically; raises OSError when the cache is not writable."""
-    from safetensors.torch import save_file
+def write_cached(path: Path, images: torch.Tensor | np.ndarray,
+                 labels: torch.Tensor | np.ndarray, classes: tuple[str, ...]) -> None:
+    """Write one decoded split atomically, in the safetensors format, a few thousand images
+    at a time: ``images`` may be a memory map or a strided view (a decoded folder larger than
+    memory), and no second full copy is made. Raises OSError or CnnlabError when the cache
+    is not writable."""
+    import numpy as np
 
     from cnnlab.fileio import atomic_path
 
-    with atomic_path(path) as tmp:
-        save_file({"images": images, "labels": labels}, str(tmp),
-                  metadata={"classes": json.dumps(list(classes))})
+    images = images.numpy() if hasattr(images, "numpy") else images
+    labels = np.ascontiguousarray(labels.numpy() if hasattr(labels, "numpy") else labels,
+                                  dtype="<i8")
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
+        raise ValueError(f"expected uint8 (N, C, H, W) images and N labels, got "
+                         f"{images.dtype} {images.shape} and {labels.shape}")
+    n_bytes = int(np.prod(images.shape))
+    header = {"__metadata__": {"classes": json.dumps(list(classes))},
+              "images": {"dtype": "U8", "shape": list(images.shape),
+                         "data_offsets": [0, n_bytes]},
+              "labels": {"dtype": "I64", "shape": [len(labels)],
+                         "data_offsets": [n_bytes, n_bytes + labels.nbytes]}}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        for i in range(0, len(images), 4096):
+            f.write(np.ascontiguousarray(images[i:i + 4096]).tobytes())
+        f.write(labels.tobytes())
 
 
 _DTYPES = {"U8": "uint8", "I64": "int64"}

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from cnnlab.data.cache import cache_path, read_cached, write_cached
 from cnnlab.data.locate import locate, not_found_error
-from cnnlab.data.registry import get_info
+from cnnlab.data.registry import DatasetInfo, get_info
 from cnnlab.errors import CnnlabError
 
 SPLITS = ("train", "test")
@@ -71,6 +72,8 @@ def load_split(
             return Split(*cached)
         log(f"ignoring unreadable cache file {cache}")
     log(f"decoding {name} {split} from {location or info.source}")
+    if info.image_tree and use_cache:
+        return _decode_folder_to_cache(info, split, location, options, cache, mmap, log)
     images, labels, classes = info.decoder(split, location, **options, log=log) \
         if info.image_tree else info.decoder(split, location)
     if info.sizes and not info.embedded and len(labels) != info.sizes[split]:
@@ -89,3 +92,32 @@ def load_split(
                 if mapped is not None:
                     return Split(*mapped)
     return result
+
+
+def _decode_folder_to_cache(info: DatasetInfo, split: str, location: Path | None,
+                            options: dict, cache: Path, mmap: bool,
+                            log: Callable[[str], None]) -> Split:
+    """An image folder decoded into a scratch file beside the cache (so a split larger than
+    memory can be decoded), the cache written from it in chunks, and the split read back
+    (memory-mapped when ``mmap``). The scratch file goes in every case, Ctrl-C included."""
+    scratch = cache.with_name(cache.name + ".decode.tmp")
+    try:
+        images, labels, classes = info.decoder(split, location, **options, log=log,
+                                               scratch=scratch)
+        if info.sizes and len(labels) != info.sizes[split]:
+            log(f"note: {location} holds {len(labels)} {split} examples; the published "
+                f"{info.name} has {info.sizes[split]}")
+        try:
+            write_cached(cache, images, labels, tuple(classes))
+        except (OSError, CnnlabError) as e:  # a read-only cache must not stop training
+            log(f"could not write cache {cache} ({e}); the split stays in memory")
+            return Split(torch.from_numpy(np.ascontiguousarray(images)),
+                         torch.from_numpy(labels), tuple(classes))
+        del images
+    finally:
+        scratch.unlink(missing_ok=True)
+    cached = read_cached(cache, mmap)
+    if cached is None:
+        raise CnnlabError(f"the cache file {cache} just written cannot be read back; delete "
+                          "it and try again")
+    return Split(*cached)

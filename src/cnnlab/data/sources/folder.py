@@ -76,7 +76,7 @@ CHUNK = 256  # files per task: big enough to amortise the IPC, small enough to b
 def read_image_folder(
     root: Path, split: str, classes: list[str] | None = None, resize: int | None = None,
     bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
-    workers: int | None = None,
+    workers: int | None = None, scratch: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (N, C, H, W) uint8 images, (N,) labels and class names of one split.
 
@@ -86,6 +86,10 @@ def read_image_folder(
     ``bad_files``: ``fail`` refuses a split with unreadable files (or files of another size
     without ``resize``), naming the first few; ``skip`` leaves them out and says how many.
     Ctrl-C stops the workers; nothing is cached from an interrupted decode.
+
+    ``scratch``: decode into this file (memory-mapped) rather than into memory, and return
+    a view of it, so a split larger than memory can be decoded; the caller writes the cache
+    from the view and removes the file.
     """
     from PIL import Image  # imported on use: the registry imports this module at start-up
 
@@ -112,7 +116,7 @@ def read_image_folder(
     names = [str(f) for _, f in entries]
     start = time.perf_counter()
     good, arrays, bad, grey = _decode_all(str(tree.root), names, size, resize is not None,
-                                          workers, f"decoding {split}")
+                                          workers, f"decoding {split}", scratch)
     seconds = time.perf_counter() - start
     sizes = sum("pass --resize" in why for _, why in bad)
     if bad and resize is None and sizes > len(names) // 2:
@@ -136,6 +140,8 @@ def read_image_folder(
     images = arrays[..., :1].transpose(0, 3, 1, 2) if grey else arrays.transpose(0, 3, 1, 2)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[entries[i][0]] for i in good], dtype=np.int64)
+    if isinstance(arrays, np.memmap):
+        return images, labels, list(classes)  # a view of the scratch file: written in chunks
     return np.ascontiguousarray(images), labels, list(classes)
 
 
@@ -154,14 +160,24 @@ def _first_readable(tree: _Tree, entries: list[tuple[str, PurePosixPath]]) -> Pu
 
 
 def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool,
-                workers: int | None, what: str
+                workers: int | None, what: str, scratch: Path | None = None
                 ) -> tuple[list[int], np.ndarray, list[tuple[int, str]], bool]:
-    """Decode every file, in worker processes when there are many; results in file order."""
+    """Decode every file, in worker processes when there are many; results in file order,
+    in memory or in the memory-mapped ``scratch`` file."""
     from cnnlab.decode_worker import decode_chunk
 
     chunks = [list(range(i, min(i + CHUNK, len(names)))) for i in range(0, len(names), CHUNK)]
     workers = workers or min(os.cpu_count() or 1, 16)
-    out = np.empty((len(names), size[1], size[0], 3), np.uint8)
+    shape = (len(names), size[1], size[0], 3)
+    out = None
+    if scratch is not None:
+        try:
+            scratch.parent.mkdir(parents=True, exist_ok=True)
+            out = np.memmap(scratch, np.uint8, "w+", shape=shape)
+        except OSError:  # no room or no permission there: decode in memory
+            out = None
+    if out is None:
+        out = np.empty(shape, np.uint8)
     ok = np.zeros(len(names), bool)
     bad: list[tuple[int, str]] = []
     grey = [True]
@@ -191,7 +207,12 @@ def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool
             finally:  # Ctrl-C or an error: drop the queued chunks, stop the workers
                 pool.shutdown(wait=True, cancel_futures=True)
     good = np.flatnonzero(ok).tolist()
-    return good, out[ok] if len(good) < len(names) else out, sorted(bad), grey[0]
+    if len(good) < len(names):  # close the gaps in place: no second copy of the split
+        for j, i in enumerate(good):
+            if i != j:
+                out[j] = out[i]
+        out = out[:len(good)]
+    return good, out, sorted(bad), grey[0]
 
 
 @contextlib.contextmanager
@@ -220,10 +241,11 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
 
 
 def decode_split(split: str, location: Path | None, resize: int | None = None,
-                 bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None
-                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                 bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
+                 scratch: Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return one split of the tree at ``location``; class names are the train split's folders."""
     assert location is not None, "an image folder is read from files"
     # the test split's labels must index the train split's classes
     classes = class_names(location, "train") if split != "train" else None
-    return read_image_folder(location, split, classes or None, resize, bad_files, log)
+    return read_image_folder(location, split, classes or None, resize, bad_files, log,
+                             scratch=scratch)
