@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,15 @@ SETTINGS = {"model": "mnist-net", "dataset": "digits", "resize": 28, "epochs": 2
             "crop_padding": 2, "device": "cpu", "threads": 1, "log_every": 4}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, settings: dict, report: str) -> None:
+def _worker(rank: int, world: int, store: str, settings: dict, report: str) -> None:
     """One rank: what torchrun would set up, then `fit`; records the files it replaced into
-    place (every cnnlab write ends in os.replace) and its final weights."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    place (every cnnlab write ends in os.replace) and its final weights. The process group
+    meets through a file (no port to race for); `fit` finds it already joined."""
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
+                            world_size=world)
     written: list[str] = []
     real_replace = os.replace
 
@@ -64,8 +61,9 @@ def runs(tmp_path_factory):
     single = fit(build_config(None, {**SETTINGS, "out": str(root / "single")}),
                  log=lambda _m: None)
     report = str(root / "report")
-    mp.start_processes(_worker, args=(2, _free_port(), {**SETTINGS, "out": str(root / "ddp")},
-                                      report), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, str(root / "store"),
+                                      {**SETTINGS, "out": str(root / "ddp")}, report),
+                       nprocs=2, start_method="spawn")
     ranks = [(load_file(f"{report}-rank{r}.safetensors"),
               json.loads(Path(f"{report}-rank{r}.json").read_text())) for r in range(2)]
     return root, single, ranks
