@@ -76,9 +76,7 @@ def load_split(
         return _decode_folder_to_cache(info, split, location, options, cache, mmap, log)
     images, labels, classes = info.decoder(split, location, **options, log=log) \
         if info.image_tree else info.decoder(split, location)
-    if info.sizes and not info.embedded and len(labels) != info.sizes[split]:
-        log(f"note: {location} holds {len(labels)} {split} examples; the published {name} "
-            f"has {info.sizes[split]}")
+    _note_size(info, split, location, len(labels), log)
     result = Split(torch.from_numpy(np.ascontiguousarray(images)),
                    torch.from_numpy(np.ascontiguousarray(labels)), tuple(classes))
     if use_cache:
@@ -104,9 +102,7 @@ def _decode_folder_to_cache(info: DatasetInfo, split: str, location: Path | None
     try:
         images, labels, classes = info.decoder(split, location, **options, log=log,
                                                scratch=scratch)
-        if info.sizes and len(labels) != info.sizes[split]:
-            log(f"note: {location} holds {len(labels)} {split} examples; the published "
-                f"{info.name} has {info.sizes[split]}")
+        _note_size(info, split, location, len(labels), log)
         try:
             write_cached(cache, images, labels, tuple(classes))
         except (OSError, CnnlabError) as e:  # a read-only cache must not stop training
@@ -121,3 +117,11 @@ def _decode_folder_to_cache(info: DatasetInfo, split: str, location: Path | None
         raise CnnlabError(f"the cache file {cache} just written cannot be read back; delete "
                           "it and try again")
     return Split(*cached)
+
+
+def _note_size(info: DatasetInfo, split: str, location: Path | None, n: int,
+               log: Callable[[str], None]) -> None:
+    """Say so when a copy of a published data set holds another number of examples."""
+    if info.sizes and not info.embedded and n != info.sizes[split]:
+        log(f"note: {location} holds {n} {split} examples; the published {info.name} has "
+            f"{info.sizes[split]}")

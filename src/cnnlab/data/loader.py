@@ -71,7 +71,7 @@ class DeviceLoader:
         if dist.enabled and shard == "split":  # evaluation: a contiguous part, no padding
             lo, hi = dist.shard(0, len(labels))
             images, labels = images[lo:hi], labels[lo:hi]
-        self.images = images.to(device)
+        self.images = self._place(images, device)
         self.labels = labels.to(device)
         self.batch_size = batch_size
         self.device = device
@@ -120,7 +120,7 @@ class DeviceLoader:
     def _spans(self) -> Iterator[tuple[int, int]]:
         """Positions (in the epoch's order) of each batch this process works on."""
         for i in range(len(self)):
-            lo, hi = self._bounds(i)
+            lo, hi = self.batch_bounds(i)
             if self.shard_batches:  # draws follow positions, not ranks
                 lo, hi = self.dist.shard(lo, hi)
             yield lo, hi
@@ -151,18 +151,19 @@ class DeviceLoader:
                                  for t in (draws.crop, draws.flip, draws.cutout)))
         return order, draws
 
+    def _place(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Where the split is kept: on the training device."""
+        return images.to(device)
+
     def batch_bounds(self, i: int) -> tuple[int, int]:
         """Positions of global batch ``i`` in the epoch's order (all ranks' slices together)."""
-        return self._bounds(i)
-
-    def _bounds(self, i: int) -> tuple[int, int]:
         return i * self.batch_size, min((i + 1) * self.batch_size, len(self.labels))
 
     def batch_indices(self, epoch: int = 0) -> list[torch.Tensor]:
         """The example indices of each batch of ``epoch``, as :meth:`epoch` draws them."""
         order, _ = self._draw(epoch)
         order = torch.arange(len(self.labels)) if order is None else order.cpu()
-        return [order[slice(*self._bounds(i))] for i in range(len(self))]
+        return [order[slice(*self.batch_bounds(i))] for i in range(len(self))]
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> normalised float32 batch in the model's layout."""
@@ -185,14 +186,10 @@ class HostLoader(DeviceLoader):
 
     PREFETCH = 3
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 device: torch.device, preprocess: Preprocess, **kw):
-        super().__init__(images[:0], labels, batch_size, device, preprocess, **kw)
-        if self.dist.enabled and kw.get("shard") == "split":
-            lo, hi = self.dist.shard(0, len(images))
-            images = images[lo:hi]
-        self.images = images  # stays where it is: host memory or a memory map
+    def _place(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The split stays where it is: host memory or a memory map."""
         self.pin = device.type == "cuda"
+        return images
 
     def _batches(self, order: torch.Tensor | None
                  ) -> Iterator[tuple[int, int, torch.Tensor | slice, torch.Tensor, torch.Tensor]]:
@@ -236,6 +233,3 @@ class HostLoader(DeviceLoader):
         finally:  # also when the consumer stops early
             stop.set()
             worker.join()
-
-    def examples(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.to_float(self.images[idx.cpu()].to(self.device))

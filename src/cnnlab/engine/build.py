@@ -99,8 +99,6 @@ def free_memory(device: torch.device) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    import os
-
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -179,8 +177,8 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
         log(f"streaming the training split from the host ({shown}, memory-mapped): each "
             "batch is gathered as it is needed")
     images = train.images
-    if not stream and cfg.data_memory != "all":  # mapped for the check: now into memory
-        images = images.clone()
+    if not stream and cfg.data_memory != "all" and device.type == "cpu":
+        images = images.clone()  # mapped while deciding; into memory now (.to(cuda) copies)
     loader_class = HostLoader if stream else DeviceLoader
     train_loader = loader_class(images, train.labels, cfg.batch_size, device, preprocess,
                                 shuffle=True, drop_last=cfg.drop_last, augment=augment,

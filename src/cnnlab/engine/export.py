@@ -301,6 +301,7 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
     at ``out`` stays as it was) and a one-line :class:`CnnlabError` says by how much it failed.
     Needs no run directory, so tests and notebooks can export an in-memory model.
     """
+    fmt = fmt.lower()
     _format(fmt)
     if fmt == "onnx":
         onnx, ort = require_onnx()
