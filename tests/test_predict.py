@@ -64,7 +64,7 @@ def test_cli_table_json_and_bad_input(lenet_run, digit, tmp_path):
     r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(tmp_path / "notes.txt")])
     assert r.exit_code == 1 and "is not an image file" in r.output
     assert r.output.strip().splitlines()[-1] == ("Error: 1 of 1 file(s) could not be read "
-                                                  "(marked above); the others were classified")
+                                                  "(marked above)")
     for args, msg in [([str(tmp_path / "missing.png")], "does not exist"),
                       ([str(tmp_path / "grey.png"), "--top-k", "0"], "--top-k must be at least 1")]:
         r = CliRunner().invoke(cli, ["predict", str(lenet_run), *args])

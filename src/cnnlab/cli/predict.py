@@ -74,5 +74,5 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, 
 def _fail_if_unreadable(failed: int, total: int) -> None:
     """After every readable file was classified: a non-zero exit when some were not."""
     if failed:
-        raise CnnlabError(f"{failed} of {total} file(s) could not be read (marked above); "
-                          "the others were classified")
+        rest = "; the others were classified" if failed < total else ""
+        raise CnnlabError(f"{failed} of {total} file(s) could not be read (marked above){rest}")
