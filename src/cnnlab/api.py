@@ -38,9 +38,29 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
             refuse_pickled_weights(stem.with_suffix(".safetensors"))
         cfg.out = str(resume)
         return cfg
+    if overrides.get("init_from") is not None:
+        overrides = _fit_to_source(recipe, overrides)
     if recipe is None and overrides.get("model") is None and overrides.get("dataset") is None:
         recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
     return build_config(recipe, overrides)
+
+
+def _fit_to_source(recipe: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """With ``--init-from RUN``: the source's model unless one is named, and the data fitted
+    to the source's input (``channels``, ``resize``) unless those are given."""
+    from cnnlab.config import load_recipe
+    from cnnlab.engine.finetune import source_input_shape
+
+    src_model, shape = source_input_shape(overrides["init_from"])
+    named = load_recipe(recipe) if recipe else {}
+    out = dict(overrides)
+    if out.get("model") is None and "model" not in named:
+        out["model"] = src_model
+    if (out.get("model") or named.get("model")) == src_model and len(shape) == 3:
+        for key, value in (("channels", shape[0]), ("resize", shape[1])):
+            if out.get(key) is None and key not in named:
+                out[key] = value
+    return out
 
 
 def train(recipe: str | None = None, *, resume: str | Path | None = None,

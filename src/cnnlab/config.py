@@ -78,6 +78,12 @@ class TrainConfig:
     tta: int = _f(0, "test-time augmentation of the final evaluation: 0 none | 1 mirror | "
                   "2 mirror + 1-pixel translations (mirror views only if trained with --flip)")
     label_smoothing: float = _f(0.0, "label smoothing for the cross-entropy loss")
+    init_from: str | None = _f(None, "fine-tune: start from this run directory's weights (a "
+                               "new classifier head when the classes differ)")
+    freeze: str | None = _f(None, "fine-tune: comma-separated layers whose weights stay fixed "
+                            "(names from `cnnlab summary MODEL`)")
+    freeze_until: str | None = _f(None, "fine-tune: fix every layer up to and including this one")
+    head_lr_scale: float = _f(1.0, "fine-tune: lr multiplier for the classifier head")
     seed: int = _f(0, "random seed (init, shuffling, augmentation)")
     device: Device = _f("auto", "device (auto: cuda, then mps, then cpu)")
     precision: Precision = _f("fp32", "fp32, bf16 (autocast), or auto (bf16 where the device runs it fast)")
@@ -126,6 +132,7 @@ class TrainConfig:
             ("keep_checkpoints", self.keep_checkpoints >= 0, "0 or more"),
             ("channels", self.channels in (None, 1, 3), "1 or 3"),
             ("bias_lr_scale", self.bias_lr_scale > 0, "positive"),
+            ("head_lr_scale", self.head_lr_scale > 0, "positive"),
             ("ema_every", self.ema_every >= 0, "0 or more"),
             ("tta", self.tta in (0, 1, 2), "0, 1 or 2"),
         ]
@@ -141,6 +148,11 @@ class TrainConfig:
             self.triangle = (float(t[0]), float(t[1]), float(t[2]))
         if self.cuda_graphs and (self.optimizer != "sgd" or self.compile):
             raise CnnlabError("--cuda-graphs works with --optimizer sgd and without --compile")
+        if self.freeze and self.freeze_until:
+            raise CnnlabError("give --freeze or --freeze-until, not both")
+        if (self.freeze or self.freeze_until) and not self.init_from:
+            raise CnnlabError("--freeze/--freeze-until fix trained layers: add --init-from RUN "
+                              "(frozen random weights would learn nothing)")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
         return self

@@ -32,6 +32,7 @@ from cnnlab.data.loader import DeviceLoader, HostLoader
 from cnnlab.data.preprocess import Preprocess, adapt_images
 from cnnlab.device import auto_channels_last, resolve_device, resolve_precision, set_threads
 from cnnlab.distributed import Dist, setup, wrap_model
+from cnnlab.engine.finetune import prepare
 from cnnlab.engine.optim import build_optimizer
 from cnnlab.errors import CnnlabError
 from cnnlab.models import check_input_shape, create_model, get_model_info, init_weights
@@ -153,6 +154,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=len(train.classes))
     init_weights(model, cfg.init)
+    tune = prepare(cfg, model, train.classes, fresh, log)  # --init-from, --freeze
     model.to(device)
     if cfg.channels_last is None:
         cfg.channels_last = auto_channels_last(model, device)
@@ -188,13 +190,13 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
                                preprocess, dist=dist, shard="split")
 
     init_from_data = getattr(model, "init_from_data", None)
-    if init_from_data is not None and fresh:  # e.g. airbench's whitening layer
+    if init_from_data is not None and fresh and not cfg.init_from:  # airbench's whitening
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(
             cfg.seed))[:5000].to(device)  # a random sample: stored order may be by class
         init_from_data(train_loader.examples(pick))
     if cfg.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(cfg, model, tune.head_params(model))
     step_model = wrap_model(model, dist, device)
     step_model = torch.compile(step_model) if cfg.compile else step_model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

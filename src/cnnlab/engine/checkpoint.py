@@ -69,21 +69,27 @@ def save_weights(path: Path, model: nn.Module) -> None:
         save_file(state, str(tmp))
 
 
-def load_weights(path: Path, model: nn.Module) -> None:
-    """Load safetensors weights into ``model``; a wrong file gives a clear error, and a
-    pickle saved under a safetensors name is named as such (it is never unpickled)."""
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors weights file; a missing or damaged file gives a clear
+    error, and a pickle saved under a safetensors name is named as such (never unpickled)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     refuse_pickled_weights(path)
     try:
-        state = load_file(str(path))
-        model.load_state_dict(upgrade_state_dict(model, state))
+        return load_file(str(path))
     except FileNotFoundError as e:
         raise CnnlabError(f"no weights at {path}; train first or give the right run dir") from e
     except (SafetensorError, OSError) as e:
         raise CnnlabError(f"{path} is not a readable safetensors file ({e}); it is damaged or "
                           "truncated: restore it, or train the run again") from e
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """Load safetensors weights into ``model`` (see :func:`read_weights`)."""
+    state = read_weights(path)
+    try:
+        model.load_state_dict(upgrade_state_dict(model, state))
     except RuntimeError as e:
         raise CnnlabError(f"{path} does not match the model ({str(e).splitlines()[0]})") from e
 

@@ -17,26 +17,37 @@ from cnnlab.config import TrainConfig
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 
-def param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict]:
-    """One group, or two when ``bias_lr_scale`` != 1: norm-layer biases get lr x scale and
-    weight decay / scale (so their decay per step stays the same), as airbench does.
+def param_groups(cfg: TrainConfig, model: nn.Module, head: set[int] | None = None
+                 ) -> list[dict]:
+    """One group, or more: norm-layer biases get lr x ``bias_lr_scale`` and weight decay /
+    scale (so their decay per step stays the same), as airbench does; the classifier head's
+    parameters (``head``: their ids) get lr x ``head_lr_scale`` when fine-tuning.
 
     Every group records its ``lr_scale``; :func:`set_lr` multiplies the schedule by it.
     Parameters frozen at build time (``requires_grad`` False) are left out for good.
     """
-    norm_biases = {id(m.bias) for m in model.modules()
-                   if isinstance(m, _NORMS) and getattr(m, "bias", None) is not None}
-    special = [p for p in model.parameters() if p.requires_grad and id(p) in norm_biases]
-    if cfg.bias_lr_scale == 1.0 or not special:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in norm_biases]
-    return [{"params": special, "lr_scale": cfg.bias_lr_scale,
-             "weight_decay": cfg.weight_decay / cfg.bias_lr_scale},
-            {"params": rest, "lr_scale": 1.0}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    head = (head or set()) if cfg.head_lr_scale != 1.0 else set()
+    norm_biases = set() if cfg.bias_lr_scale == 1.0 else {
+        id(m.bias) for m in model.modules()
+        if isinstance(m, _NORMS) and getattr(m, "bias", None) is not None}
+    head_params = [p for p in trainable if id(p) in head]
+    special = [p for p in trainable if id(p) in norm_biases and id(p) not in head]
+    rest = [p for p in trainable if id(p) not in head and id(p) not in norm_biases]
+    groups = []
+    if special:
+        groups.append({"params": special, "lr_scale": cfg.bias_lr_scale,
+                       "weight_decay": cfg.weight_decay / cfg.bias_lr_scale})
+    if head_params:
+        groups.append({"params": head_params, "lr_scale": cfg.head_lr_scale})
+    if rest or not groups:
+        groups.append({"params": rest, "lr_scale": 1.0})
+    return groups
 
 
-def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(cfg, model)
+def build_optimizer(cfg: TrainConfig, model: nn.Module, head: set[int] | None = None
+                    ) -> torch.optim.Optimizer:
+    groups = param_groups(cfg, model, head)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)

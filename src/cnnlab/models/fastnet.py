@@ -34,14 +34,19 @@ def fastnet(widths: tuple[int, int, int], in_channels: int, size: int, num_class
     )
 
 
+# readable names for the numbered layers, for commands that name one (--freeze conv1)
+FASTNET_ALIASES = {"conv1": "0", "bn1": "2", "conv2": "4", "bn2": "6", "conv3": "8", "bn3": "10",
+                   "fc": "13"}
+
+
 @register_model("fastnet", (1, 28, 28), "3 x (conv3 -> pool -> BN -> ReLU), 16/32/64, fc",
-                "cnnlab (mnist-fast before fastnet-white)")
+                "cnnlab (mnist-fast before fastnet-white)", aliases=FASTNET_ALIASES)
 def fastnet_s(num_classes: int = 10) -> nn.Module:
     return fastnet((16, 32, 64), 1, 28, num_classes)
 
 
 @register_model("fastnet-wide", (1, 28, 28), "3 x (conv3 -> pool -> BN -> ReLU), 24/48/96, fc",
-                "cnnlab (fashion-fast before fastnet-white-wide)")
+                "cnnlab (fashion-fast before fastnet-white-wide)", aliases=FASTNET_ALIASES)
 def fastnet_wide(num_classes: int = 10) -> nn.Module:
     return fastnet((24, 48, 96), 1, 28, num_classes)
 

@@ -1,0 +1,182 @@
+"""Fine-tuning: a new run that starts from another run's weights (``--init-from RUN``).
+
+Transfer learning in three moves, as in Keras' and fastai's guides: load the trained
+weights; replace the classifier head when the new data has other classes (its weights
+start afresh); freeze the layers that should keep what they learnt (``--freeze`` names
+layers, ``--freeze-until`` freezes every layer up to one) and, optionally, let the head
+learn faster than the rest (``--head-lr-scale``).
+
+The head is found without a per-model table: it is every weight whose shape depends on
+the number of classes, found by building the same network with one class more and
+comparing shapes. That covers a ``Linear`` classifier, NiN's convolutional head, or any
+other design. Frozen BatchNorm layers run in inference mode (they keep, and normalise
+with, the statistics learnt on the source data), as Keras does for ``trainable=False``:
+updating the statistics of a layer whose weights are fixed would change what it computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model, find_layer, get_model_info, upgrade_state_dict
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+@dataclass
+class FineTune:
+    """What :func:`prepare` did: the head's parameter names and the frozen modules."""
+
+    head: list[str] = field(default_factory=list)  # parameter names of the classifier head
+    frozen: list[str] = field(default_factory=list)  # module names whose weights are fixed
+
+    def head_params(self, model: nn.Module) -> set[int]:
+        """ids of the head's parameters (for its own learning rate)."""
+        params = dict(model.named_parameters())
+        return {id(params[n]) for n in self.head if n in params}
+
+
+def head_keys(name: str, model: nn.Module, num_classes: int) -> list[str]:
+    """State-dict keys of ``model`` (registered as ``name``) whose shape depends on the
+    number of classes: the classifier head."""
+    other = create_model(name, num_classes=num_classes + 1).state_dict()
+    return [k for k, v in model.state_dict().items()
+            if k in other and tuple(other[k].shape) != tuple(v.shape)]
+
+
+def _modules_of(keys: list[str]) -> list[str]:
+    return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
+
+
+def _shown(name: str, modules: list[str]) -> str:
+    """Module names as people know them: the registry's alias (``conv1``) where there is one."""
+    alias = {m: a for a, m in get_model_info(name).aliases.items()}
+    return ", ".join(alias.get(m, m) for m in modules)
+
+
+def load_source(model: nn.Module, name: str, source: str, classes: tuple[str, ...],
+                log=lambda _m: None) -> None:
+    """Load run ``source``'s final weights into ``model``; the head is kept only when the
+    source was trained on the same classes in the same order, else it starts afresh."""
+    from cnnlab.engine.checkpoint import read_weights
+    from cnnlab.run import RunDir
+
+    src = RunDir(source).require()
+    src_model = src.read_config().get("model")
+    if src_model != name:
+        raise CnnlabError(f"--init-from {source} holds a '{src_model}' model but this run "
+                          f"trains '{name}'; pass --model {src_model} (or init from a "
+                          f"'{name}' run)")
+    src_classes = src.read_classes()
+    state = upgrade_state_dict(model, read_weights(src.weights_path))
+    head = head_keys(name, model, len(classes))
+    replace = tuple(src_classes) != tuple(classes)
+    if replace:
+        state = {k: v for k, v in state.items() if k not in head}
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state and not (replace and k in head)]
+    if wrong or missing:
+        bad = (wrong or missing)[0]
+        raise CnnlabError(f"the weights of {source} do not fit this '{name}' model ({bad} "
+                          f"{'has another shape' if wrong else 'is missing'}); was it "
+                          "trained by another cnnlab version? Train the source again")
+    model.load_state_dict(state, strict=False)
+    what = f"init from {source} ({name}, {len(src_classes)} classes)"
+    if replace:
+        why = (f"{len(src_classes)} -> {len(classes)} classes" if len(src_classes) != len(classes)
+               else "other classes")
+        log(f"{what}: new classifier head {_shown(name, _modules_of(head))} ({why}), initialised "
+            "afresh; every other layer keeps its trained weights")
+    else:
+        log(f"{what}: same classes, every layer including the head keeps its trained weights")
+
+
+def _frozen_modules(name: str, model: nn.Module, freeze: str | None,
+                    freeze_until: str | None) -> list[str]:
+    """Module names to freeze: the named layers, or every module up to and including one."""
+    if freeze:
+        wanted = [s.strip() for s in freeze.split(",") if s.strip()]
+        if not wanted:
+            raise CnnlabError("--freeze needs layer names, e.g. --freeze conv1,conv2 "
+                              "(see `cnnlab summary MODEL`)")
+        return [find_layer(name, model, w)[0] for w in wanted]
+    if freeze_until:
+        target, _ = find_layer(name, model, freeze_until)
+        order = [n for n, _ in model.named_modules() if n]
+        last = max(i for i, n in enumerate(order) if n == target or n.startswith(target + "."))
+        return order[:last + 1]
+    return []
+
+
+def _inference_mode_hook(module: nn.Module, _args: tuple) -> None:
+    module.train(False)  # a frozen norm layer keeps using (and keeping) its running stats
+
+
+def freeze_layers(name: str, model: nn.Module, freeze: str | None, freeze_until: str | None,
+                  head: list[str]) -> list[str]:
+    """Turn off gradients of the chosen modules' own parameters; frozen BatchNorm layers run
+    in inference mode. Returns the frozen module names (those with parameters)."""
+    modules = dict(model.named_modules())
+    chosen = _frozen_modules(name, model, freeze, freeze_until)
+    done = []
+    for module_name in chosen:
+        module = modules[module_name]
+        # --freeze NAME freezes NAME's whole subtree; --freeze-until lists each module, so
+        # only its own parameters (a parent listed first must not freeze later children)
+        params = list(module.parameters(recurse=bool(freeze)))
+        subtree = [module] if not freeze else [m for m in module.modules()]
+        for m in subtree:
+            if isinstance(m, _NORMS) and m.track_running_stats:
+                m.register_forward_pre_hook(_inference_mode_hook)
+        if params:
+            done.append(module_name)
+        for p in params:
+            p.requires_grad_(False)
+    named = dict(model.named_parameters())
+    frozen_head = [k for k in head if k in named and not named[k].requires_grad]
+    if frozen_head:
+        raise CnnlabError(f"that freezes the classifier head ({frozen_head[0]}) too; freeze "
+                          "only layers before it")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise CnnlabError("every parameter is frozen: nothing left to train")
+    return done
+
+
+def prepare(cfg, model: nn.Module, classes: tuple[str, ...], fresh: bool,
+            log=lambda _m: None) -> FineTune:
+    """Apply ``cfg``'s fine-tuning options to a freshly built ``model``: load ``init_from``
+    (only for a fresh run: a resumed run's checkpoint brings the weights), then freeze."""
+    out = FineTune()
+    if not (cfg.init_from or cfg.freeze or cfg.freeze_until or cfg.head_lr_scale != 1.0):
+        return out
+    head_state = head_keys(cfg.model, model, len(classes))
+    params = dict(model.named_parameters())
+    out.head = [k for k in head_state if k in params]
+    if cfg.init_from and fresh:
+        load_source(model, cfg.model, cfg.init_from, classes, log)
+    out.frozen = freeze_layers(cfg.model, model, cfg.freeze, cfg.freeze_until, out.head)
+    if out.frozen:
+        n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+        n_all = sum(p.numel() for p in model.parameters())
+        norms = any(isinstance(m, _NORMS) and m._forward_pre_hooks for m in model.modules())
+        log(f"frozen: {_shown(cfg.model, out.frozen)} ({n_frozen:,} of {n_all:,} parameters"
+            f"{'; their BatchNorm layers keep the trained statistics' if norms else ''})")
+    if cfg.head_lr_scale != 1.0:
+        log(f"classifier head {_shown(cfg.model, _modules_of(out.head))}: lr x "
+            f"{cfg.head_lr_scale:g}")
+    return out
+
+
+def source_input_shape(source: str) -> tuple[str, tuple[int, ...]]:
+    """The model name and input shape (C, H, W) a source run was trained with."""
+    from cnnlab.run import RunDir
+
+    src = RunDir(source).require()
+    saved = src.read_config()
+    pre = src.read_preprocess(saved)
+    return str(saved.get("model")), tuple(pre.input_shape)
+

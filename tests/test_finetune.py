@@ -1,0 +1,181 @@
+"""Fine-tuning: --init-from RUN, --freeze / --freeze-until, --head-lr-scale."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from cnnlab.cli import cli
+from cnnlab.config import build_config
+from cnnlab.engine.build import build
+from cnnlab.engine.finetune import head_keys
+from cnnlab.engine.train import fit
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+
+BASE = {"dataset": "digits", "resize": 28, "limit_train": 256, "limit_test": 64,
+        "batch_size": 64, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """fastnet (convs with BatchNorm, a linear head) after 2 epochs on the digits."""
+    out = tmp_path_factory.mktemp("ft") / "source"
+    fit(build_config(None, {**BASE, "model": "fastnet", "epochs": 2, "out": str(out)}),
+        log=lambda _m: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def letters(tmp_path_factory) -> Path:
+    """An image folder with three other classes (digit images 0/1/2 renamed a/b/c, 28x28)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    root = tmp_path_factory.mktemp("letters")
+    for split, rows in (("train", slice(0, 900)), ("test", slice(900, 1300))):
+        for i, (img, y) in enumerate(zip(d.images[rows], d.target[rows], strict=True)):
+            if y > 2:
+                continue
+            folder = root / split / "abc"[y]
+            folder.mkdir(parents=True, exist_ok=True)
+            arr = np.kron(np.round(img * 255 / 16).astype(np.uint8), np.ones((3, 3), np.uint8))
+            Image.fromarray(np.pad(arr, 2)).save(folder / f"{i}.png")
+    return root
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_head_is_found_by_shape_for_any_design():
+    assert head_keys("fastnet", create_model("fastnet", 10), 10) == ["13.weight", "13.bias"]
+    lenet = create_model("lenet5", 7)
+    keys = head_keys("lenet5", lenet, 7)
+    assert len(keys) == 2 and all(lenet.state_dict()[k].shape[0] == 7 for k in keys)
+
+
+def test_new_classes_get_a_new_head_and_keep_every_other_weight(source, letters):
+    logs = []
+    cfg = build_config(None, {"model": "fastnet", "dataset": "folder", "data_dir": str(letters),
+                              "init_from": str(source), "epochs": 1, "threads": 1})
+    built = build(cfg, logs.append)
+    src = _weights(source)
+    state = built.model.state_dict()
+    assert built.classes == ("a", "b", "c") and state["13.weight"].shape[0] == 3
+    for k, v in state.items():
+        if not k.startswith("13."):
+            assert torch.equal(v.cpu(), src[k]), k
+    assert any("new classifier head fc (10 -> 3 classes)" in m for m in logs)
+
+
+def test_same_classes_keep_the_head_too(source):
+    logs = []
+    cfg = build_config(None, {**BASE, "model": "fastnet", "init_from": str(source)})
+    built = build(cfg, logs.append)
+    src = _weights(source)
+    assert all(torch.equal(v.cpu(), src[k]) for k, v in built.model.state_dict().items())
+    assert any("same classes" in m for m in logs)
+
+
+def test_frozen_layers_and_their_batchnorm_statistics_do_not_move(source, letters, tmp_path):
+    out = tmp_path / "tuned"
+    fit(build_config(None, {"model": "fastnet", "dataset": "folder", "data_dir": str(letters),
+                            "init_from": str(source), "freeze": "conv1,bn1", "epochs": 2,
+                            "threads": 1, "out": str(out)}), log=lambda _m: None)
+    src, tuned = _weights(source), _weights(out)
+    frozen = [k for k in src if k.split(".")[0] in ("0", "2")]  # conv1, bn1
+    assert frozen and any("running_mean" in k for k in frozen)
+    for k in frozen:
+        assert torch.equal(tuned[k], src[k]), k
+    assert not torch.equal(tuned["4.weight"], src["4.weight"])  # conv2
+    assert not torch.equal(tuned["6.running_mean"], src["6.running_mean"])  # bn2
+
+
+def test_freeze_until_freezes_every_layer_up_to_the_named_one(source):
+    cfg = build_config(None, {**BASE, "model": "fastnet", "init_from": str(source),
+                              "freeze_until": "bn2"})
+    model = build(cfg).model
+    grads = {n.split(".")[0]: p.requires_grad for n, p in model.named_parameters()}
+    assert grads == {"0": False, "2": False, "4": False, "6": False,  # conv1 bn1 conv2 bn2
+                     "8": True, "10": True, "13": True}
+
+
+def test_head_lr_scale_gives_the_head_its_own_group(source):
+    from cnnlab.engine.optim import set_lr
+
+    cfg = build_config(None, {**BASE, "model": "fastnet", "init_from": str(source),
+                              "head_lr_scale": 10, "lr": 0.01})
+    built = build(cfg)
+    set_lr(built.optimizer, 0.01)
+    head = {id(p) for p in built.model[13].parameters()}
+    for group in built.optimizer.param_groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) == 1
+        assert group["lr"] == pytest.approx(0.1 if in_head == {True} else 0.01)
+
+
+def test_resume_needs_no_source(source, letters, tmp_path):
+    import shutil
+
+    src_copy = tmp_path / "src"
+    shutil.copytree(source, src_copy)
+    over = {"model": "fastnet", "dataset": "folder", "data_dir": str(letters), "threads": 1,
+            "init_from": str(src_copy), "freeze_until": "bn1",
+            "schedule": "constant"}  # the same lr in epoch 1 whatever --epochs
+    whole = fit(build_config(None, {**over, "epochs": 2, "out": str(tmp_path / "a")}),
+                log=lambda _m: None)
+    fit(build_config(None, {**over, "epochs": 1, "out": str(tmp_path / "b")}),
+        log=lambda _m: None)
+    shutil.rmtree(src_copy)  # the checkpoint has the weights; the source is not read again
+    from cnnlab.api import train
+
+    resumed = train(resume=tmp_path / "b", epochs=2)
+    assert resumed.history[-1].test_acc == whole.history[-1].test_acc
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_takes_the_source_model_and_fits_the_data_to_it(source, letters, tmp_path):
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(cli, ["train", "--init-from", str(source), "--dataset", "folder",
+                                 "--data-dir", str(letters), "--epochs", "1", "--threads", "1",
+                                 "--head-lr-scale", "5", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "new classifier head fc (10 -> 3 classes)" in r.output
+    assert "classifier head fc: lr x 5" in r.output
+    saved = (out / "config.yaml").read_text()
+    assert "model: fastnet" in saved and f"init_from: {source}" in saved
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--freeze", "conv1"], "add --init-from RUN"),
+    (["--init-from", "SRC", "--freeze", "conv1", "--freeze-until", "bn1"], "not both"),
+    (["--init-from", "SRC", "--freeze", "fc"], "freezes the classifier head"),
+    (["--init-from", "SRC", "--freeze", "conv9"], "has no layer 'conv9'"),
+    (["--init-from", "SRC", "--model", "lenet5"], "pass --model fastnet"),
+    (["--init-from", "nowhere"], "does not exist"),
+    (["--init-from", "SRC", "--head-lr-scale", "0"], "--head-lr-scale must be positive"),
+])
+def test_bad_fine_tuning_options_are_one_line_and_write_nothing(source, tmp_path, args, message):
+    args = [str(source) if a == "SRC" else a for a in args]
+    out = tmp_path / "never"
+    r = CliRunner().invoke(cli, ["train", *args, "--dataset", "digits", "--resize", "28",
+                                 "--epochs", "1", "--out", str(out)])
+    assert r.exit_code != 0
+    assert message in r.output and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_a_pickled_source_is_refused_unread(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(CnnlabError, match="pickle"):
+        build(build_config(None, {**BASE, "model": "fastnet", "init_from": str(bad)}))
