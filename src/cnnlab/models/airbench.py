@@ -110,19 +110,30 @@ class AirNet(nn.Sequential):
         self[0].bias.requires_grad = epoch < self.whiten_bias_epochs
 
 
+# readable names for AirNet's numbered layers (--freeze-until group1, --layer group2)
+AIRNET_ALIASES = {"whiten": "0", "group1": "2", "group2": "3", "group3": "4", "fc": "7"}
+
+
 @register_model("airbench", (3, 32, 32), "airbench-style: whitening conv, 3 conv groups "
-                "64/256/256, GELU, fc", "cnnlab (cifar-fast, after airbench94)")
+                "64/256/256, GELU, fc", "cnnlab (cifar-fast, after airbench94)", aliases=AIRNET_ALIASES)
 def airbench(num_classes: int = 10) -> nn.Module:
     return AirNet(num_classes=num_classes)
 
 
+@register_model("airbench-small", (3, 32, 32), "airbench-style, narrow: groups 32/64/128 "
+                "(a CIFAR-10 net that trains in minutes on a CPU)",
+                "cnnlab (the fine-tuning demo's source)", aliases=AIRNET_ALIASES)
+def airbench_small(num_classes: int = 10) -> nn.Module:
+    return AirNet(widths=(32, 64, 128), num_classes=num_classes)
+
+
 @register_model("airbench-wide", (3, 32, 32), "airbench-style, wider: groups 128/384/384",
-                "cnnlab (after airbench95)")
+                "cnnlab (after airbench95)", aliases=AIRNET_ALIASES)
 def airbench_wide(num_classes: int = 10) -> nn.Module:
     return AirNet(widths=(128, 384, 384), num_classes=num_classes)
 
 
 @register_model("airbench-res", (3, 32, 32), "airbench-style with residual groups of 3 convs: "
-                "128/512/512", "cnnlab (after airbench96)")
+                "128/512/512", "cnnlab (after airbench96)", aliases=AIRNET_ALIASES)
 def airbench_res(num_classes: int = 10) -> nn.Module:
     return AirNet(widths=(128, 512, 512), num_classes=num_classes, residual=True)
