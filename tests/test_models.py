@@ -53,6 +53,7 @@ def _airbench_params(w):
 
 EXPECTED_PARAMS["airbench"] = _airbench_params((64, 256, 256))
 EXPECTED_PARAMS["airbench-wide"] = _airbench_params((128, 384, 384))
+EXPECTED_PARAMS["airbench-small"] = _airbench_params((32, 64, 128))
 
 
 def _airbench_res_params(w):
