@@ -38,9 +38,19 @@ def _side(n: int, k: int, s: int = 1, p: int = 0) -> int:
     return (n + 2 * p - k) // s + 1
 
 
-def _without(aliases: dict[str, str], *names: str) -> dict[str, str]:
-    """``aliases`` less ``names``: a -small variant's stem has no max pool to name."""
-    return {a: m for a, m in aliases.items() if a not in names}
+def stem_channels(stem: nn.Sequential) -> int:
+    """Output channels of a stem: those of its last conv."""
+    return [m for m in stem if isinstance(m, nn.Conv2d)][-1].out_channels
+
+
+def _stem(channels: int, kernel: int, stride: int, batch_norm: bool) -> nn.Sequential:
+    """d2l's ``b1`` of GoogLeNet, ResNet and DenseNet: conv, (batch norm,) ReLU, 3x3/2 max
+    pool. d2l's is a 7x7/2 conv, a quarter of 96x96 left; the -small variants' 3x3/1 conv
+    leaves half of 28x28."""
+    return nn.Sequential(
+        nn.Conv2d(1, channels, kernel_size=kernel, stride=stride, padding=kernel // 2),
+        *([nn.BatchNorm2d(channels)] if batch_norm else []), nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
 
 
 # ----------------------------------------------------------------------------- AlexNet
@@ -85,11 +95,11 @@ def alexnet(num_classes: int = 10) -> nn.Module:
     return _alexnet((96, 256, 384, 384, 256), (11, 4, 1), 4096, 224, num_classes)
 
 
-@register_model("alexnet-small", (1, 28, 28), "AlexNet's layout at 28x28: conv 32 k5, 64 k5, "
-                "96, 96, 64 k3, 3 max-pools, fc 256-256-10, dropout",
+@register_model("alexnet-small", (1, 28, 28), "AlexNet's layout at 28x28: conv 16 k5, 32 k5, "
+                "48, 48, 32 k3, 3 max-pools, fc 128-256-256-10, dropout",
                 f"cnnlab (after {D2L}: AlexNet)", aliases=ALEXNET_ALIASES)
 def alexnet_small(num_classes: int = 10) -> nn.Module:
-    return _alexnet((32, 64, 96, 96, 64), (5, 1, 2), 256, 28, num_classes)
+    return _alexnet((16, 32, 48, 48, 32), (5, 1, 2), 256, 28, num_classes)
 
 
 # --------------------------------------------------------------------------------- VGG
@@ -218,11 +228,11 @@ def nin(num_classes: int = 10) -> nn.Module:
     return _nin((96, 256, 384), (11, 4, 0), num_classes)
 
 
-@register_model("nin-small", (1, 28, 28), "NiN's layout at 28x28: NiN blocks 32 k5, 64 k5, "
-                "96 k3, 10 k3, max-pools, dropout, global average pooling",
+@register_model("nin-small", (1, 28, 28), "NiN's layout at 28x28: NiN blocks 16 k5, 32 k5, "
+                "64 k3, 10 k3, max-pools, dropout, global average pooling",
                 f"cnnlab (after {D2L}: NiN)", aliases=NIN_ALIASES)
 def nin_small(num_classes: int = 10) -> nn.Module:
-    return _nin((32, 64, 96), (5, 1, 2), num_classes)
+    return _nin((16, 32, 64), (5, 1, 2), num_classes)
 
 
 # --------------------------------------------------------------------------- GoogLeNet
@@ -265,8 +275,7 @@ INCEPTIONS = {
 }
 
 
-def _googlenet(ratio: int, stem: nn.Sequential, stem_channels: int, num_classes: int
-               ) -> nn.Sequential:
+def _googlenet(ratio: int, stem: nn.Sequential, num_classes: int) -> nn.Sequential:
     """d2l's GoogLeNet: the stem ``b1``, ``b2`` (1x1 conv, 3x3 conv to 192 / ``ratio``, max
     pool), ``b3`` (3a, 3b, max pool), ``b4`` (4a-4e, max pool), ``b5`` (5a, 5b, global average
     pooling, flatten) and one linear layer; every width divided by ``ratio``."""
@@ -278,8 +287,9 @@ def _googlenet(ratio: int, stem: nn.Sequential, stem_channels: int, num_classes:
         c1, c2, c3, c4 = INCEPTIONS[name]
         return Inception(c_in, w(c1), (w(c2[0]), w(c2[1])), (w(c3[0]), w(c3[1])), w(c4))
 
-    b2 = nn.Sequential(nn.Conv2d(stem_channels, stem_channels, kernel_size=1), nn.ReLU(),
-                       nn.Conv2d(stem_channels, w(192), kernel_size=3, padding=1), nn.ReLU(),
+    c0 = stem_channels(stem)
+    b2 = nn.Sequential(nn.Conv2d(c0, c0, kernel_size=1), nn.ReLU(),
+                       nn.Conv2d(c0, w(192), kernel_size=3, padding=1), nn.ReLU(),
                        nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
     stages, c = [], w(192)
     for names, last in ((("3a", "3b"), "pool"), (("4a", "4b", "4c", "4d", "4e"), "pool"),
@@ -307,20 +317,15 @@ GOOGLENET_ALIASES = {
                 "blocks (3a-5b), max-pools, global average pooling, fc 1024-10",
                 f"{D2L}: GoogLeNet", aliases=GOOGLENET_ALIASES, heavy=True)
 def googlenet(num_classes: int = 10) -> nn.Module:
-    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3), nn.ReLU(),
-                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    return _googlenet(1, b1, 64, num_classes)
+    return _googlenet(1, _stem(64, 7, 2, batch_norm=False), num_classes)
 
 
 @register_model("googlenet-small", (1, 28, 28), "GoogLeNet's 9 Inception blocks at 28x28, "
-                "widths / 4: 3x3 stem (no striding), 1x1 + 3x3 convs, max-pools, global "
-                "average pooling, fc 256-10", f"cnnlab (after {D2L}: GoogLeNet)",
-                aliases=_without(GOOGLENET_ALIASES, "pool1"))
+                "widths / 4: 3x3 stem + max-pool, 1x1 + 3x3 convs, max-pools, global average "
+                "pooling, fc 256-10", f"cnnlab (after {D2L}: GoogLeNet)",
+                aliases=GOOGLENET_ALIASES)
 def googlenet_small(num_classes: int = 10) -> nn.Module:
-    # 28x28 is small already: the stem keeps the size (d2l's 7x7/2 conv + pool divides 96
-    # by 4), so the four max-pools leave 2x2 before the global average, as d2l's leave 3x3
-    b1 = nn.Sequential(nn.Conv2d(1, 16, kernel_size=3, padding=1), nn.ReLU())
-    return _googlenet(4, b1, 16, num_classes)
+    return _googlenet(4, _stem(16, 3, 1, batch_norm=False), num_classes)
 
 
 # ---------------------------------------------------------------------------- BN LeNet
@@ -390,11 +395,6 @@ def resnet_block(input_channels: int, num_channels: int, num_residuals: int,
     return nn.Sequential(*blk)
 
 
-def stem_channels(stem: nn.Sequential) -> int:
-    """Output channels of a stem: those of its last conv."""
-    return [m for m in stem if isinstance(m, nn.Conv2d)][-1].out_channels
-
-
 def _resnet18(stem: nn.Sequential, widths: Sequence[int], num_classes: int) -> nn.Sequential:
     """d2l's ResNet-18: stem ``b1``, four stages ``b2``-``b5`` of two residual blocks each
     (``widths`` channels), global average pooling, one linear layer."""
@@ -417,22 +417,14 @@ RESNET_ALIASES = {
                 "residual blocks 64-128-256-512, batch norm, global average pooling, fc",
                 f"{D2L}: ResNet", aliases=RESNET_ALIASES, heavy=True)
 def resnet18(num_classes: int = 10) -> nn.Module:
-    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3),
-                       nn.BatchNorm2d(64), nn.ReLU(),
-                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    return _resnet18(b1, (64, 128, 256, 512), num_classes)
+    return _resnet18(_stem(64, 7, 2, batch_norm=True), (64, 128, 256, 512), num_classes)
 
 
 @register_model("resnet18-small", (1, 28, 28), "ResNet-18's 4 stages of 2 residual blocks at "
-                "28x28, widths 16-32-64-128: 3x3 stem (no striding), batch norm, global "
-                "average pooling, fc", f"cnnlab (after {D2L}: ResNet)",
-                aliases=_without(RESNET_ALIASES, "pool1"))
+                "28x28, widths 16-32-64-128: 3x3 stem + max-pool, batch norm, global average "
+                "pooling, fc", f"cnnlab (after {D2L}: ResNet)", aliases=RESNET_ALIASES)
 def resnet18_small(num_classes: int = 10) -> nn.Module:
-    # 28x28 is small already: the stem keeps the size (no 7x7/2 conv, no max pool), and the
-    # three strided stages leave 4x4 maps before the global average (d2l's 96x96: 3x3)
-    b1 = nn.Sequential(nn.Conv2d(1, 16, kernel_size=3, padding=1), nn.BatchNorm2d(16),
-                       nn.ReLU())
-    return _resnet18(b1, (16, 32, 64, 128), num_classes)
+    return _resnet18(_stem(16, 3, 1, batch_norm=True), (16, 32, 64, 128), num_classes)
 
 
 # ---------------------------------------------------------------------------- DenseNet
@@ -495,17 +487,11 @@ DENSENET_ALIASES = {
                 "convs (growth 32) with halving transitions, BN, global average pooling, fc "
                 "248-10", f"{D2L}: DenseNet", aliases=DENSENET_ALIASES, heavy=True)
 def densenet(num_classes: int = 10) -> nn.Module:
-    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3),
-                       nn.BatchNorm2d(64), nn.ReLU(),
-                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    return _densenet(b1, 32, (4, 4, 4, 4), num_classes)
+    return _densenet(_stem(64, 7, 2, batch_norm=True), 32, (4, 4, 4, 4), num_classes)
 
 
 @register_model("densenet-small", (1, 28, 28), "DenseNet's 4 dense blocks of 4 convs at 28x28, "
-                "growth 12: 3x3 stem 24 (no striding), halving transitions, BN, global "
-                "average pooling, fc", f"cnnlab (after {D2L}: DenseNet)",
-                aliases=_without(DENSENET_ALIASES, "pool1"))
+                "growth 12: 3x3 stem 24 + max-pool, halving transitions, BN, global average "
+                "pooling, fc", f"cnnlab (after {D2L}: DenseNet)", aliases=DENSENET_ALIASES)
 def densenet_small(num_classes: int = 10) -> nn.Module:
-    b1 = nn.Sequential(nn.Conv2d(1, 24, kernel_size=3, padding=1), nn.BatchNorm2d(24),
-                       nn.ReLU())
-    return _densenet(b1, 12, (4, 4, 4, 4), num_classes)
+    return _densenet(_stem(24, 3, 1, batch_norm=True), 12, (4, 4, 4, 4), num_classes)
