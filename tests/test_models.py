@@ -128,7 +128,7 @@ def _googlenet_params(r, stem):  # every width divided by r; stem: the b1 conv's
 
 
 EXPECTED_PARAMS["googlenet"] = _googlenet_params(1, _conv(1, 64, 7))
-EXPECTED_PARAMS["googlenet-small"] = _googlenet_params(4, _conv(1, 16, 3))
+EXPECTED_PARAMS["googlenet-small"] = _googlenet_params(8, _conv(1, 8, 3))
 EXPECTED_PARAMS["lenet-bn"] = (_conv(1, 6, 5) + 2 * 6 + _conv(6, 16, 5) + 2 * 16 + _fc(256, 120)
                                + 2 * 120 + _fc(120, 84) + 2 * 84 + _fc(84, 10))
 

@@ -321,11 +321,13 @@ def googlenet(num_classes: int = 10) -> nn.Module:
 
 
 @register_model("googlenet-small", (1, 28, 28), "GoogLeNet's 9 Inception blocks at 28x28, "
-                "widths / 4: 3x3 stem + max-pool, 1x1 + 3x3 convs, max-pools, global average "
-                "pooling, fc 256-10", f"cnnlab (after {D2L}: GoogLeNet)",
+                "widths / 8: 3x3 stem + max-pool, 1x1 + 3x3 convs, max-pools, global average "
+                "pooling, fc 128-10", f"cnnlab (after {D2L}: GoogLeNet)",
                 aliases=GOOGLENET_ALIASES)
 def googlenet_small(num_classes: int = 10) -> nn.Module:
-    return _googlenet(4, _stem(16, 3, 1, batch_norm=False), num_classes)
+    # widths / 8 rather than / 4: in short CPU trials it learned as fast per example (0.85
+    # after 90k examples against 0.856) at 1.5x the examples/sec
+    return _googlenet(8, _stem(8, 3, 1, batch_norm=False), num_classes)
 
 
 # ---------------------------------------------------------------------------- BN LeNet
