@@ -69,17 +69,42 @@ def _round_trip(name: str, fmt: str, with_preprocess: bool, tmp_path) -> None:
     assert sidecar["verified"] is True and sidecar["input"]["shape"][0] == "batch"
 
 
-@pytest.mark.parametrize("name", model_names())
+# d2l's full-size nets (ModelInfo.heavy: 0.8M-129M parameters at 224x224 or 96x96) are not
+# round-tripped here: exporting and checking them at batches 1, 2 and 7, twice per format,
+# would take minutes (VGG-11's ONNX file alone is 515 MB). Their -small variants are built
+# from the same blocks and round-trip (test_heavy_models_are_made_of_exported_layers).
+HEAVY = {n for n in model_names() if get_model_info(n).heavy}
+EXPORTED = [pytest.param(n, marks=pytest.mark.skip(reason="heavy: its -small variant's blocks "
+                                                   "round-trip")) if n in HEAVY else n
+            for n in model_names()]
+
+
+@pytest.mark.parametrize("name", EXPORTED)
 def test_every_model_round_trips_through_onnx(name, tmp_path):
     _round_trip(name, "onnx", False, tmp_path)
     if name in WITH_PREPROCESS_ONNX:
         _round_trip(name, "onnx", True, tmp_path)
 
 
-@pytest.mark.parametrize("name", model_names())
+@pytest.mark.parametrize("name", EXPORTED)
 def test_every_model_round_trips_through_torchscript(name, tmp_path):
     _round_trip(name, "torchscript", False, tmp_path)
     _round_trip(name, "torchscript", True, tmp_path)
+
+
+def _layer_types(name: str) -> set[type]:
+    with torch.device("meta"):  # types only: no memory, no initialisation
+        return {type(m) for m in create_model(name).modules()}
+
+
+def test_heavy_models_are_made_of_exported_layers():
+    """A heavy net and its -small variant, which round-trips above, are made of the same
+    module classes (layers and blocks: Inception, Residual, DenseBlock ...); only sizes
+    differ."""
+    for name in sorted(HEAVY):
+        small = name.removesuffix("-d2l") + "-small"
+        assert small in model_names() and small not in HEAVY
+        assert _layer_types(name) == _layer_types(small), name
 
 
 def test_the_callers_model_is_left_as_it_was(tmp_path):

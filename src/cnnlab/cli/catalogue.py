@@ -13,6 +13,7 @@ from cnnlab.cli.console import console
 @cli.command()
 def models() -> None:
     """List the models: name, input shape, parameters, where they come from."""
+    import torch
     from rich.table import Table
 
     from cnnlab.models import create_model, get_model_info, model_names
@@ -22,7 +23,8 @@ def models() -> None:
         table.add_column(col, justify="right" if col == "params" else "left")
     for name in model_names():
         info = get_model_info(name)
-        n = sum(p.numel() for p in create_model(name).parameters())
+        with torch.device("meta"):  # shapes only: no memory, no initialisation (VGG-11: 129M)
+            n = sum(p.numel() for p in create_model(name).parameters())
         table.add_row(name, "x".join(map(str, info.input_shape)), f"{n:,}", info.description,
                       info.source)
     console().print(table)

@@ -28,12 +28,16 @@ def parse_ints(text: str, n: int, what: str) -> tuple[int, ...]:
 @click.option("--receptive-field", "receptive", is_flag=True,
               help="also each layer's receptive field, jump (effective stride) and the input "
                    "region its centre unit sees")
-def summary(model: str, input_shape: str | None, receptive: bool) -> None:
+@click.option("--depth", type=int,
+              help="one row per module this many levels down, a block as one row (1: the "
+                   "top-level modules, as d2l's `for layer in net` loop prints them) "
+                   "[every leaf layer]")
+def summary(model: str, input_shape: str | None, receptive: bool, depth: int | None) -> None:
     """Print each layer's output shape and parameter count, like d2l's layer loop."""
     from cnnlab.inspect.summary import model_summary
 
     shape = parse_ints(input_shape, 3, "--input") if input_shape else None
-    click.echo(model_summary(model, shape, receptive))
+    click.echo(model_summary(model, shape, receptive, depth))
 
 
 def conv_operand_options(fn: Any) -> Any:

@@ -24,15 +24,29 @@ class LayerRow:
     params: int
 
 
-def layer_rows(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
-    """Run one zero-grad forward pass of a (1, *input_shape) random input, recording leaves."""
+def _shown(name: str, module: nn.Module, depth: int | None) -> bool:
+    """Whether ``module`` gets a row: every leaf; with ``depth``, the modules ``depth`` levels
+    down (``depth`` 1: the top-level children) and any leaf above that level."""
+    leaf = len(list(module.children())) == 0
+    if depth is None:
+        return leaf
+    level = name.count(".") + 1
+    return level == depth or (leaf and level < depth)
+
+
+def layer_rows(model: nn.Module, input_shape: tuple[int, ...], depth: int | None = None
+               ) -> list[LayerRow]:
+    """Run one zero-grad forward pass of a (1, *input_shape) random input, recording the
+    leaves, or with ``depth`` the modules that deep (1: d2l's ``for layer in net`` loop, which
+    prints a block of a nested net as one ``Sequential`` line); the parameters of a row are
+    those of its module and everything inside it."""
     rows: list[LayerRow] = []
     hooks = []
     for name, module in model.named_modules():
-        if len(list(module.children())) == 0:
+        if name and _shown(name, module, depth):
             def hook(mod, _inp, out, name=name):
                 shape = out.shape if isinstance(out, torch.Tensor) else torch.Size([])
-                n = sum(p.numel() for p in mod.parameters(recurse=False))
+                n = sum(p.numel() for p in mod.parameters())
                 rows.append(LayerRow(name, type(mod).__name__, shape, n))
             hooks.append(module.register_forward_hook(hook))
     try:
@@ -85,15 +99,20 @@ def format_summary(rows: list[LayerRow], total_params: int,
 
 
 def model_summary(name: str, input_shape: tuple[int, int, int] | None = None,
-                  receptive: bool = False) -> str:
+                  receptive: bool = False, depth: int | None = None) -> str:
     """What `cnnlab summary` prints for registered model ``name`` (``receptive``: with each
-    layer's receptive field, jump and the input region its centre unit sees)."""
+    layer's receptive field, jump and the input region its centre unit sees; ``depth``: rows
+    for the modules that many levels down instead of the leaves)."""
     from cnnlab.models import create_model, get_model_info
 
+    if depth is not None and depth < 1:
+        raise CnnlabError(f"--depth must be at least 1, got {depth}")
+    if depth is not None and receptive:
+        raise CnnlabError("--receptive-field measures every leaf layer; leave out --depth")
     info = get_model_info(name)
     shape = input_shape or info.input_shape
     net = create_model(name)
-    rows = layer_rows(net, shape)
+    rows = layer_rows(net, shape, depth)
     head = f"{name}: {info.description}  (input 1x{'x'.join(map(str, shape))})"
     readable = {module: alias for alias, module in info.aliases.items()}
     fields = None

@@ -1,4 +1,4 @@
-"""Models: the tutorials' networks and cnnlab's fast nets, registered by name.
+"""Models: the tutorials' networks, d2l's modern CNNs and cnnlab's fast nets, registered by name.
 
 Importing this package imports every family module, which registers its models; the
 registry itself (``registry.py``) only holds the dict.
@@ -6,6 +6,7 @@ registry itself (``registry.py``) only holds the dict.
 
 from cnnlab.models import airbench, fastnet, lenet, mlp, mnist_net  # noqa: E402,F401,I001
 from cnnlab.models import mnist_advanced, simple_cnn  # noqa: E402,F401,I001
+from cnnlab.models import modern  # noqa: E402,F401,I001 - d2l's modern CNNs, listed last
 from cnnlab.models.init import init_weights  # noqa: E402
 from cnnlab.models.registry import (
     ModelInfo,

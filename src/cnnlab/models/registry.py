@@ -26,18 +26,22 @@ class ModelInfo:
     description: str
     source: str
     aliases: dict[str, str] = field(default_factory=dict)  # readable name -> module name
+    # too costly for every registry-wide check on a CPU (d2l's full-size nets at 224x224 or
+    # 96x96, up to 129M parameters): those checks run them at batch 1, and the export
+    # round trips check their -small variant's layer types instead (see tests/test_export.py)
+    heavy: bool = False
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, input_shape: tuple[int, int, int], description: str, source: str,
-                   aliases: dict[str, str] | None = None):
+                   aliases: dict[str, str] | None = None, heavy: bool = False):
     """Decorator that adds a builder ``f(num_classes=10) -> nn.Module`` to the registry."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _REGISTRY[name] = ModelInfo(name, fn, input_shape, description, source,
-                                    dict(aliases or {}))
+                                    dict(aliases or {}), heavy)
         return fn
 
     return wrap
