@@ -84,7 +84,7 @@ def _alexnet_params(c, k1, hidden, flat):
 
 
 EXPECTED_PARAMS["alexnet"] = _alexnet_params((96, 256, 384, 384, 256), 11, 4096, 5 * 5)
-EXPECTED_PARAMS["alexnet-small"] = _alexnet_params((32, 64, 96, 96, 64), 5, 256, 2 * 2)
+EXPECTED_PARAMS["alexnet-small"] = _alexnet_params((16, 32, 48, 48, 32), 5, 256, 2 * 2)
 
 
 def _vgg_params(channels, hidden, flat):  # one 3x3 conv per entry of channels
@@ -106,7 +106,7 @@ def _nin_params(c, k1):
 
 
 EXPECTED_PARAMS["nin"] = _nin_params((96, 256, 384), 11)
-EXPECTED_PARAMS["nin-small"] = _nin_params((32, 64, 96), 5)
+EXPECTED_PARAMS["nin-small"] = _nin_params((16, 32, 128), 5)
 
 GOOGLENET_INCEPTIONS = [  # d2l's Inception(in_channels, c1, c2, c3, c4) arguments, 3a ... 5b
     (192, 64, (96, 128), (16, 32), 32), (256, 128, (128, 192), (32, 96), 64),
