@@ -86,10 +86,19 @@ def test_every_model_round_trips_through_onnx(name, tmp_path):
         _round_trip(name, "onnx", True, tmp_path)
 
 
+# A loaded TorchScript graph re-optimises itself for each new batch size, which costs
+# seconds for graphs of many small layers. The preprocessing wrapper is the same for every
+# net, so of d2l's -small variants only lenet-bn and resnet18-small also round-trip with it
+# (saving ~25 s); the others' own layers round-trip plainly.
+PLAIN_TORCHSCRIPT_ONLY = {"alexnet-small", "vgg11-small", "nin-small", "googlenet-small",
+                          "densenet-small"}
+
+
 @pytest.mark.parametrize("name", EXPORTED)
 def test_every_model_round_trips_through_torchscript(name, tmp_path):
     _round_trip(name, "torchscript", False, tmp_path)
-    _round_trip(name, "torchscript", True, tmp_path)
+    if name not in PLAIN_TORCHSCRIPT_ONLY:
+        _round_trip(name, "torchscript", True, tmp_path)
 
 
 def _layer_types(name: str) -> set[type]:

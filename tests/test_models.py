@@ -117,15 +117,16 @@ GOOGLENET_INCEPTIONS = [  # d2l's Inception(in_channels, c1, c2, c3, c4) argumen
 ]
 
 
-def _googlenet_params(r, stem):  # every width divided by r; stem: the b1 conv's parameters
-    def inception(i, c1, c2, c3, c4):
-        i, c1, c4 = i // r, c1 // r, c4 // r
-        (a2, b2), (a3, b3) = (c // r for c in c2), (c // r for c in c3)
-        return (_conv(i, c1, 1) + _conv(i, a2, 1) + _conv(a2, b2, 3) + _conv(i, a3, 1)
-                + _conv(a3, b3, 5) + _conv(i, c4, 1))
+def _googlenet_params(r, stem):  # widths / r, at least 8; stem: the b1 conv's parameters
+    def w(c):
+        return max(c // r, 8)
 
-    b2 = _conv(64 // r, 64 // r, 1) + _conv(64 // r, 192 // r, 3)
-    return stem + b2 + sum(inception(*args) for args in GOOGLENET_INCEPTIONS) + _fc(1024 // r, 10)
+    total, c_in = stem + _conv(w(64), w(64), 1) + _conv(w(64), w(192), 3), w(192)  # b1, b2
+    for _, c1, (a2, b2), (a3, b3), c4 in GOOGLENET_INCEPTIONS:
+        total += (_conv(c_in, w(c1), 1) + _conv(c_in, w(a2), 1) + _conv(w(a2), w(b2), 3)
+                  + _conv(c_in, w(a3), 1) + _conv(w(a3), w(b3), 5) + _conv(c_in, w(c4), 1))
+        c_in = w(c1) + w(b2) + w(b3) + w(c4)  # the block's output: the next one's input
+    return total + _fc(c_in, 10)
 
 
 EXPECTED_PARAMS["googlenet"] = _googlenet_params(1, _conv(1, 64, 7))
