@@ -143,7 +143,7 @@ def epoch_result(losses: torch.Tensor, correct: torch.Tensor, seen: int, start: 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.model}-{cfg.dataset}-{stamp}"
+    return Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '-')}-{stamp}"  # ucr:NAME
 
 
 def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None] = print,
