@@ -20,6 +20,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -28,6 +29,9 @@ from cnnlab.errors import CnnlabError
 from cnnlab.run import LoadedRun
 from cnnlab.viz.inside import class_index
 from cnnlab.viz.plots import percent, save_png
+
+if TYPE_CHECKING:
+    from cnnlab.engine.interpret import Interpretation
 
 PER_CLASS = 2  # series per class drawn by default
 LIMIT = 8  # at most this many series in one picture
@@ -205,3 +209,31 @@ def plot_run_cam(run: LoadedRun, path: str | Path | None = None, split: str = "t
     series, labels, true = pick_series(run, split, indices, class_names, per_class, limit,
                                        data_dir)
     return plot_cam(run, series_cam(run, series, labels, true, target, split), path, title)
+
+
+def plot_mistakes_cam(run: LoadedRun, interp: Interpretation, path: str | Path,
+                      which: str = "mistakes", limit: int = LIMIT, title: str = "") -> Path:
+    """The most confident mistakes (``which="losses"``: the largest losses) of a series run,
+    each coloured by the class activation map of the class it was taken for."""
+    items = (interp.mistakes if which == "mistakes" else interp.top_losses)[:limit]
+    label = "most confident mistakes" if which == "mistakes" else "largest losses"
+    if not items:
+        return _note_png(f"{run.config.model} on {interp.dataset} ({interp.split} split): "
+                         f"no mistakes", path)
+    series = torch.stack([interp.image(m) for m in items])
+    labels = [f"#{m.index} true {interp.classes[m.true]}" for m in items]
+    cam = series_cam(run, series, labels, [m.true for m in items], split=interp.split)
+    return plot_cam(run, cam, path, title or f"{run.config.model} on {interp.dataset} "
+                    f"({interp.split} split): {label}, coloured by the map of the predicted class")
+
+
+def _note_png(text: str, path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10)
+    return save_png(fig, path, dpi=110)
