@@ -64,6 +64,21 @@ def _airbench_res_params(w):
 
 EXPECTED_PARAMS["airbench-res"] = _airbench_res_params((128, 512, 512))
 
+# 1-D nets at their default input (1 channel): convs without bias, BN scale + shift, fc
+EXPECTED_PARAMS["fcn"] = (1 * 128 * 8 + 128 * 256 * 5 + 256 * 128 * 3 + 2 * (128 + 256 + 128)
+                          + 128 * 10 + 10)
+
+
+def _resnet1d_params(c_in, widths=(64, 128, 128)):
+    total = 0
+    for a, b in zip((c_in, *widths[:-1]), widths, strict=True):
+        total += a * b * 8 + b * b * 5 + b * b * 3 + 3 * 2 * b  # k8, k5, k3 convs and their BN
+        total += (a * b if a != b else 0) + 2 * b  # shortcut: 1x1 conv where widths change, BN
+    return total + widths[-1] * 10 + 10
+
+
+EXPECTED_PARAMS["resnet1d"] = _resnet1d_params(1)
+
 D2L_LENET = """Conv2d output shape: torch.Size([1, 6, 28, 28])
 Sigmoid output shape: torch.Size([1, 6, 28, 28])
 AvgPool2d output shape: torch.Size([1, 6, 14, 14])

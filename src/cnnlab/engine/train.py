@@ -261,10 +261,11 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             )
             history.append(row)
             if dist.is_main:
-                run.save_checkpoint(epoch + 1, model, optimizer, ema,
-                                    {"global_step": (epoch + 1) * steps,
-                                     "history": [asdict(h) for h in history]},
-                                    keep=cfg.keep_checkpoints)
+                if last or (epoch + 1) % cfg.checkpoint_every == 0:
+                    run.save_checkpoint(epoch + 1, model, optimizer, ema,
+                                        {"global_step": (epoch + 1) * steps,
+                                         "history": [asdict(h) for h in history]},
+                                        keep=cfg.keep_checkpoints)
                 run.write_metrics(history)
             if tb is not None:  # after the checkpoint: TensorBoard shows what a resume keeps
                 tb.log_epoch(row)

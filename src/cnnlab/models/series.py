@@ -24,20 +24,32 @@ Keras's 'same' padding of even kernels (3 steps before, 4 after, for k8).
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from cnnlab.models.registry import register_model
 
-# PyTorch warns once that 'same' padding of an even kernel (k8) pads a copy of the input;
-# that is the intended behaviour here (measured: faster than padding by hand)
-warnings.filterwarnings("ignore", message="Using padding='same' with even kernel lengths")
-
 WANG = "Wang, Yan & Oates 2017 (arXiv:1611.06455)"
 INPUT = (1, 150)  # what `cnnlab summary` shows by default (GunPoint); any C x L works
+
+
+class SameConv1d(nn.Conv1d):
+    """Conv1d (stride 1, no bias) whose output is as long as its input, padded as Keras's
+    'same' pads: (k - 1) // 2 zeros before, k // 2 after, so an even kernel (k8) looks one
+    step further ahead than back. (PyTorch's own ``padding="same"`` pads the same way, but
+    warns about it.)"""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        even = kernel_size % 2 == 0
+        super().__init__(in_channels, out_channels, kernel_size, bias=False,
+                         padding=0 if even else kernel_size // 2)
+        self.pads = ((kernel_size - 1) // 2, kernel_size // 2) if even else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x if self.pads is None else F.pad(x, self.pads))
 
 
 class ConvBlock1d(nn.Module):
@@ -45,7 +57,7 @@ class ConvBlock1d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, relu: bool = True):
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding="same", bias=False)
+        self.conv = SameConv1d(in_channels, out_channels, kernel_size)
         self.bn = nn.BatchNorm1d(out_channels)
         self.relu = nn.ReLU() if relu else nn.Identity()
 
