@@ -19,7 +19,8 @@ that many epochs. The table gives the epochs, so a row can be re-run exactly wit
 Time: "fit s" is the whole ``fit()`` call (data from the decode cache, model set-up, every
 training step, the recipe's test passes and checkpoints; not the one-off import of torch's
 compiler stack that the first optimizer of a fresh process triggers, 3-9 s on 2 cores);
-"steps s" the training steps alone. "met" means mean accuracy >= the published mean - 0.01 and mean fit time <= 60 s.
+"steps s" the training steps alone. "met": mean accuracy >= the published mean - 0.01, and
+mean fit time <= 60 s.
 
 Published figures (mean accuracy; Wang et al. report one run's test error, given as 1 - error):
 
@@ -95,9 +96,9 @@ def calibrate(rest: list[str]) -> dict:
 
 
 def train(rest: list[str]) -> dict:
-    from cnnlab.engine.train import fit
-
     import torch
+
+    from cnnlab.engine.train import fit
 
     o = _opts(rest)
     # building the first optimizer of a process imports torch's compiler stack (torch._dynamo,

@@ -313,8 +313,8 @@ def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
     classes = run.read_classes()
     preprocess = run.read_preprocess(saved)
     dev = resolve_device(device)
-    model = create_model(config.model, num_classes=len(classes),
-                         in_channels=preprocess.channels)
+    channels = {"in_channels": preprocess.channels} if preprocess.is_series else {}
+    model = create_model(config.model, num_classes=len(classes), **channels)
     run.load_weights(model)
     model.to(dev)
     if preprocess.channels_last:

@@ -178,7 +178,8 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     augment.check_fits(train.shape[1:])
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=len(train.classes), in_channels=train.shape[0])
+    channels = {"in_channels": train.shape[0]} if train.is_series else {}  # the data's C
+    model = create_model(cfg.model, num_classes=len(train.classes), **channels)
     init_weights(model, cfg.init)
     model.to(device)
     if cfg.channels_last is None:
