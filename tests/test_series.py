@@ -286,6 +286,16 @@ def test_image_commands_refuse_a_series_run_in_one_line(series_run, tmp_path):
                         "cnnlab visualize cam")
 
 
+def test_serving_a_series_run_is_refused_before_anything_starts(series_run):
+    pytest.importorskip("fastapi")
+    from cnnlab.run import load_run
+    from cnnlab.serve.app import ServeConfig, create_app
+
+    run = load_run(series_run.run_dir, device="cpu")
+    with pytest.raises(CnnlabError, match="`cnnlab serve` takes images"):
+        create_app(run, ServeConfig(str(series_run.run_dir)))
+
+
 def test_cam_matches_a_hand_computation(series_run):
     from cnnlab.run import load_run
     from cnnlab.viz.series import pick_series, series_cam
