@@ -234,7 +234,7 @@ class RunDir:
 
     # ----------------------------------------------------------- evaluation, plots
     def eval_path(self, split: str) -> Path:
-        return self.path / f"eval-{split}.json"
+        return self.path / f"eval-{split.replace(':', '-')}.json"  # ucr:NAME-test: no colon
 
     def write_eval(self, split: str, result: dict[str, Any]) -> Path:
         write_json(self.eval_path(split), result)

@@ -108,7 +108,8 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
         pairs.add_row(c[i], c[j], str(n))
     con.print(pairs)
     where = Path(run_dir)
-    tag = split if dataset is None else f"{res.dataset}-{split}"  # never overwrite the run's own
+    # another data set never overwrites the run's own files; no colon in a name (ucr:NAME)
+    tag = split if dataset is None else f"{res.dataset}-{split}".replace(":", "-")
     title = f"{res.dataset} {split}: accuracy {res.accuracy:.4f}"
     if run.is_series:  # series: lines coloured by the class activation map, not image tiles
         from cnnlab.viz.series import plot_mistakes_cam
