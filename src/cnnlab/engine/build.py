@@ -206,7 +206,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
     stream = streams(cfg.data_memory, train.images, device, local)
     if stream:
-        mib = train.images.numel() / 2**20
+        mib = train.images.numel() * train.images.element_size() / 2**20
         shown = f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
         log(f"streaming the training split from the host ({shown}, memory-mapped): each "
             "batch is gathered as it is needed")
