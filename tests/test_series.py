@@ -364,3 +364,8 @@ def test_export_of_a_series_run(series_run, tmp_path):
         side = json.loads((tmp_path / f"{name}.json").read_text())
         assert side["verified"] and side["input"]["shape"] == ["batch", 1, 24]
         assert side["preprocess"]["kind"] == "series"
+
+
+def test_cam_of_an_image_run_is_one_line(lenet_run):
+    r = CliRunner().invoke(cli, ["visualize", "cam", str(lenet_run)])
+    _one_line_error(r, "is an image run", "cnnlab visualize gradcam")
