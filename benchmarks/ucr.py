@@ -10,8 +10,8 @@ is compared with the published mean accuracy.
 
 Epochs: the target is at most a minute of training per data set, and an epoch of OSULeaf
 (200 series of 427 steps) costs 11x one of GunPoint (50 of 150). So, unless ``--epochs``
-fixes them, each (data set, model) is first timed for a few training steps on this machine
-(``cnnlab bench``'s measurement, in its own process), and gets as many epochs as fit in
+fixes them, each (data set, model) is first timed for a few seconds of training steps on this
+machine (as ``cnnlab bench`` times them, in its own process), and gets as many epochs as fit in
 ``--budget`` seconds of training steps (at least 10, at most 1000); every seed then trains
 that many epochs. The table gives the epochs, so a row can be re-run exactly with
 ``cnnlab train --recipe ucr-MODEL --dataset ucr:NAME --epochs N --seed S``.
@@ -83,16 +83,38 @@ def _config(o: argparse.Namespace, out: str | None = None):
 
 
 def calibrate(rest: list[str]) -> dict:
-    """Training steps per second of the recipe on this data set (as `cnnlab bench`)."""
-    from cnnlab.data import load_split
-    from cnnlab.engine.bench import bench
+    """Series per second in the recipe's training steps on this data set, timed as `cnnlab
+    bench` times them (the real loader, optimizer and step), as the median of three windows
+    of about 2 s each: one window is easily thrown off on a shared machine."""
+    from cnnlab.engine.build import build
+    from cnnlab.engine.train import training_step
 
     o = _opts(rest)
-    cfg = _config(o)
-    n_train = len(load_split(cfg.dataset, "train"))
-    res = bench(cfg, steps=30, warmup=5)
-    return {"examples_per_sec": res.examples_per_sec, "n_train": n_train,
-            "drop_last": cfg.drop_last, "batch_size": cfg.batch_size}
+    run = build(_config(o))
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from run.train.epoch(epoch)
+            epoch += 1
+
+    it = batches()
+    run.model.train()
+
+    def steps(n: int) -> tuple[float, int]:
+        seen, t = 0, time.perf_counter()
+        for _ in range(n):
+            x, y = next(it)
+            training_step(run.step_model, run.optimizer, run.criterion, x, y, run.cfg.precision)
+            seen += len(y)
+        return time.perf_counter() - t, seen
+
+    steps(3)  # warm-up
+    took, _ = steps(5)
+    per_window = max(5, int(5 * 2.0 / max(took, 1e-3)))
+    rates = sorted(seen / took for took, seen in (steps(per_window) for _ in range(3)))
+    return {"examples_per_sec": rates[1], "rates": rates, "n_train": len(run.train.labels),
+            "drop_last": run.cfg.drop_last, "batch_size": run.cfg.batch_size}
 
 
 def train(rest: list[str]) -> dict:
@@ -151,8 +173,9 @@ def main() -> None:
             if epochs is None:
                 cal = _sides.run_side(__file__, "calibrate", common)
                 epochs = _epochs(cal, a.budget)
+                spread = "/".join(f"{r:.0f}" for r in cal["rates"])
                 print(f"{ds} {model}: {cal['examples_per_sec']:.0f} series/s in training "
-                      f"steps -> {epochs} epochs", flush=True)
+                      f"steps (3 windows: {spread}) -> {epochs} epochs", flush=True)
             runs = []
             for seed in range(a.seeds):
                 r = _sides.run_side(__file__, "train",
