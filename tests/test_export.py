@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from cnnlab.cli import cli
 from cnnlab.data import load_split
-from cnnlab.data.preprocess import Preprocess
+from cnnlab.data.preprocess import Preprocess, SeriesPreprocess
 from cnnlab.engine import export as ex
 from cnnlab.models import create_model, get_model_info, model_names
 from cnnlab.run import load_run
@@ -26,14 +26,19 @@ WITH_PREPROCESS_ONNX = {"lenet5", "airbench-res", "mnist-resnet"}  # one of each
 def _model_and_preprocess(name: str, channels_last: bool = False):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10).eval()
-    c, h, w = get_model_info(name).input_shape
+    info = get_model_info(name)
+    if info.series:  # float (N, C, L) series, z-normalised; no memory layout to choose
+        return model, SeriesPreprocess(*info.input_shape)
+    c, h, w = info.input_shape
     pre = Preprocess(c, (h, w), mean=(0.45,) * c, std=(0.22,) * c, channels_last=channels_last)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model, pre
 
 
-def _images(pre: Preprocess, n: int, seed: int = 1) -> torch.Tensor:
+def _images(pre: Preprocess | SeriesPreprocess, n: int, seed: int = 1) -> torch.Tensor:
+    if pre.is_series:
+        return ex.random_images(pre, n, seed)
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, *pre.input_shape), generator=g, dtype=torch.uint8)
 
@@ -55,13 +60,14 @@ def _round_trip(name: str, fmt: str, with_preprocess: bool, tmp_path) -> None:
     report = ex.export_model(model, pre, [str(i) for i in range(10)], fmt, out,
                              with_preprocess=with_preprocess, model_name=name)
     assert report.verified and [r.batch for r in report.verification] == list(BATCHES)
-    assert report.input["dtype"] == ("uint8" if with_preprocess else "float32")
+    assert report.input["dtype"] == ("uint8" if with_preprocess and not pre.is_series
+                                     else "float32")
     run = _load(fmt, out)
     for n in BATCHES:  # fresh images, not the ones the export checked itself on
         images = _images(pre, n, seed=10 + n)
         with torch.no_grad():
             want = model(pre(images))
-        got = run(images if with_preprocess else pre.normalise(images))
+        got = run(images if with_preprocess else ex.model_input(pre, images))
         assert got.shape == (n, 10)
         assert float((got - want).abs().max()) <= ex.ATOL, (name, fmt, n)
         assert torch.equal(got.argmax(1), want.argmax(1)), (name, fmt, n)

@@ -165,6 +165,21 @@ def _densenet_params(stem, c, growth):  # 4 dense blocks of 4 (BN, ReLU, 3x3 con
 EXPECTED_PARAMS["densenet"] = _densenet_params(_conv(1, 64, 7) + 2 * 64, 64, 32)
 EXPECTED_PARAMS["densenet-small"] = _densenet_params(_conv(1, 24, 3) + 2 * 24, 24, 12)
 
+# 1-D nets at their default input (1 channel): convs without bias, BN scale + shift, fc
+EXPECTED_PARAMS["fcn"] = (1 * 128 * 8 + 128 * 256 * 5 + 256 * 128 * 3 + 2 * (128 + 256 + 128)
+                          + 128 * 10 + 10)
+
+
+def _resnet1d_params(c_in, widths=(64, 128, 128)):
+    total = 0
+    for a, b in zip((c_in, *widths[:-1]), widths, strict=True):
+        total += a * b * 8 + b * b * 5 + b * b * 3 + 3 * 2 * b  # k8, k5, k3 convs and their BN
+        total += (a * b if a != b else 0) + 2 * b  # shortcut: 1x1 conv where widths change, BN
+    return total + widths[-1] * 10 + 10
+
+
+EXPECTED_PARAMS["resnet1d"] = _resnet1d_params(1)
+
 D2L_LENET = """Conv2d output shape: torch.Size([1, 6, 28, 28])
 Sigmoid output shape: torch.Size([1, 6, 28, 28])
 AvgPool2d output shape: torch.Size([1, 6, 14, 14])

@@ -71,6 +71,28 @@ def test_resume_equals_uninterrupted(tmp_path, extra):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
+def test_checkpoint_every_writes_fewer_checkpoints_and_resumes_from_the_last(tmp_path):
+    full = fit(_cfg(tmp_path / "a", epochs=3, checkpoint_every=2), log=lambda _m: None)
+    names = sorted(p.name for p in (tmp_path / "a" / "run" / "checkpoints").glob("*.json"))
+    assert names == ["epoch-002.json", "epoch-003.json"]  # every 2nd, and always the last
+
+    def stop_after_third(m):
+        if m.epoch == 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):  # stopped after epoch 3 of 4: the newest checkpoint is epoch 2
+        fit(_cfg(tmp_path / "b", epochs=4, checkpoint_every=2), log=lambda _m: None,
+            on_epoch_end=stop_after_third)
+    resumed = fit(_cfg(tmp_path / "b", epochs=4, checkpoint_every=2),
+                  resume=tmp_path / "b" / "run", log=lambda _m: None)
+    again = fit(_cfg(tmp_path / "c", epochs=4), log=lambda _m: None)
+    assert [h.epoch for h in resumed.history] == [1, 2, 3, 4]
+    a, b = again.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert len(full.history) == 3
+
+
 class _NaNAfter(torch.nn.Module):
     """Wraps a model and returns NaN logits from the ``after``-th training call on."""
 

@@ -97,6 +97,9 @@ class TrainConfig:
                        "processes (SyncBatchNorm; CUDA only)")
     out: str | None = _f(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)")
     keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (0 keeps all)")
+    checkpoint_every: int = _f(1, "write a checkpoint (and the weights) every N epochs, always "
+                               "after the last; short epochs (small time-series sets) spend "
+                               "more time writing than training at 1")
     log_every: int = _f(50, "steps between progress updates and NaN checks")
     tensorboard: bool = _f(False, "write TensorBoard scalars to RUN_DIR/tensorboard "
                            "(pip install 'cnnlab[tensorboard]')")
@@ -110,7 +113,7 @@ class TrainConfig:
                     f"got '{getattr(self, name)}'"
                 )
         positive = ["epochs", "batch_size", "eval_batch_size", "eval_every", "step_size",
-                    "log_every"]
+                    "log_every", "checkpoint_every"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be at least 1, "

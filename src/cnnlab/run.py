@@ -3,7 +3,8 @@
 :class:`RunDir` is the only code that knows the file names inside a run directory::
 
     config.yaml          the resolved configuration (re-runnable as a recipe)
-    preprocess.json      channels, size, mean/std, light-on-dark, memory layout
+    preprocess.json      channels, size, mean/std, light-on-dark, memory layout (a series
+                         run: "kind": "series", channels, length, z-normalisation)
     classes.json         class names, in output order
     metrics.csv/.jsonl   one row per epoch
     model.safetensors    the latest weights
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from cnnlab.config import TrainConfig
-    from cnnlab.data.preprocess import Preprocess
+    from cnnlab.data.preprocess import Preprocess, SeriesPreprocess
 
 
 @dataclass
@@ -121,7 +122,8 @@ class RunDir:
         return read_yaml_config(self.path / self.CONFIG)
 
     # ------------------------------------------------------ preprocessing and classes
-    def write_meta(self, preprocess: Preprocess, classes: tuple[str, ...]) -> None:
+    def write_meta(self, preprocess: Preprocess | SeriesPreprocess, classes: tuple[str, ...]
+                   ) -> None:
         write_atomic(self.path / self.PREPROCESS, preprocess.to_json())
         write_json(self.path / self.CLASSES, {"classes": list(classes)})
 
@@ -133,7 +135,8 @@ class RunDir:
                               "the run directory is damaged")
         return tuple(str(c) for c in classes)
 
-    def read_preprocess(self, config: dict[str, Any] | None = None) -> Preprocess:
+    def read_preprocess(self, config: dict[str, Any] | None = None
+                        ) -> Preprocess | SeriesPreprocess:
         """preprocess.json; for runs from cnnlab 0.1 (no such file), the same facts from
         classes.json and config.yaml."""
         from cnnlab.data.preprocess import Preprocess
@@ -231,7 +234,7 @@ class RunDir:
 
     # ----------------------------------------------------------- evaluation, plots
     def eval_path(self, split: str) -> Path:
-        return self.path / f"eval-{split}.json"
+        return self.path / f"eval-{split.replace(':', '-')}.json"  # ucr:NAME-test: no colon
 
     def write_eval(self, split: str, result: dict[str, Any]) -> Path:
         write_json(self.eval_path(split), result)
@@ -254,7 +257,7 @@ class LoadedRun:
 
     run_dir: RunDir
     model: nn.Module  # in eval mode, on ``device``, in the trained memory format
-    preprocess: Preprocess
+    preprocess: Preprocess | SeriesPreprocess
     classes: tuple[str, ...]
     config: TrainConfig
     history: list[EpochMetrics]
@@ -264,8 +267,24 @@ class LoadedRun:
     def precision(self) -> str:
         return self.config.precision
 
+    @property
+    def is_series(self) -> bool:
+        """Trained on 1-D time series (N, C, L) rather than images."""
+        return self.preprocess.is_series
+
+    def require_images(self, what: str) -> None:
+        """A one-line error when ``what`` (a command or picture made for images) is asked of
+        a time-series run, saying what to use instead."""
+        if self.is_series:
+            c, length = self.preprocess.input_shape
+            raise CnnlabError(
+                f"{what} takes images, and {self.run_dir} is a 1-D series run "
+                f"({self.config.dataset}, {c}x{length}); for series use `cnnlab eval`, "
+                f"`cnnlab report` or `cnnlab visualize cam {self.run_dir}`")
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a uint8 (N, C, H, W) batch of any size or channel count."""
+        """Logits for a uint8 (N, C, H, W) batch of any size or channel count (a series run:
+        a float (N, C, L) batch of its shape)."""
         import torch
 
         from cnnlab.device import autocast
@@ -294,7 +313,8 @@ def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
     classes = run.read_classes()
     preprocess = run.read_preprocess(saved)
     dev = resolve_device(device)
-    model = create_model(config.model, num_classes=len(classes))
+    channels = {"in_channels": preprocess.channels} if preprocess.is_series else {}
+    model = create_model(config.model, num_classes=len(classes), **channels)
     run.load_weights(model)
     model.to(dev)
     if preprocess.channels_last:

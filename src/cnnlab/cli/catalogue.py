@@ -25,15 +25,16 @@ def models() -> None:
         info = get_model_info(name)
         with torch.device("meta"):  # shapes only: no memory, no initialisation (VGG-11: 129M)
             n = sum(p.numel() for p in create_model(name).parameters())
-        table.add_row(name, "x".join(map(str, info.input_shape)), f"{n:,}", info.description,
-                      info.source)
+        params = f"{n:,}" + (" (C=1)" if info.series else "")  # a series model's grow with C
+        table.add_row(name, info.shape_text(), params, info.description, info.source)
     console().print(table)
 
 
 @cli.command()
 @click.option("--data-dir", help="data root searched first")
 def datasets(data_dir: str | None) -> None:
-    """List the data sets: sizes, classes, and where their files are found."""
+    """List the data sets: sizes, classes, and where their files are found (time series:
+    ucr:NAME, the UCR/UEA sets bundled with aeon)."""
     from rich.table import Table
 
     from cnnlab.data.locate import describe_location, search_roots
@@ -50,9 +51,24 @@ def datasets(data_dir: str | None) -> None:
                       f"{info.sizes['train']:,}" if info.sizes else "-",
                       f"{info.sizes['test']:,}" if info.sizes else "-", classes,
                       "[red]not found[/]" if where == "not found" else where)
+    table.add_row(*_ucr_row())
     con = console()
     con.print(table)
     con.print("searched, in order: " + ", ".join(str(r) for r in search_roots(data_dir)))
+
+
+def _ucr_row() -> tuple[str, ...]:
+    """The `ucr:NAME` line: the UCR/UEA sets bundled with aeon (the series extra), or how
+    to install it."""
+    from cnnlab.data.sources import ucr
+    from cnnlab.errors import CnnlabError
+
+    try:
+        names = ucr.classification_names()
+        where = f"embedded (aeon {ucr.aeon_version()}): {', '.join(names)}"
+    except CnnlabError:
+        where = "[red]needs the series extra[/]: pip install 'cnnlab[series]'"
+    return ("ucr:NAME", "C x L series", "-", "-", "per set", where)
 
 
 @cli.command()

@@ -24,8 +24,12 @@ def _model(target: str) -> tuple[Any, str, tuple[int, int, int], dict[str, str],
         RunDir(target).require()
         run = load_run(target, device="cpu")
         name = run.config.model
+        run.require_images("`cnnlab explain` (receptive fields, shapes)")
         return (run.model.float(), name, run.preprocess.input_shape, _aliases(name), run)
     info = get_model_info(target)  # an unknown name lists the models
+    if info.series:
+        raise CnnlabError(f"`cnnlab explain` draws image models; '{target}' is a 1-D series "
+                          f"model: see its layers with `cnnlab summary {target}`")
     return create_model(target), target, info.input_shape, _aliases(target), None
 
 

@@ -20,7 +20,8 @@ from cnnlab.cli.console import console
               help="where the run's data set is, for the check (default: where training found it)")
 @click.option("--with-preprocess", is_flag=True,
               help="the graph takes uint8 pixels (0..255, at the model's size and channels) and "
-                   "normalises them itself; without it, the normalised float32 tensor")
+                   "normalises them itself; without it, the normalised float32 tensor (a series "
+                   "run: raw float32 series, z-normalised in the graph)")
 def export(run_dir: Path, fmt: str, out: Path | None, data_dir: str | None,
            with_preprocess: bool) -> None:
     """Export a trained run to ONNX or TorchScript with a dynamic batch axis.
@@ -37,10 +38,12 @@ def export(run_dir: Path, fmt: str, out: Path | None, data_dir: str | None,
     con = console()
     r = export_run(run_dir, fmt, out, with_preprocess, data_dir=data_dir)
     if r.images.get("source") == "random":
+        what = "series" if r.preprocess.get("kind") == "series" else "uint8 images"
         con.print(f"[bold]warning:[/] {r.images['reason']}; verified on deterministic random "
-                  "uint8 images instead")
+                  f"{what} instead")
     else:
-        con.print(f"verified on {sum(row.batch for row in r.verification)} images of the "
+        what = "series" if r.preprocess.get("kind") == "series" else "images"
+        con.print(f"verified on {sum(row.batch for row in r.verification)} {what} of the "
                   f"{r.images['dataset']} test split")
     table = Table(show_edge=False)
     for col in ("batch", "max abs diff", "top-1 agreement"):

@@ -24,7 +24,8 @@ def parse_ints(text: str, n: int, what: str) -> tuple[int, ...]:
 
 @cli.command()
 @click.argument("model")
-@click.option("--input", "input_shape", help="input shape C,H,W [the model's own]")
+@click.option("--input", "input_shape",
+              help="input shape C,H,W; a series model: C,L [the model's own]")
 @click.option("--receptive-field", "receptive", is_flag=True,
               help="also each layer's receptive field, jump (effective stride) and the input "
                    "region its centre unit sees")
@@ -33,10 +34,23 @@ def parse_ints(text: str, n: int, what: str) -> tuple[int, ...]:
                    "top-level modules, as d2l's `for layer in net` loop prints them) "
                    "[every leaf layer]")
 def summary(model: str, input_shape: str | None, receptive: bool, depth: int | None) -> None:
-    """Print each layer's output shape and parameter count, like d2l's layer loop."""
-    from cnnlab.inspect.summary import model_summary
+    """Print each layer's output shape and parameter count, like d2l's layer loop.
 
-    shape = parse_ints(input_shape, 3, "--input") if input_shape else None
+    MODEL is a model name (`cnnlab models`) or a run directory (its trained model, at the
+    input shape it was trained on)."""
+    from pathlib import Path
+
+    from cnnlab.inspect.summary import model_summary, run_summary
+    from cnnlab.models import get_model_info, model_names
+
+    if model not in model_names() and Path(model).exists():
+        if input_shape:
+            raise CnnlabError("--input applies to a model name; a run directory has its own "
+                              "input shape")
+        click.echo(run_summary(model, receptive, depth))
+        return
+    n = 2 if get_model_info(model).series else 3
+    shape = parse_ints(input_shape, n, "--input") if input_shape else None
     click.echo(model_summary(model, shape, receptive, depth))
 
 

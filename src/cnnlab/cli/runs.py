@@ -76,17 +76,20 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
            batch_size: int, device: str) -> None:
     """The most confidently wrong images and the most-confused class pairs, with pictures.
 
-    Writes errors-SPLIT.png (the first 48 mistakes), confusion-SPLIT.png (counts and
+    Writes errors-SPLIT.png (the first 48 mistakes; a series run: the first 8, coloured by
+    their class activation maps), confusion-SPLIT.png (counts and
     row-normalised) and errors-SPLIT.json into the run directory (with --dataset D:
     errors-D-SPLIT.png and so on).
     """
     from rich.table import Table
 
-    from cnnlab.engine.interpret import interpret
+    from cnnlab.engine.interpret import interpret_run
     from cnnlab.fileio import write_json
+    from cnnlab.run import load_run
     from cnnlab.viz.interpretation import plot_confusion, plot_mistakes
 
-    res = interpret(run_dir, split, top, dataset, data_dir, batch_size, device)
+    run = load_run(run_dir, device)
+    res = interpret_run(run, split, top, dataset, data_dir, batch_size)
     c = res.classes
     con = console()
     wrong = res.total - int(res.confusion.diag().sum())
@@ -105,9 +108,16 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
         pairs.add_row(c[i], c[j], str(n))
     con.print(pairs)
     where = Path(run_dir)
-    tag = split if dataset is None else f"{res.dataset}-{split}"  # never overwrite the run's own
+    # another data set never overwrites the run's own files; no colon in a name (ucr:NAME)
+    tag = split if dataset is None else f"{res.dataset}-{split}".replace(":", "-")
     title = f"{res.dataset} {split}: accuracy {res.accuracy:.4f}"
-    for path in (plot_mistakes(res, where / f"errors-{tag}.png"),
+    if run.is_series:  # series: lines coloured by the class activation map, not image tiles
+        from cnnlab.viz.series import plot_mistakes_cam
+
+        mistakes = plot_mistakes_cam(run, res, where / f"errors-{tag}.png")
+    else:
+        mistakes = plot_mistakes(res, where / f"errors-{tag}.png")
+    for path in (mistakes,
                  plot_confusion(res.confusion, c, where / f"confusion-{tag}.png", title)):
         con.print(f"wrote {path}")
     write_json(where / f"errors-{tag}.json", res.to_dict())

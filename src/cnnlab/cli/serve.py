@@ -97,6 +97,7 @@ def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels:
                       batch_window_ms=batch_window_ms, top_k=top_k)
     port = _check_free(host, port)
     run = load_run(run_dir, device)  # a bad run directory fails here, in one line
+    run.require_images("`cnnlab serve`")
     con = console()
     shown = f"[{host}]" if ":" in host else host
     con.print(f"serving [bold]{run.config.model}[/] ({run.run_dir.path.name}) on "

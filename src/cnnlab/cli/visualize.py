@@ -13,7 +13,8 @@ from cnnlab.cli import cli
 
 @cli.group()
 def visualize() -> None:
-    """Pictures of a trained run: filters, feature maps, Grad-CAM and saliency maps."""
+    """Pictures of a trained run: filters, feature maps, Grad-CAM and saliency maps (images);
+    class activation maps over time (series)."""
 
 
 def input_options(fn: Callable) -> Callable:
@@ -121,3 +122,31 @@ def gradcam(**kwargs: Any) -> None:
 def saliency(**kwargs: Any) -> None:
     """Saliency: how strongly each input pixel moves the target class's logit."""
     _attribution_command("saliency")(**kwargs)
+
+
+@visualize.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--index", "indices", type=int, multiple=True,
+              help="a series of the run's data set by index (repeatable)")
+@click.option("--class", "classes", multiple=True,
+              help="the first --per-class series of this class (name or number; repeatable)")
+@click.option("--per-class", type=int, default=2, show_default=True,
+              help="series per class (without --index/--class: of every class)")
+@click.option("--limit", type=int, default=8, show_default=True,
+              help="at most this many series when choosing by default")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test",
+              show_default=True)
+@click.option("--data-dir", help="data root for the run's data set")
+@_TARGET
+@click.option("--out", type=click.Path(path_type=Path), help="PNG path [RUN_DIR/cam.png]")
+def cam(run_dir: Path, indices: tuple[int, ...], classes: tuple[str, ...], per_class: int,
+        limit: int, split: str, data_dir: str | None, target: str | None,
+        out: Path | None) -> None:
+    """Class activation maps over time (series runs of fcn/resnet1d): each series coloured
+    by how much each part of it raised the class's score."""
+    from cnnlab.run import load_run
+    from cnnlab.viz.series import plot_run_cam
+
+    run = load_run(run_dir, device="cpu")
+    path = plot_run_cam(run, out, split, indices, classes, per_class, limit, target, data_dir)
+    click.echo(f"wrote {path}")

@@ -52,10 +52,11 @@ class EpochDraws:
                             for t in (self.crop, self.flip, self.cutout)))
 
 
-def draw_epoch(aug: Augment, n: int, size: tuple[int, int], generator: torch.Generator,
+def draw_epoch(aug: Augment, n: int, size: tuple[int, ...], generator: torch.Generator,
                device: torch.device) -> EpochDraws:
-    """Draw one epoch's augmentation randomness with ``generator`` (on ``device``)."""
-    h, w = size
+    """Draw one epoch's augmentation randomness with ``generator`` (on ``device``).
+    ``size`` is (H, W): only cutout uses it (time series, with a 1-D size, have no
+    augmentation)."""
     draws = EpochDraws()
     if aug.crop_padding:
         draws.crop = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), generator=generator,
@@ -63,6 +64,7 @@ def draw_epoch(aug: Augment, n: int, size: tuple[int, int], generator: torch.Gen
     if aug.flip and not aug.alternate_flip:
         draws.flip = torch.rand(n, generator=generator, device=device) < 0.5
     if aug.cutout:
+        h, w = size
         draws.cutout = torch.stack([
             torch.randint(0, h - aug.cutout + 1, (n,), generator=generator, device=device),
             torch.randint(0, w - aug.cutout + 1, (n,), generator=generator, device=device)], 1)

@@ -1,7 +1,8 @@
 """The decode cache: each decoded split stored once as a safetensors file.
 
-Decoding 60,000 PNGs or unzipping IDX files takes seconds to minutes; reading the decoded
-uint8 tensors back takes milliseconds. A cache file's name carries a key made from the
+Decoding 60,000 PNGs or unzipping IDX files takes seconds to minutes (importing aeon's
+reader of time-series files alone takes seconds); reading the decoded uint8 (or float32)
+tensors back takes milliseconds. A cache file's name carries a key made from the
 source files' paths, sizes and modification times, so replaced or edited data is decoded
 afresh instead of served stale. Safetensors holds only tensors and a string map: loading a
 cache file cannot run code, unlike pickle.
@@ -40,7 +41,11 @@ def source_key(name: str, split: str, location: Path | None,
     parts = [name, split, "v1", str(location.resolve()) if location else ""]
     if options:
         parts.append(json.dumps(options, sort_keys=True))
-    if location is not None:
+    if location is None:  # embedded data: the package's own files, when it names them
+        for p in get_info(name).files:
+            st = p.stat()
+            parts.append(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    else:
         required = get_info(name).required
         if required:  # only the data set's own files, not whatever else shares the folder
             files = [source_file(location, f) for f in required]
@@ -58,12 +63,13 @@ def cache_path(name: str, split: str, location: Path | None, options: dict | Non
                ) -> Path:
     """The cache file for one split of data set ``name`` read from ``location``."""
     key = source_key(name, split, location, options)
-    return cache_dir() / f"{name}-{split}-{key}.safetensors"
+    return cache_dir() / f"{name.replace(':', '-')}-{split}-{key}.safetensors"
 
 
 def read_cached(path: Path, mmap: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None:
-    """(images, labels, class names) from a cache file, or None when it cannot be read.
+    """(images, labels, class names) from a cache file, or None when it cannot be read
+    (images: uint8 (N, C, H, W), or float32 (N, C, L) series).
 
     ``mmap``: the images stay in the file, memory-mapped (copy-on-write, so the tensor is
     writable and the file never changes): pages are read when a batch touches them, and a
@@ -89,8 +95,8 @@ def write_cached(path: Path, images: torch.Tensor | np.ndarray,
                  labels: torch.Tensor | np.ndarray, classes: tuple[str, ...]) -> None:
     """Write one decoded split atomically, in the safetensors format, a few thousand images
     at a time: ``images`` may be a memory map or a strided view (a decoded folder larger than
-    memory), and no second full copy is made. Raises OSError or CnnlabError when the cache
-    is not writable."""
+    memory), and no second full copy is made. ``images`` are uint8 (N, C, H, W) or float32
+    (N, C, L) series. Raises OSError or CnnlabError when the cache is not writable."""
     import numpy as np
 
     from cnnlab.fileio import atomic_path
@@ -98,12 +104,14 @@ def write_cached(path: Path, images: torch.Tensor | np.ndarray,
     images = images.numpy() if hasattr(images, "numpy") else images
     labels = np.ascontiguousarray(labels.numpy() if hasattr(labels, "numpy") else labels,
                                   dtype="<i8")
-    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(f"expected uint8 (N, C, H, W) images and N labels, got "
-                         f"{images.dtype} {images.shape} and {labels.shape}")
-    n_bytes = int(np.prod(images.shape))
+    kinds = {(np.dtype(np.uint8), 4): "U8", (np.dtype(np.float32), 3): "F32"}
+    kind = kinds.get((images.dtype, images.ndim))
+    if kind is None or len(images) != len(labels):
+        raise ValueError(f"expected uint8 (N, C, H, W) images or float32 (N, C, L) series "
+                         f"and N labels, got {images.dtype} {images.shape} and {labels.shape}")
+    n_bytes = int(np.prod(images.shape)) * images.dtype.itemsize
     header = {"__metadata__": {"classes": json.dumps(list(classes))},
-              "images": {"dtype": "U8", "shape": list(images.shape),
+              "images": {"dtype": kind, "shape": list(images.shape),
                          "data_offsets": [0, n_bytes]},
               "labels": {"dtype": "I64", "shape": [len(labels)],
                          "data_offsets": [n_bytes, n_bytes + labels.nbytes]}}
@@ -112,11 +120,12 @@ def write_cached(path: Path, images: torch.Tensor | np.ndarray,
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(len(text).to_bytes(8, "little") + text)
         for i in range(0, len(images), 4096):
-            f.write(np.ascontiguousarray(images[i:i + 4096]).tobytes())
+            f.write(np.ascontiguousarray(images[i:i + 4096], dtype=images.dtype.newbyteorder("<"))
+                    .tobytes())
         f.write(labels.tobytes())
 
 
-_DTYPES = {"U8": "uint8", "I64": "int64"}
+_DTYPES = {"U8": "uint8", "F32": "float32", "I64": "int64"}
 
 
 def _read_mapped(path: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:

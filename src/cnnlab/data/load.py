@@ -1,7 +1,8 @@
 """Loading a split: the registry, the file lookup, the decode cache and the decoder together.
 
 ``load_split(name, split)`` returns a :class:`Split`: the whole split as one uint8 tensor
-(N, C, H, W), int64 labels and class names. The first call decodes the source files with
+(N, C, H, W) (a time-series data set: one float32 tensor (N, C, L)), int64 labels and class
+names. The first call decodes the source files with
 the registry entry's decoder and caches the result; later calls read the cache.
 """
 
@@ -25,7 +26,8 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True)
 class Split:
-    """One split held in memory: images (N, C, H, W) uint8, labels (N,) int64, class names."""
+    """One split held in memory: images (N, C, H, W) uint8 (or series (N, C, L) float32),
+    labels (N,) int64, class names."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -35,8 +37,13 @@ class Split:
         return len(self.labels)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    @property
+    def is_series(self) -> bool:
+        """1-D series (N, C, L) rather than images (N, C, H, W)."""
+        return self.images.dim() == 3
 
 
 def load_split(
@@ -49,7 +56,7 @@ def load_split(
     resize: int | None = None,
     bad_files: str = "fail",
 ) -> Split:
-    """Load one split of a data set as uint8 tensors, decoding and caching on first use.
+    """Load one split of a data set as tensors, decoding and caching on first use.
 
     ``mmap``: the images are memory-mapped from the cache file instead of read into memory
     (after a first decode, which writes the cache, they are mapped from it too).
@@ -65,7 +72,7 @@ def load_split(
         if location is None:
             raise not_found_error(name, data_dir)
     options = {"resize": resize, "bad_files": bad_files} if info.image_tree else {}
-    cache = cache_path(name, split, location, options)
+    cache = cache_path(info.name, split, location, options)  # ucr:gunpoint -> ucr:GunPoint
     if use_cache and cache.is_file():
         cached = read_cached(cache, mmap)
         if cached is not None:

@@ -6,13 +6,17 @@ same memory layout. A :class:`Preprocess` is built once from the *training* spli
 the run directory as ``preprocess.json``, and read back by :func:`cnnlab.load_run`, so none
 of those later steps needs the data set, and none recomputes statistics from the split it
 happens to be looking at.
+
+Time series get a sibling, :class:`SeriesPreprocess`: float32 (N, C, L) series, each series
+and channel z-normalised on its own. It is saved in the same ``preprocess.json`` with
+``"kind": "series"``; a file without ``kind`` (every image run) is a :class:`Preprocess`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,7 @@ class Preprocess:
     std: tuple[float, ...] | None = None
     light_on_dark: bool = False
     channels_last: bool = False
+    kind: ClassVar[str] = "image"  # "series": SeriesPreprocess (not a field: old files lack it)
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -53,6 +58,10 @@ class Preprocess:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, *self.size)
+
+    @property
+    def is_series(self) -> bool:
+        return False
 
     # ------------------------------------------------------------------ uint8 -> uint8
     def adapt(self, images: torch.Tensor) -> torch.Tensor:
@@ -98,7 +107,14 @@ class Preprocess:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess | SeriesPreprocess:
+        """A saved record: a :class:`SeriesPreprocess` when its ``kind`` says ``series``."""
+        kind = d.get("kind", "image") if isinstance(d, dict) else "image"
+        if kind == "series":
+            return SeriesPreprocess.from_dict(d)
+        if kind != "image":
+            raise CnnlabError(f"bad preprocessing record: unknown kind '{kind}' (image or "
+                              "series); was it written by a newer cnnlab?")
         try:
             return cls(
                 channels=int(d["channels"]), size=(int(d["size"][0]), int(d["size"][1])),
@@ -112,7 +128,7 @@ class Preprocess:
                               "size, mean, std, light_on_dark, channels_last") from e
 
     @classmethod
-    def from_json(cls, text: str) -> Preprocess:
+    def from_json(cls, text: str) -> Preprocess | SeriesPreprocess:
         try:
             data = json.loads(text)
         except ValueError as e:
@@ -181,3 +197,100 @@ def adapt_images(images: torch.Tensor, size: int | tuple[int, int] | None,
             out.append(f.round_().clamp_(0, 255).byte())
         images = torch.cat(out)
     return images
+
+
+@dataclass(frozen=True)
+class SeriesPreprocess:
+    """float32 (N, C, L) time series -> the model's input: with ``znorm``, each series and
+    channel minus its own mean over time, divided by its own standard deviation (population;
+    a flat series, deviation below ``EPS``, becomes zeros), as the UCR archive's series usually
+    are and as Wang et al. (2017) and Fawaz et al. (2019) train on. Per-series statistics need
+    nothing from the training split but the shape, so a single new series is normalised the
+    same way as in training; and normalising an already normalised series changes nothing.
+
+    Same interface as :class:`Preprocess` where the loaders and commands use it (``adapt``,
+    ``normalise``, ``layout``, ``__call__``, ``input_shape``); there is no memory layout to
+    choose (``channels_last`` is False) and no uint8 step: ``adapt`` normalises.
+    """
+
+    channels: int
+    length: int
+    znorm: bool = True
+    kind: ClassVar[str] = "series"
+    channels_last: ClassVar[bool] = False
+    EPS: ClassVar[float] = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.channels < 1 or self.length < 1:
+            raise CnnlabError(f"series preprocessing needs at least 1 channel and length 1, got "
+                              f"{self.channels}x{self.length}")
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return (self.channels, self.length)
+
+    @property
+    def is_series(self) -> bool:
+        return True
+
+    def check(self, series: torch.Tensor) -> None:
+        """A one-line error unless ``series`` is (N, C, L) with this C and L."""
+        if series.dim() != 3 or not series.dtype.is_floating_point:
+            raise CnnlabError(f"this run takes float series (N, {self.channels}, {self.length}), "
+                              f"got {series.dtype} {tuple(series.shape)}")
+        if tuple(series.shape[1:]) != self.input_shape:
+            raise CnnlabError(f"this run was trained on series of {self.channels} channel(s) x "
+                              f"{self.length} steps, got {series.shape[1]}x{series.shape[2]}; "
+                              "use a data set of that shape")
+
+    def adapt(self, series: torch.Tensor) -> torch.Tensor:
+        """Check the shape and z-normalise each series and channel (float32)."""
+        self.check(series)
+        return znormalise(series, self.EPS) if self.znorm else series.float()
+
+    def scale_shift(self, device: torch.device | str = "cpu") -> None:
+        """Nothing to precompute: :meth:`adapt` normalised already."""
+        return None
+
+    def normalise(self, x: torch.Tensor, scale_shift: object = None) -> torch.Tensor:
+        return x.float()
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def __call__(self, series: torch.Tensor) -> torch.Tensor:
+        """Any float (N, C, L) batch of this shape -> the model's input."""
+        return self.adapt(series)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "channels": self.channels, "length": self.length,
+                "znorm": self.znorm}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SeriesPreprocess:
+        try:
+            return cls(channels=int(d["channels"]), length=int(d["length"]),
+                       znorm=bool(d.get("znorm", True)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CnnlabError(f"bad series preprocessing record ({e!r}); expected keys kind, "
+                              "channels, length, znorm") from e
+
+    @classmethod
+    def from_train(cls, series: torch.Tensor, normalize: bool = True) -> SeriesPreprocess:
+        """From the training split's shape (z-normalisation needs no statistics)."""
+        c, length = series.shape[1:]
+        return cls(channels=int(c), length=int(length), znorm=normalize)
+
+
+def znormalise(series: torch.Tensor, eps: float = SeriesPreprocess.EPS) -> torch.Tensor:
+    """Each series and channel of (N, C, L) minus its mean over time, over its standard
+    deviation (population); a series whose deviation is below ``eps`` (flat) is only centred,
+    so it becomes zeros rather than amplified rounding noise. Computed in float64 (a constant
+    series then has a deviation of exactly 0), returned as float32."""
+    x = series.double()
+    mean = x.mean(dim=-1, keepdim=True)
+    std = x.std(dim=-1, keepdim=True, correction=0)
+    return ((x - mean) / torch.where(std < eps, torch.ones_like(std), std)).float()

@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.remote import CIFAR_FILES, FASHION_FILES, MNIST_FILES, RemoteFile
-from cnnlab.data.sources import cifar, digits, folder, idx
+from cnnlab.data.sources import cifar, digits, folder, idx, ucr
 from cnnlab.errors import CnnlabError
 
 Decoder = Callable[[str, "Path | None"], tuple[np.ndarray, np.ndarray, list[str]]]
-"""``decoder(split, location)`` -> (N, C, H, W) uint8 images, (N,) int64 labels, class names.
-``location`` is what :func:`cnnlab.data.locate.locate` found (None for embedded data)."""
+"""``decoder(split, location)`` -> (N, C, H, W) uint8 images (or, for a series data set,
+(N, C, L) float32 series), (N,) int64 labels, class names. ``location`` is what
+:func:`cnnlab.data.locate.locate` found (None for embedded data)."""
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = (
@@ -40,7 +41,7 @@ class DatasetInfo:
 
     name: str
     description: str
-    shape: tuple[int, int, int] | None  # None: known only after reading (image folders)
+    shape: tuple[int, ...] | None  # (C, H, W), or (C, L) for series; None: known after reading
     classes: tuple[str, ...] | None
     sizes: dict[str, int] | None
     mean: tuple[float, ...] | None  # None: computed from the train split
@@ -53,6 +54,9 @@ class DatasetInfo:
     needs_data_dir: bool = False  # no default place: --data-dir names the data itself
     embedded: bool = False  # ships with an installed package: needs no files
     source: str = ""  # where embedded data comes from, for people ("scikit-learn")
+    files: tuple[Path, ...] = ()  # embedded data's own files, when it has some (cache key)
+    series: bool = False  # 1-D series (N, C, L) float32, not images
+
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -98,11 +102,25 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def ucr_info(name: str) -> DatasetInfo:
+    """The entry for ``ucr:NAME``, made on the fly from aeon's bundled files (any case of
+    NAME; the entry's name is spelled as the files spell it)."""
+    b = ucr.find(name)
+    return DatasetInfo(
+        f"{ucr.PREFIX}{b.name}", f"UCR/UEA time series {b.name}, bundled with aeon",
+        b.shape, None, None, None, None, partial(ucr.decode_split, name=b.name),
+        embedded=True, source="aeon", files=(b.train, b.test), series=True,
+    )
+
+
 def get_info(name: str) -> DatasetInfo:
     """Registry entry for ``name``, or an error that lists the known names."""
+    if name.lower().startswith(ucr.PREFIX):
+        return ucr_info(name[len(ucr.PREFIX):])
     if name not in DATASETS:
         raise CnnlabError(
-            f"unknown data set '{name}'; choose one of: {', '.join(DATASETS)} (see `cnnlab datasets`)"
+            f"unknown data set '{name}'; choose one of: {', '.join(DATASETS)}, "
+            f"{ucr.PREFIX}NAME (see `cnnlab datasets`)"
         )
     return DATASETS[name]
 

@@ -8,8 +8,9 @@ says why it is where it is:
 3. the data splits (the number of classes comes from them, and a missing or misshapen data
    set must fail before anything is written or built);
 4. the model (seeded), then its memory format, which the loaders are given, not patched;
-5. the :class:`~cnnlab.data.preprocess.Preprocess` built from the training split, and the
-   loaders;
+5. the :class:`~cnnlab.data.preprocess.Preprocess` built from the training split (for time
+   series a :class:`~cnnlab.data.preprocess.SeriesPreprocess`, which z-normalises each
+   series), and the loaders;
 6. data-dependent init (airbench's whitening), the optimizer (before ``torch.compile``: it
    must hold the real parameters), the DDP wrapper under torchrun, the loss criterion.
 """
@@ -29,7 +30,7 @@ from cnnlab.config import TrainConfig, build_config
 from cnnlab.data import Split, get_info, load_split
 from cnnlab.data.augment import Augment
 from cnnlab.data.loader import DeviceLoader, HostLoader
-from cnnlab.data.preprocess import Preprocess, adapt_images
+from cnnlab.data.preprocess import Preprocess, SeriesPreprocess, adapt_images
 from cnnlab.device import auto_channels_last, resolve_device, resolve_precision, set_threads
 from cnnlab.distributed import Dist, setup, wrap_model
 from cnnlab.engine.finetune import prepare
@@ -47,7 +48,7 @@ class Built:
     cfg: TrainConfig  # resolved copy: precision, channels_last and device filled in
     device: torch.device
     classes: tuple[str, ...]
-    preprocess: Preprocess
+    preprocess: Preprocess | SeriesPreprocess
     train: DeviceLoader
     test: DeviceLoader
     model: nn.Module  # the real module (checkpoints, EMA)
@@ -75,12 +76,33 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split
         mmap = name == "train" and cfg.data_memory != "all"
         split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log, mmap=mmap,
                                         resize=cfg.resize, bad_files=cfg.bad_files), limit)
+        if split.is_series:  # as stored: SeriesPreprocess z-normalises them
+            check_input_shape(cfg.model, split.shape, f"data set '{cfg.dataset}'")
+            refuse_image_options(cfg)
+            splits.append(split)
+            continue
         # the test split takes the training split's channel count unless --channels says
         channels = cfg.channels or (splits[0].images.shape[1] if splits else None)
         images = adapt_images(split.images, cfg.resize, channels)
         check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
         splits.append(Split(images, split.labels, split.classes))
     return splits[0], splits[1]
+
+
+def refuse_image_options(cfg: TrainConfig) -> None:
+    """One line naming the image-only options set for a time-series data set: series are
+    neither resized nor converted, and have no crops, flips, cutout, test-time augmentation
+    or channels_last layout."""
+    given = [opt for opt, on in (
+        ("--resize", cfg.resize is not None), ("--channels", cfg.channels is not None),
+        ("--crop-padding", cfg.crop_padding > 0), ("--flip", cfg.flip),
+        ("--alternate-flip", cfg.alternate_flip), ("--cutout", cfg.cutout > 0),
+        ("--tta", cfg.tta > 0), ("--channels-last", bool(cfg.channels_last))) if on]
+    if given:
+        what = "is an image option" if len(given) == 1 else "are image options"
+        raise CnnlabError(f"{', '.join(given)} {what}; data set '{cfg.dataset}' holds 1-D "
+                          "series, which take no resizing, channel conversion or augmentation: "
+                          f"drop {'it' if len(given) == 1 else 'them'}")
 
 
 def _barrier() -> None:
@@ -118,9 +140,12 @@ def model_config(model: str, overrides: dict[str, Any] | None = None) -> TrainCo
     measure the model rather than reproduce a recipe, so known data is fitted to the model
     (``resize``/``channels`` from the registered shapes) instead of refused."""
     over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    info = get_model_info(model)
+    if info.series and "dataset" not in over:
+        over["dataset"] = "ucr:GunPoint"  # the smallest bundled series set fits any series model
     cfg = build_config(None, {**over, "model": model})
-    want, have = get_model_info(model).input_shape, get_info(cfg.dataset).shape
-    if have is not None:
+    want, have = info.input_shape, get_info(cfg.dataset).shape
+    if have is not None and not info.series and len(have) == 3:
         if cfg.resize is None and have[1:] != want[1:]:
             cfg.resize = want[1]
         if cfg.channels is None and have[0] != want[0]:
@@ -141,6 +166,8 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     cfg.device = device.type
     cfg.precision = resolve_precision(cfg.precision, device)
+    if cfg.dataset.lower().startswith("ucr:"):
+        cfg.dataset = get_info(cfg.dataset).name  # ucr:gunpoint -> ucr:GunPoint, as aeon spells it
 
     if dist.enabled and not dist.is_main:  # rank 0 decodes and caches; the others then read
         _barrier()
@@ -152,7 +179,8 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     augment.check_fits(train.shape[1:])
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=len(train.classes))
+    channels = {"in_channels": train.shape[0]} if train.is_series else {}  # the data's C
+    model = create_model(cfg.model, num_classes=len(train.classes), **channels)
     init_weights(model, cfg.init)
     tune = prepare(cfg, model, train.classes, fresh, log)  # --init-from, --freeze
     model.to(device)
@@ -162,9 +190,15 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
         model.to(memory_format=torch.channels_last)
 
     info = get_info(cfg.dataset)
-    published = (info.mean, info.std) if info.mean is not None and info.std is not None else None
-    preprocess = Preprocess.from_train(train.images, cfg.normalize, published,
-                                       channels_last=cfg.channels_last)
+    if train.is_series:  # each series z-normalised once, here, as every later command does
+        preprocess = SeriesPreprocess.from_train(train.images, cfg.normalize)
+        train, test = (Split(preprocess.adapt(s.images), s.labels, s.classes)
+                       for s in (train, test))
+    else:
+        published = (info.mean, info.std) if info.mean is not None and info.std is not None \
+            else None
+        preprocess = Preprocess.from_train(train.images, cfg.normalize, published,
+                                           channels_last=cfg.channels_last)
     if len(train) < max(dist.world, 1) or (cfg.drop_last and len(train) < cfg.batch_size):
         raise CnnlabError(f"the training split has {len(train)} example(s): too few for one "
                           f"step (batch {cfg.batch_size}, {dist.world} process(es))")
@@ -174,7 +208,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
     stream = streams(cfg.data_memory, train.images, device, local)
     if stream:
-        mib = train.images.numel() / 2**20
+        mib = train.images.numel() * train.images.element_size() / 2**20
         shown = f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
         log(f"streaming the training split from the host ({shown}, memory-mapped): each "
             "batch is gathered as it is needed")

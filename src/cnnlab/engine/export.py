@@ -15,6 +15,10 @@ tensor (``x/255`` minus mean over std, as :class:`~cnnlab.data.preprocess.Prepro
 it); ``with_preprocess=True`` folds the normalisation into the graph so a client sends raw
 uint8 pixels, already at the model's size and channel count.
 
+A time-series run exports the same way: its graph takes float32 (N, C, L) series, already
+z-normalised per series and channel, or, with ``with_preprocess=True``, raw series that the
+graph z-normalises itself (:class:`RawSeries`).
+
 onnx, onnxscript and onnxruntime are the optional ``export`` extra, imported only here.
 """
 
@@ -35,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.data.preprocess import Preprocess
+from cnnlab.data.preprocess import Preprocess, SeriesPreprocess
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_path, write_json
 
@@ -168,13 +172,38 @@ class RawPixels(nn.Module):
         return self.model(images.float() * self.scale + self.shift)
 
 
-def export_module(model: nn.Module, preprocess: Preprocess, with_preprocess: bool) -> nn.Module:
+class RawSeries(nn.Module):
+    """float32 series (N, C, L) of the run's shape -> logits: each series and channel
+    z-normalised in the graph (in float64, flat series to zeros, exactly as
+    :func:`cnnlab.data.preprocess.znormalise`), so a client sends the raw values."""
+
+    def __init__(self, model: nn.Module, preprocess: SeriesPreprocess):
+        super().__init__()
+        self.model = model
+        self.znorm = preprocess.znorm
+        self.eps = preprocess.EPS
+
+    def forward(self, series: torch.Tensor) -> torch.Tensor:
+        if not self.znorm:
+            return self.model(series)
+        x = series.double()
+        mean = x.mean(dim=-1, keepdim=True)
+        std = (x - mean).square().mean(dim=-1, keepdim=True).sqrt()
+        std = torch.where(std < self.eps, torch.ones_like(std), std)
+        return self.model(((x - mean) / std).float())
+
+
+def export_module(model: nn.Module, preprocess: Preprocess | SeriesPreprocess,
+                  with_preprocess: bool) -> nn.Module:
     """An eval-mode fp32 CPU copy of ``model`` in the standard memory format (the caller's model
-    is left as it is), wrapped in :class:`RawPixels` when ``with_preprocess``."""
+    is left as it is), wrapped in :class:`RawPixels` (:class:`RawSeries` for a series run)
+    when ``with_preprocess``."""
     m = copy.deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format).eval()
     for p in m.parameters():
         p.requires_grad_(False)
-    return (RawPixels(m, preprocess) if with_preprocess else m).eval()
+    if not with_preprocess:
+        return m.eval()
+    return (RawSeries(m, preprocess) if preprocess.is_series else RawPixels(m, preprocess)).eval()
 
 
 # ----------------------------------------------------------------------- the export
@@ -260,11 +289,21 @@ def verification_batches(images: torch.Tensor,
     return out
 
 
-def random_images(preprocess: Preprocess, n: int = sum(VERIFY_BATCHES),
+def random_images(preprocess: Preprocess | SeriesPreprocess, n: int = sum(VERIFY_BATCHES),
                   seed: int = RANDOM_SEED) -> torch.Tensor:
-    """Deterministic random uint8 images of the model's input shape."""
+    """Deterministic random uint8 images of the model's input shape (a series run: float32
+    random walks of its shape, offset and scaled so that z-normalising them matters)."""
     g = torch.Generator().manual_seed(seed)
+    if preprocess.is_series:
+        steps = torch.randn((n, *preprocess.input_shape), generator=g)
+        return steps.cumsum(-1) * 3.0 + 5.0
     return torch.randint(0, 256, (n, *preprocess.input_shape), generator=g, dtype=torch.uint8)
+
+
+def model_input(preprocess: Preprocess | SeriesPreprocess, images: torch.Tensor) -> torch.Tensor:
+    """The float32 tensor the exported graph takes without ``with_preprocess``: normalised
+    images in the standard layout, or z-normalised series."""
+    return preprocess(images) if preprocess.is_series else preprocess.normalise(images)
 
 
 def verify(runner: Runner, reference: nn.Module, preprocess: Preprocess,
@@ -276,7 +315,7 @@ def verify(runner: Runner, reference: nn.Module, preprocess: Preprocess,
         x = preprocess(images)  # the normalised float32 input, in the trained memory format
         with torch.no_grad():
             want = reference(x).float()
-        got = runner(images if with_preprocess else x.contiguous()).float()
+        got = runner(images if with_preprocess else x.contiguous()).float()  # images: raw
         if got.shape != want.shape:
             raise CnnlabError(f"the exported model gives logits of shape {tuple(got.shape)} for a "
                               f"batch of {images.shape[0]}, PyTorch {tuple(want.shape)}; the "
@@ -309,17 +348,19 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
     if images is None:
         images = random_images(preprocess)
         images_info = images_info or {"source": "random", "seed": RANDOM_SEED}
-    if images.dtype != torch.uint8 or tuple(images.shape[1:]) != preprocess.input_shape:
-        c, h, w = preprocess.input_shape
-        raise CnnlabError(f"verification images must be uint8 (N, {c}, {h}, {w}), got "
-                          f"{images.dtype} {tuple(images.shape)}; adapt them first "
-                          "(Preprocess.adapt)")
+    series = preprocess.is_series
+    dtype_ok = images.dtype == torch.float32 if series else images.dtype == torch.uint8
+    if not dtype_ok or tuple(images.shape[1:]) != preprocess.input_shape:
+        want = ", ".join(map(str, preprocess.input_shape))
+        raise CnnlabError(f"verification {'series' if series else 'images'} must be "
+                          f"{'float32' if series else 'uint8'} (N, {want}), got "
+                          f"{images.dtype} {tuple(images.shape)}"
+                          + ("" if series else "; adapt them first (Preprocess.adapt)"))
     module = export_module(model, preprocess, with_preprocess)
     reference = copy.deepcopy(model).cpu().float().eval()
     dummy = verification_batches(images, (DUMMY_BATCH,))[0]
     if not with_preprocess:
-        dummy = preprocess.normalise(dummy)
-    c, h, w = preprocess.input_shape
+        dummy = model_input(preprocess, dummy)
     versions = {"torch": torch.__version__}
     if fmt == "onnx":
         versions.update(onnx=onnx.__version__, onnxruntime=ort.__version__)
@@ -346,10 +387,10 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
         ok = all(r.top1_agreement == 1.0 and r.max_abs_diff <= atol for r in rows)
         report = ExportReport(
             format=fmt, file=out, model=model_name, classes=list(classes),
-            input={"name": "images", "dtype": "uint8" if with_preprocess else "float32",
-                   "shape": ["batch", c, h, w], "with_preprocess": with_preprocess,
-                   "range": "0..255 raw pixels" if with_preprocess else
-                            "normalised: (x/255 - mean)/std, see preprocess"},
+            input={"name": "images",
+                   "dtype": "uint8" if with_preprocess and not series else "float32",
+                   "shape": ["batch", *preprocess.input_shape], "with_preprocess": with_preprocess,
+                   "range": _input_range(preprocess, with_preprocess)},
             output={"name": "logits", "dtype": "float32", "shape": ["batch", len(classes)]},
             preprocess=client_preprocess(preprocess), images=images_info or {"source": "given"},
             verification=rows, tolerance=atol, verified=ok, versions=versions, opset=opset,
@@ -364,10 +405,25 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
     return report
 
 
-def client_preprocess(preprocess: Preprocess) -> dict[str, Any]:
+def _input_range(preprocess: Preprocess | SeriesPreprocess, with_preprocess: bool) -> str:
+    if preprocess.is_series:
+        return ("raw series values: the graph z-normalises each series and channel"
+                if with_preprocess else "each series and channel z-normalised over time "
+                "(minus its mean, over its population std; flat series: zeros)")
+    return ("0..255 raw pixels" if with_preprocess else
+            "normalised: (x/255 - mean)/std, see preprocess")
+
+
+def client_preprocess(preprocess: Preprocess | SeriesPreprocess) -> dict[str, Any]:
     """What a client of the exported file must do to an image, in words and numbers (the
     training memory format, ``channels_last``, is PyTorch's business: the graph takes NCHW)."""
     d = preprocess.to_dict()
+    if preprocess.is_series:
+        d["how"] = (f"float32 (N, {preprocess.channels}, {preprocess.length}): "
+                    f"{preprocess.channels} channel(s) of {preprocess.length} time steps"
+                    + (", each series and channel z-normalised over time" if preprocess.znorm
+                       else ""))
+        return d
     d.pop("channels_last", None)
     d["how"] = (f"convert to {'grey' if preprocess.channels == 1 else 'RGB'}, resize to "
                 f"{preprocess.size[1]}x{preprocess.size[0]} (bilinear, antialiased), NCHW uint8"
@@ -381,10 +437,12 @@ def _add_onnx_metadata(onnx: Any, path: Path, classes: list[str], preprocess: di
     """Class names and preprocessing inside the file (Netron, onnxruntime's
     ``get_modelmeta().custom_metadata_map``), so they survive without the sidecar."""
     proto = onnx.load(str(path))
+    if preprocess.get("kind") == "series":
+        what = "float32 raw series" if with_preprocess else "float32 z-normalised series"
+    else:
+        what = "uint8 pixels 0..255" if with_preprocess else "float32 (x/255 - mean)/std"
     props = {"cnnlab.model": model_name, "cnnlab.classes": json.dumps(classes),
-             "cnnlab.preprocess": json.dumps(preprocess),
-             "cnnlab.input": "uint8 pixels 0..255" if with_preprocess
-                             else "float32 (x/255 - mean)/std"}
+             "cnnlab.preprocess": json.dumps(preprocess), "cnnlab.input": what}
     onnx.helper.set_model_props(proto, props)
     proto.doc_string = f"cnnlab export of {model_name or 'a model'}: {len(classes)} classes"
     onnx.save(proto, str(path))
@@ -409,7 +467,10 @@ def run_images(run: Any, data_dir: str | None = None) -> tuple[torch.Tensor, dic
             "source": "random", "seed": RANDOM_SEED,
             "reason": f"the test split of '{run.config.dataset}' could not be loaded: {e}"}
     count = min(n, int(data.images.shape[0]))
-    return run.preprocess.adapt(data.images[:count]), {
+    raw = data.images[:count]  # series stay raw: the check z-normalises them as a client would
+    if run.preprocess.is_series:
+        run.preprocess.check(raw)
+    return raw if run.preprocess.is_series else run.preprocess.adapt(raw), {
         "source": "test split", "dataset": name, "split": "test", "indices": f"0..{count - 1}"}
 
 

@@ -42,7 +42,9 @@ class FineTune:
 def head_keys(name: str, model: nn.Module, num_classes: int) -> list[str]:
     """State-dict keys of ``model`` (registered as ``name``) whose shape depends on the
     number of classes: the classifier head."""
-    other = create_model(name, num_classes=num_classes + 1).state_dict()
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))), None)
+    channels = first.in_channels if first is not None else None  # series models: the data's
+    other = create_model(name, num_classes=num_classes + 1, in_channels=channels).state_dict()
     return [k for k, v in model.state_dict().items()
             if k in other and tuple(other[k].shape) != tuple(v.shape)]
 

@@ -62,6 +62,7 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int = 3,
                   progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:
     """Top-k classes and probabilities for each file, in order, batch by batch. A file that
     cannot be read gets a :class:`Prediction` with ``error`` set, and the others go on."""
+    run.require_images("`cnnlab predict`")
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
     if invert not in ("auto", "yes", "no"):

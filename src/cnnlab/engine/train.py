@@ -143,7 +143,7 @@ def epoch_result(losses: torch.Tensor, correct: torch.Tensor, seen: int, start: 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.model}-{cfg.dataset}-{stamp}"
+    return Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '-')}-{stamp}"  # ucr:NAME
 
 
 def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None] = print,
@@ -261,10 +261,11 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             )
             history.append(row)
             if dist.is_main:
-                run.save_checkpoint(epoch + 1, model, optimizer, ema,
-                                    {"global_step": (epoch + 1) * steps,
-                                     "history": [asdict(h) for h in history]},
-                                    keep=cfg.keep_checkpoints)
+                if last or (epoch + 1) % cfg.checkpoint_every == 0:
+                    run.save_checkpoint(epoch + 1, model, optimizer, ema,
+                                        {"global_step": (epoch + 1) * steps,
+                                         "history": [asdict(h) for h in history]},
+                                        keep=cfg.keep_checkpoints)
                 run.write_metrics(history)
             if tb is not None:  # after the checkpoint: TensorBoard shows what a resume keeps
                 tb.log_epoch(row)

@@ -57,7 +57,7 @@ def layer_rows(model: nn.Module, input_shape: tuple[int, ...], depth: int | None
         first = str(e).splitlines()[0]
         raise CnnlabError(
             f"input shape {'x'.join(map(str, input_shape))} does not fit this model ({first}); "
-            "pass the model's own --input C,H,W (see `cnnlab models`)"
+            "pass the model's own --input C,H,W (a series model: C,L; see `cnnlab models`)"
         ) from e
     finally:
         for h in hooks:
@@ -98,23 +98,57 @@ def format_summary(rows: list[LayerRow], total_params: int,
     return "\n".join(lines)
 
 
-def model_summary(name: str, input_shape: tuple[int, int, int] | None = None,
-                  receptive: bool = False, depth: int | None = None) -> str:
-    """What `cnnlab summary` prints for registered model ``name`` (``receptive``: with each
-    layer's receptive field, jump and the input region its centre unit sees; ``depth``: rows
-    for the modules that many levels down instead of the leaves)."""
-    from cnnlab.models import create_model, get_model_info
-
+def _check_depth(depth: int | None, receptive: bool) -> None:
     if depth is not None and depth < 1:
         raise CnnlabError(f"--depth must be at least 1, got {depth}")
     if depth is not None and receptive:
         raise CnnlabError("--receptive-field measures every leaf layer; leave out --depth")
+
+
+def model_summary(name: str, input_shape: tuple[int, ...] | None = None,
+                  receptive: bool = False, depth: int | None = None) -> str:
+    """What `cnnlab summary` prints for registered model ``name`` (``receptive``: with each
+    layer's receptive field, jump and the input region its centre unit sees; ``depth``: rows
+    for the modules that many levels down instead of the leaves). A series model takes
+    ``input_shape`` (C, L) of any C and L (its default: one channel of 150 steps)."""
+    from cnnlab.models import create_model, get_model_info
+
+    _check_depth(depth, receptive)
     info = get_model_info(name)
     shape = input_shape or info.input_shape
-    net = create_model(name)
+    if info.series and len(shape) != 2:
+        raise CnnlabError(f"model '{name}' takes 1-D series: give --input C,L (channels, "
+                          f"length), e.g. 1,150")
+    if receptive and info.series:
+        raise CnnlabError("--receptive-field draws 2-D fields of image models; a 1-D model's "
+                          "field is the sum of its kernel lengths minus their count, plus 1")
+    net = create_model(name, in_channels=shape[0] if info.series else None)
+    return _summary_text(net, name, info.description, shape, info.aliases, receptive, "", depth)
+
+
+def run_summary(run_dir: str, receptive: bool = False, depth: int | None = None) -> str:
+    """`cnnlab summary RUN_DIR`: the trained model at the input shape it was trained on."""
+    from cnnlab.models import get_model_info
+    from cnnlab.run import load_run
+
+    _check_depth(depth, receptive)
+    run = load_run(run_dir, device="cpu")
+    info = get_model_info(run.config.model)
+    if receptive and run.is_series:
+        raise CnnlabError("--receptive-field draws 2-D fields of image models; this is a 1-D "
+                          "series run")
+    return _summary_text(run.model.float(), run.config.model, info.description,
+                         run.preprocess.input_shape, info.aliases, receptive,
+                         f"trained on {run.config.dataset}", depth)
+
+
+def _summary_text(net: nn.Module, name: str, description: str, shape: tuple[int, ...],
+                  aliases: dict[str, str], receptive: bool, note: str,
+                  depth: int | None = None) -> str:
     rows = layer_rows(net, shape, depth)
-    head = f"{name}: {info.description}  (input 1x{'x'.join(map(str, shape))})"
-    readable = {module: alias for alias, module in info.aliases.items()}
+    extra = f"; {note}" if note else ""
+    head = f"{name}: {description}  (input 1x{'x'.join(map(str, shape))}{extra})"
+    readable = {module: alias for alias, module in aliases.items()}
     fields = None
     if receptive:
         from cnnlab.inspect.receptive import receptive_fields

@@ -18,5 +18,5 @@ def init_weights(model: nn.Module, scheme: str) -> None:
     if scheme != "xavier":
         raise CnnlabError(f"unknown init '{scheme}'; choose default or xavier")
     for m in model.modules():
-        if isinstance(m, nn.Linear | nn.Conv2d):
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d):
             nn.init.xavier_uniform_(m.weight)

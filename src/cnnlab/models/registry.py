@@ -22,7 +22,7 @@ from cnnlab.errors import CnnlabError
 class ModelInfo:
     name: str
     builder: Callable[..., nn.Module]
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # (C, H, W); a series model: a default (C, L), any fits
     description: str
     source: str
     aliases: dict[str, str] = field(default_factory=dict)  # readable name -> module name
@@ -30,18 +30,29 @@ class ModelInfo:
     # 96x96, up to 129M parameters): those checks run them at batch 1, and the export
     # round trips check their -small variant's layer types instead (see tests/test_export.py)
     heavy: bool = False
+    series: bool = False  # takes 1-D series (N, C, L) of any C and L, not images
+
+    @property
+    def kind(self) -> str:
+        return "1-D series" if self.series else "images"
+
+    def shape_text(self) -> str:
+        """``1x28x28``; a series model: ``C x L (any)``."""
+        return "C x L (any)" if self.series else "x".join(map(str, self.input_shape))
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, input_shape: tuple[int, int, int], description: str, source: str,
-                   aliases: dict[str, str] | None = None, heavy: bool = False):
-    """Decorator that adds a builder ``f(num_classes=10) -> nn.Module`` to the registry."""
+def register_model(name: str, input_shape: tuple[int, ...], description: str, source: str,
+                   aliases: dict[str, str] | None = None, heavy: bool = False,
+                   series: bool = False):
+    """Decorator that adds a builder ``f(num_classes=10) -> nn.Module`` to the registry; a
+    ``series`` model's builder also takes ``in_channels`` (the data's channel count)."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         _REGISTRY[name] = ModelInfo(name, fn, input_shape, description, source,
-                                    dict(aliases or {}), heavy)
+                                    dict(aliases or {}), heavy, series)
         return fn
 
     return wrap
@@ -59,17 +70,38 @@ def get_model_info(name: str) -> ModelInfo:
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int = 10) -> nn.Module:
-    """Build model ``name`` with a ``num_classes``-way output layer."""
+def create_model(name: str, num_classes: int = 10, in_channels: int | None = None) -> nn.Module:
+    """Build model ``name`` with a ``num_classes``-way output layer. ``in_channels``: the
+    channel count of a series model's data (image models take their registered shape, to
+    which images are adapted, and ignore it)."""
     if num_classes < 2:
         raise CnnlabError(f"num_classes must be at least 2, got {num_classes}")
-    return get_model_info(name).builder(num_classes=num_classes)
+    info = get_model_info(name)
+    if info.series:
+        return info.builder(num_classes=num_classes,
+                            in_channels=in_channels or info.input_shape[0])
+    return info.builder(num_classes=num_classes)
+
+
+def series_model_names() -> list[str]:
+    return [m for m in _REGISTRY if _REGISTRY[m].series]
 
 
 def check_input_shape(name: str, shape: tuple[int, ...], dataset: str = "the data") -> None:
-    """Raise a clear error when ``shape`` (C, H, W) is not what model ``name`` takes."""
-    want = get_model_info(name).input_shape
-    if tuple(shape) == want:
+    """Raise a clear error when ``shape`` is not what model ``name`` takes: (C, H, W) images
+    of its registered shape, or, for a series model, (C, L) series of any C and L."""
+    info = get_model_info(name)
+    want = info.input_shape
+    given = "x".join(map(str, shape))
+    if info.series != (len(shape) == 2):
+        if info.series:
+            raise CnnlabError(
+                f"model '{name}' takes 1-D series (C x L) but {dataset} gives images ({given}); "
+                f"pick an image model (see `cnnlab models`) or a series data set (ucr:NAME)")
+        raise CnnlabError(
+            f"model '{name}' takes images ({info.shape_text()}) but {dataset} gives 1-D series "
+            f"({given}); pick a series model: {', '.join(series_model_names())}")
+    if info.series or tuple(shape) == want:
         return
     c, h, _ = want
     fixes = []
@@ -77,7 +109,8 @@ def check_input_shape(name: str, shape: tuple[int, ...], dataset: str = "the dat
         fixes.append(f"--channels {c}")
     if tuple(shape[1:]) != (h, h):
         fixes.append(f"--resize {h}")
-    fits = [m for m in model_names() if get_model_info(m).input_shape == tuple(shape)]
+    fits = [m for m in model_names() if get_model_info(m).input_shape == tuple(shape)
+            and not get_model_info(m).series]
     alt = f", or pick a model made for it ({', '.join(fits)})" if fits else ""
     raise CnnlabError(
         f"model '{name}' takes {c}x{h}x{want[2]} input but {dataset} gives "

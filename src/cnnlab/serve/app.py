@@ -117,6 +117,7 @@ class Service:
     """The loaded run, its batcher and readiness: the state behind the routes."""
 
     def __init__(self, run: LoadedRun, cfg: ServeConfig):
+        run.require_images("`cnnlab serve`")
         self.run = run
         self.cfg = cfg
         self.max_pixels = cfg.max_pixels or default_max_pixels(run.preprocess.input_shape)

@@ -72,6 +72,7 @@ def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    run.require_images("`cnnlab visualize filters`")
     name, conv = _conv(run, layer)
     path = path or run.run_dir.path / f"filters-{name}.png"
     w = conv.weight.detach().float().cpu()
@@ -239,6 +240,7 @@ def pick_examples(run: LoadedRun, indices: Sequence[int] = (), class_names: Sequ
     named class) and/or as image files, in that order."""
     from cnnlab.data.images import load_images
 
+    run.require_images("this picture")
     if not indices and not class_names and not image_files:
         raise CnnlabError("choose inputs with --index I, --class NAME or --image FILE "
                           "(each repeatable)")

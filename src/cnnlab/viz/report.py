@@ -6,6 +6,9 @@ attached to an issue, and shows the same thing everywhere. The pictures are the 
 other commands draw (curves, confusion matrix, Grad-CAM, filters, activations), so the report
 and the commands never disagree. A section that cannot be drawn for a model (no conv layer
 for Grad-CAM, say) says why in place instead of failing the whole report.
+
+A time-series run gets pictures of series instead of image grids: class activation maps over
+time for a few test series of each class, and its most confident mistakes drawn the same way.
 """
 
 from __future__ import annotations
@@ -131,7 +134,8 @@ class _RunReport:
         params = sum(p.numel() for p in run.model.parameters())
         train_s = sum(h.train_time for h in hist)
         planned = run.config.epochs
-        items = [(f"{it.accuracy:.2%}", f"{it.split} accuracy ({it.total:,} images)"),
+        what = "series" if run.is_series else "images"
+        items = [(f"{it.accuracy:.2%}", f"{it.split} accuracy ({it.total:,} {what})"),
                  (f"{len(hist)}", "epochs" if len(hist) >= planned else
                   f"epochs of {planned} planned: unfinished"),
                  (f"{train_s:.1f} s", "training time"),
@@ -170,7 +174,8 @@ class _RunReport:
             rows.append((_e(name), f"{a:.2%}", f"{int(totals[k]):,}",
                          f'<div class="barcell"><div class="bar" style="width:{a * 100:.1f}%">'
                          "</div></div>"))
-        return _table(["class", "accuracy", "images", ""], rows, numeric={1, 2})
+        return _table(["class", "accuracy", "series" if self.run.is_series else "images", ""],
+                      rows, numeric={1, 2})
 
     def confusion(self) -> str:
         from cnnlab.viz.interpretation import plot_confusion
@@ -245,10 +250,46 @@ class _RunReport:
                                              self.path("activations")), "activations"))
         return "".join(parts)
 
+    # ------------------------------------------------------------- time-series runs
+    def series_cam(self) -> str:
+        from cnnlab.viz.series import LIMIT, PER_CLASS, plot_run_cam
+
+        path = plot_run_cam(self.run, self.path("series-cam"), split=self.interp.split,
+                            per_class=PER_CLASS, limit=LIMIT)
+        return ("<p>A few series of each class, each line coloured by the class activation map "
+                "of the predicted class: <code>CAM(t) = sum_k w[c, k] A_k(t)</code> from the last "
+                "feature maps <code>A</code> and the classifier's weights <code>w</code>, so "
+                "the dark red parts of a series raised the class's score most (each series "
+                "scaled to its own 0..1). A red title is a wrong prediction.</p>"
+                + _img(path, "class activation maps"))
+
+    def series_mistakes(self) -> str:
+        from cnnlab.viz.series import plot_mistakes_cam
+
+        it = self.interp
+        pairs = it.most_confused()[:8]
+        if not pairs:
+            return '<p class="note">No mistakes on this split.</p>'
+        table = _table(["true", "taken for", "series"],
+                       [(_e(it.classes[t]), _e(it.classes[p]), str(n)) for t, p, n in pairs],
+                       numeric={2})
+        return (table + "<p>The most confident mistakes, coloured by the map of the class they "
+                "were taken for: the parts that misled the model.</p>"
+                + _img(plot_mistakes_cam(self.run, it, self.path("series-mistakes")),
+                       "most confident mistakes"))
+
     def html(self, heading: bool) -> str:
         run = self.run
         title = (f'<h2 class="run-title">{_e(run.run_dir.path.name)}: {_e(run.config.model)} on '
                  f"{_e(run.config.dataset)}</h2>" if heading else "")
+        if run.is_series:
+            return (title + self.kpis()
+                    + _section("Configuration", self.config)
+                    + _section("Training curves", self.curves)
+                    + _section("Per-class accuracy", self.per_class)
+                    + _section("Confusion matrix", self.confusion)
+                    + _section("Class activation maps over time", self.series_cam)
+                    + _section("Most-confused classes and mistakes", self.series_mistakes))
         return (title + self.kpis()
                 + _section("Configuration", self.config)
                 + _section("Training curves", self.curves)
