@@ -92,13 +92,7 @@ def calibrate(rest: list[str]) -> dict:
     o = _opts(rest)
     run = build(_config(o))
 
-    def batches():
-        epoch = 0
-        while True:
-            yield from run.train.epoch(epoch)
-            epoch += 1
-
-    it = batches()
+    it = run.train.forever()
     run.model.train()
 
     def steps(n: int) -> tuple[float, int]:

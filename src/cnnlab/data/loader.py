@@ -100,6 +100,13 @@ class DeviceLoader:
     def num_examples(self) -> int:
         return len(self.labels) if not self.drop_last else len(self) * self.batch_size
 
+    def forever(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of epoch 0, 1, 2, ... without end: for timing a number of steps."""
+        epoch = 0
+        while True:
+            yield from self.epoch(epoch)
+            epoch += 1
+
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of one epoch; the same ``epoch`` always gives the same batches."""
         order, draws = self._draw(epoch)

@@ -61,13 +61,7 @@ def bench(model: str | TrainConfig, overrides: dict[str, Any] | None = None, ste
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def batches():
-        epoch = 0
-        while True:
-            yield from run.train.epoch(epoch)
-            epoch += 1
-
-    it = batches()
+    it = run.train.forever()
     net.train()
     for i in range(warmup + steps):
         if i == warmup:

@@ -261,12 +261,7 @@ def _from_dataset(run: LoadedRun, indices: Sequence[int], class_names: Sequence[
     data = load_split(run.config.dataset, split,  # where training found it, as eval does
                       data_dir=data_dir if data_dir is not None else run.config.data_dir,
                       resize=run.config.resize, bad_files=run.config.bad_files)
-    chosen = []
-    for i in indices:
-        if not 0 <= i < len(data):
-            raise CnnlabError(f"--index {i} is out of range: the {split} split of "
-                              f"{run.config.dataset} has {len(data)} images (0..{len(data) - 1})")
-        chosen.append(i)
+    chosen = checked_indices(indices, len(data), split, run.config.dataset, "images")
     for name in class_names:
         k = class_index(data.classes, name, f" in {run.config.dataset}")
         chosen.append(int((data.labels == k).nonzero()[0, 0]))
@@ -275,6 +270,16 @@ def _from_dataset(run: LoadedRun, indices: Sequence[int], class_names: Sequence[
     labels = [f"#{i} {'true ' if numeric else ''}{data.classes[t]}"
               for i, t in zip(chosen, true, strict=True)]
     return Examples(run.preprocess.adapt(data.images[chosen]), labels, true)
+
+
+def checked_indices(indices: Sequence[int], n: int, split: str, dataset: str, noun: str
+                    ) -> list[int]:
+    """``indices`` as a list, or one line naming the first out of range and the valid range."""
+    for i in indices:
+        if not 0 <= i < n:
+            raise CnnlabError(f"--index {i} is out of range: the {split} split of {dataset} "
+                              f"has {n} {noun} (0..{n - 1})")
+    return list(indices)
 
 
 def class_index(classes: Sequence[str], name: str, where: str = "") -> int:

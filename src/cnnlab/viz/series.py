@@ -27,7 +27,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.run import LoadedRun
-from cnnlab.viz.inside import class_index
+from cnnlab.viz.inside import checked_indices, class_index
 from cnnlab.viz.plots import percent, save_png
 
 if TYPE_CHECKING:
@@ -80,12 +80,7 @@ def pick_series(run: LoadedRun, split: str = "test", indices: Sequence[int] = ()
         raise CnnlabError(f"--per-class and --limit must be at least 1, got {per_class} and "
                           f"{limit}")
     _, data = run_split(run, data_dir=data_dir, split=split)
-    chosen = []
-    for i in indices:
-        if not 0 <= i < len(data):
-            raise CnnlabError(f"--index {i} is out of range: the {split} split of "
-                              f"{run.config.dataset} has {len(data)} series (0..{len(data) - 1})")
-        chosen.append(i)
+    chosen = checked_indices(indices, len(data), split, run.config.dataset, "series")
     wanted = [class_index(data.classes, c, f" in {run.config.dataset}") for c in class_names]
     if not indices and not wanted:
         wanted = list(range(len(data.classes)))
