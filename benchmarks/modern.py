@@ -1,6 +1,7 @@
 """The modern CNN family on Fashion-MNIST: d2l's recipes and their CPU-sized ``-small`` ones.
 
     python benchmarks/modern.py --data-dir ../shared/data [--only small|d2l] [--d2l-images N]
+                                [--recipes fashion-nin-small,d2l-nin-fashion]
 
 - ``small``: every ``fashion-*-small`` recipe, trained in full with ``cnnlab train -r RECIPE``:
   final test accuracy and training time.
@@ -49,12 +50,17 @@ def main() -> None:
     p.add_argument("--only", choices=["small", "d2l"])
     p.add_argument("--d2l-images", type=int, default=2560,
                    help="training images for the d2l recipes' epoch (0: all 60,000)")
+    p.add_argument("--recipes", help="comma-separated recipe names: run only these")
     a = p.parse_args()
+    chosen = set(a.recipes.split(",")) if a.recipes else None
+    unknown = chosen - set(SMALL + D2L) if chosen else set()
+    if unknown:
+        sys.exit(f"unknown recipe(s) {', '.join(sorted(unknown))}: pick from {', '.join(SMALL + D2L)}")
     data = ["--data-dir", a.data_dir]
     if a.only != "d2l":
         print("| recipe | model | epochs | test accuracy | training time | wall time |")
         print("|---|---|---|---|---|---|")
-        for recipe in SMALL:
+        for recipe in (r for r in SMALL if chosen is None or r in chosen):
             cfg = yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text())
             rows, wall = run(recipe, a.work / recipe, *data)
             train = sum(r["train_time"] for r in rows)
@@ -64,7 +70,7 @@ def main() -> None:
         print("\n| recipe | model | input | images trained | examples/s | epoch of 60,000 | "
               "test acc after them |")
         print("|---|---|---|---|---|---|---|")
-        for recipe in D2L:
+        for recipe in (r for r in D2L if chosen is None or r in chosen):
             cfg = yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text())
             n = 60000 if a.d2l_images == 0 or cfg["model"] == "lenet-bn" else a.d2l_images
             limit = [] if n == 60000 else ["--limit-train", str(n)]

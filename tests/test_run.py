@@ -196,3 +196,30 @@ def test_import_cnnlab_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_metrics_files_stay_complete_when_rows_are_reused_or_replaced(tmp_path):
+    """write_metrics renders each epoch's row once (a run of hundreds of short epochs would
+    otherwise re-render its whole history every epoch); the files must still equal the whole
+    history, also when a resumed run hands over a history of new row objects."""
+    from cnnlab.run import EpochMetrics
+
+    def row(i: int, loss: float) -> EpochMetrics:
+        tested = i % 2 == 0
+        return EpochMetrics(epoch=i, train_loss=loss, train_acc=0.5, test_loss=0.4 if tested
+                            else None, test_acc=0.9 if tested else None, lr=0.1,
+                            examples_per_sec=10.0, train_time=1.0, epoch_time=1.5)
+
+    run = RunDir(tmp_path / "run").create()
+    history = [row(i, 1.0 / i) for i in range(1, 6)]
+    for n in range(1, 6):
+        run.write_metrics(history[:n])
+    assert run.read_metrics() == history
+    csv_lines = (run.path / RunDir.METRICS_CSV).read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,train_loss") and len(csv_lines) == 6
+    assert csv_lines[1].split(",")[3] == ""  # epoch 1 was not tested: an empty cell
+    resumed = [dataclasses.replace(r) for r in history[:3]] + [row(4, 7.0)]
+    RunDir(run.path).write_metrics(resumed)  # a fresh RunDir, as `--resume` makes
+    run.write_metrics(resumed)  # and the same one, handed new row objects
+    assert run.read_metrics() == resumed
+    assert (run.path / RunDir.METRICS_CSV).read_text().splitlines()[4].split(",")[1] == "7.0"
