@@ -57,7 +57,7 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown recipe(s) {', '.join(sorted(unknown))}: pick from {', '.join(SMALL + D2L)}")
     data = ["--data-dir", a.data_dir]
-    if a.only != "d2l":
+    if a.only != "d2l" and (chosen is None or chosen & set(SMALL)):
         print("| recipe | model | epochs | test accuracy | training time | wall time |")
         print("|---|---|---|---|---|---|")
         for recipe in (r for r in SMALL if chosen is None or r in chosen):
@@ -66,7 +66,7 @@ def main() -> None:
             train = sum(r["train_time"] for r in rows)
             print(f"| `{recipe}` | {cfg['model']} | {len(rows)} | {rows[-1]['test_acc']:.4f} | "
                   f"{train:.0f} s | {wall:.0f} s |", flush=True)
-    if a.only != "small":
+    if a.only != "small" and (chosen is None or chosen & set(D2L)):
         print("\n| recipe | model | input | images trained | examples/s | epoch of 60,000 | "
               "test acc after them |")
         print("|---|---|---|---|---|---|---|")
