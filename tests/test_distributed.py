@@ -158,3 +158,42 @@ def test_too_few_examples_for_one_step_is_an_error(tmp_path):
     with pytest.raises(Exception, match="too few for one step"):
         fit(cfg, log=lambda _m: None)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_bad_option_found_while_loading_stops_every_rank_with_one_error(tmp_path):
+    """The input shape is checked while the data loads, which rank 0 does before the other
+    ranks; they used to wait in a barrier and die there with gloo's traceback."""
+    r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--nproc", "2", "--model",
+                        "lenet5", "--dataset", "digits", "--epochs", "1", "--out",
+                        str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "pass --resize 28" in out and "Traceback" not in out and "gloo" not in out, out
+    assert out.count("Error: model 'lenet5' takes 1x28x28") == 1, out
+    assert not (tmp_path / "r").exists()
+
+
+def test_two_nodes_meet_through_torchruns_rendezvous(tmp_path):
+    """The multi-node command of the README, with both "nodes" on this host: two torchrun
+    launchers, one process each, meeting at a c10d rendezvous on 127.0.0.1, train what one
+    process trains."""
+    import socket
+
+    with socket.socket() as s:  # a free port (another program could take it: rare)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--model", "mnist-net", "--dataset", "digits", "--resize", "28", "--epochs", "2",
+            "--limit-train", "640", "--limit-test", "101", "--lr", "0.05", "--threads", "1"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                f"127.0.0.1:{port}", "--rdzv-id", "cnnlab-test", "-m", "cnnlab", "train",
+                *args, "--out", str(tmp_path / "nodes")]
+    nodes = [subprocess.Popen(torchrun, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outs = [n.communicate(timeout=300)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outs
+    assert sum("DDP: 2 processes (gloo)" in o for o in outs) == 1, outs  # rank 0 alone prints
+    r = CliRunner().invoke(cli, ["train", *args, "--out", str(tmp_path / "one")])
+    assert r.exit_code == 0, r.output
+    two, one = (load_file(tmp_path / d / "model.safetensors") for d in ("nodes", "one"))
+    assert max((two[k] - one[k]).abs().max().item() for k in one) < 2e-5

@@ -105,12 +105,6 @@ def refuse_image_options(cfg: TrainConfig) -> None:
                           f"drop {'it' if len(given) == 1 else 'them'}")
 
 
-def _barrier() -> None:
-    import torch.distributed
-
-    torch.distributed.barrier()
-
-
 def free_memory(device: torch.device) -> int:
     """Bytes free for the training split: GPU memory on CUDA, available RAM elsewhere."""
     if device.type == "cuda":
@@ -169,11 +163,19 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     if cfg.dataset.lower().startswith("ucr:"):
         cfg.dataset = get_info(cfg.dataset).name  # ucr:gunpoint -> ucr:GunPoint, as aeon spells it
 
-    if dist.enabled and not dist.is_main:  # rank 0 decodes and caches; the others then read
-        _barrier()
-    train, test = load_train_test(cfg, log)
-    if dist.enabled and dist.is_main:
-        _barrier()
+    # rank 0 decodes and caches first, the others then read the cache; a bad option found
+    # on the way (an input shape that does not fit, a missing file) stops every rank with
+    # rank 0's one-line error, instead of the others failing in a barrier it never reaches
+    if dist.enabled and not dist.is_main:
+        dist.agree(None)
+        train, test = load_train_test(cfg, log)
+    else:
+        try:
+            train, test = load_train_test(cfg, log)
+        except CnnlabError as e:
+            dist.agree(e)
+            raise
+        dist.agree(None)
     augment = Augment(cfg.crop_padding, cfg.flip, cfg.crop_pad_mode, cfg.alternate_flip,
                       cfg.cutout)
     augment.check_fits(train.shape[1:])
