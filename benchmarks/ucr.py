@@ -142,6 +142,26 @@ def _epochs(cal: dict, budget: float) -> int:
     return max(MIN_EPOCHS, min(MAX_EPOCHS, n))
 
 
+def _check(datasets: list[str], models: list[str]) -> list[str]:
+    """The data sets as aeon spells them (``gunpoint`` -> ``GunPoint``, so the published
+    figures are found); one line for a name that would otherwise fail inside the first
+    timed process."""
+    from cnnlab.data import get_info
+    from cnnlab.errors import CnnlabError
+
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        sys.exit(f"error: unknown model(s) {', '.join(bad)}: --models takes "
+                 f"{', '.join(MODELS)}")
+    names = []
+    for ds in datasets:
+        try:
+            names.append(get_info(f"ucr:{ds}").name.split(":", 1)[1])
+        except CnnlabError as e:
+            sys.exit(f"error: --only {ds}: {e}")
+    return names
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -154,6 +174,7 @@ def main() -> None:
     a = p.parse_args()
     datasets = a.only.split(",") if a.only else list(DATASETS)
     models = a.models.split(",")
+    datasets = _check(datasets, models)
     print(f"UCR/UEA benchmark: {_sides.machine()}; budget {a.budget:.0f} s of steps per run"
           if a.epochs is None else f"UCR/UEA benchmark: {_sides.machine()}; {a.epochs} epochs",
           flush=True)
