@@ -45,9 +45,11 @@ def run(recipe: str, out: Path, *extra: str) -> tuple[list[dict], float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
-    p.add_argument("--work", type=Path, default=Path("runs/modern-bench"))
-    p.add_argument("--only", choices=["small", "d2l"])
+    p.add_argument("--data-dir", default="../shared/data", help="where Fashion-MNIST is")
+    p.add_argument("--work", type=Path, default=Path("runs/modern-bench"),
+                   help="where the runs go (each recipe's run directory must not exist yet)")
+    p.add_argument("--only", choices=["small", "d2l"],
+                   help="only the -small recipes, or only the d2l ones [both]")
     p.add_argument("--d2l-images", type=int, default=2560,
                    help="training images for the d2l recipes' epoch (0: all 60,000)")
     p.add_argument("--recipes", help="comma-separated recipe names: run only these")

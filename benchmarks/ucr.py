@@ -164,12 +164,13 @@ def _check(datasets: list[str], models: list[str]) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=3, help="seeds per data set and model")
     p.add_argument("--budget", type=float, default=45.0,
                    help="seconds of training steps per run, for choosing the epochs")
     p.add_argument("--epochs", type=int, help="fixed epochs for every run (no timing)")
     p.add_argument("--only", help="comma-separated data sets [all five]")
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default=",".join(MODELS),
+                   help=f"comma-separated models [{','.join(MODELS)}]")
     p.add_argument("--threads", type=int, help="CPU threads [PyTorch's choice]")
     a = p.parse_args()
     datasets = a.only.split(",") if a.only else list(DATASETS)

@@ -179,3 +179,19 @@ def test_a_pickled_source_is_refused_unread(tmp_path):
     bad.write_bytes(pickle.dumps({"x": 1}))
     with pytest.raises(CnnlabError, match="pickle"):
         build(build_config(None, {**BASE, "model": "fastnet", "init_from": str(bad)}))
+
+
+def test_frozen_layers_and_the_head_are_named_as_summary_names_them():
+    """--freeze-until lists every module inside the layers it covers; the log shows the
+    layers' aliases (b1, b2, b3) instead, and a frozen head is named fc, not 7.weight."""
+    from cnnlab.engine.finetune import _shown_frozen, freeze_layers, head_keys
+    from cnnlab.models import create_model
+
+    model = create_model("resnet18-small", num_classes=10)
+    head = head_keys("resnet18-small", model, 10)
+    frozen = freeze_layers("resnet18-small", model, None, "b3", head)
+    assert len(frozen) > 3  # the modules one by one ...
+    assert _shown_frozen("resnet18-small", model, frozen) == "b1, b2, b3"  # ... shown as layers
+    with pytest.raises(CnnlabError, match=r"freezes the classifier head \(fc\) too"):
+        freeze_layers("resnet18-small", create_model("resnet18-small", num_classes=10), "fc",
+                      None, head)

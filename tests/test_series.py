@@ -4,6 +4,7 @@ train, resume, eval, summary, errors, report and export."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -369,3 +370,22 @@ def test_export_of_a_series_run(series_run, tmp_path):
 def test_cam_of_an_image_run_is_one_line(lenet_run):
     r = CliRunner().invoke(cli, ["visualize", "cam", str(lenet_run)])
     _one_line_error(r, "is an image run", "cnnlab visualize gradcam")
+
+
+def test_fine_tuning_from_a_run_on_other_channel_counts_is_one_line(series_run, tmp_path):
+    """Images follow the source's channels; series cannot, so both counts are named."""
+    r = CliRunner().invoke(cli, ["train", "-r", "ucr-fcn", "--init-from",
+                                 str(series_run.run_dir), "--dataset", "ucr:BasicMotions",
+                                 "--epochs", "1", "--out", str(tmp_path / "bm")])
+    _one_line_error(r, "was trained on 1-channel series but this data set's series have 6 "
+                       "channels", "fine-tune from a run on 6-channel series")
+    assert not (tmp_path / "bm").exists()
+
+
+def test_resuming_with_more_epochs_says_the_schedule_is_laid_out_anew(series_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(series_run.run_dir, run)
+    r = CliRunner().invoke(cli, ["train", "--resume", str(run), "--epochs", "6"])
+    assert r.exit_code == 0, r.output
+    assert "the onecycle learning-rate schedule was laid out over 5 epochs and is now laid " \
+           "out over 6" in " ".join(r.output.split()), r.output

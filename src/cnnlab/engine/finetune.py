@@ -59,6 +59,27 @@ def _shown(name: str, modules: list[str]) -> str:
     return ", ".join(alias.get(m, m) for m in modules)
 
 
+def _shown_frozen(name: str, model: nn.Module, frozen: list[str]) -> str:
+    """The frozen modules as `cnnlab summary` names them: a layer with an alias (``b2``,
+    ``group1``) whose weights are all frozen is shown by its alias alone, not as the dozen
+    modules inside it that ``--freeze-until`` lists one by one."""
+    modules = dict(model.named_modules())
+    aliases = get_model_info(name).aliases
+    whole = {}  # module name -> alias, for aliased layers frozen entirely
+    for alias, target in aliases.items():
+        params = list(modules[target].parameters()) if target in modules else []
+        if params and not any(p.requires_grad for p in params) and target not in whole:
+            whole[target] = alias
+    alias_of = {t: a for a, t in aliases.items()}
+    shown: list[str] = []
+    for n in frozen:
+        outer = [t for t in whole if n == t or n.startswith(t + ".")]
+        label = whole[min(outer, key=len)] if outer else alias_of.get(n, n)
+        if label not in shown:
+            shown.append(label)
+    return ", ".join(shown)
+
+
 def load_source(model: nn.Module, name: str, source: str, classes: tuple[str, ...],
                 log=lambda _m: None) -> None:
     """Load run ``source``'s final weights into ``model``; the head is kept only when the
@@ -81,6 +102,8 @@ def load_source(model: nn.Module, name: str, source: str, classes: tuple[str, ..
     own = model.state_dict()
     wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     missing = [k for k in own if k not in state and not (replace and k in head)]
+    if wrong:
+        _refuse_other_channels(src, source, model)
     if wrong or missing:
         bad = (wrong or missing)[0]
         raise CnnlabError(f"the weights of {source} do not fit this '{name}' model ({bad} "
@@ -95,6 +118,18 @@ def load_source(model: nn.Module, name: str, source: str, classes: tuple[str, ..
             "afresh; every other layer keeps its trained weights")
     else:
         log(f"{what}: same classes, every layer including the head keeps its trained weights")
+
+
+def _refuse_other_channels(src, source: str, model: nn.Module) -> None:
+    """A series run's channel count comes from its data and cannot be converted (images can:
+    their ``--channels`` follows the source), so a source of another count is refused with
+    both counts, instead of as weights of another shape."""
+    pre = src.read_preprocess()
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv1d)), None)
+    if pre.is_series and first is not None and pre.channels != first.in_channels:
+        raise CnnlabError(f"--init-from {source} was trained on {pre.channels}-channel series "
+                          f"but this data set's series have {first.in_channels} channels; "
+                          f"fine-tune from a run on {first.in_channels}-channel series")
 
 
 def _frozen_modules(name: str, model: nn.Module, freeze: str | None,
@@ -141,8 +176,9 @@ def freeze_layers(name: str, model: nn.Module, freeze: str | None, freeze_until:
     named = dict(model.named_parameters())
     frozen_head = [k for k in head if k in named and not named[k].requires_grad]
     if frozen_head:
-        raise CnnlabError(f"that freezes the classifier head ({frozen_head[0]}) too; freeze "
-                          "only layers before it")
+        raise CnnlabError(f"that freezes the classifier head "
+                          f"({_shown(name, _modules_of(frozen_head))}) too; freeze only layers "
+                          "before it")
     if not any(p.requires_grad for p in model.parameters()):
         raise CnnlabError("every parameter is frozen: nothing left to train")
     return done
@@ -165,7 +201,7 @@ def prepare(cfg, model: nn.Module, classes: tuple[str, ...], fresh: bool,
         n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         norms = any(isinstance(m, _NORMS) and m._forward_pre_hooks for m in model.modules())
-        log(f"frozen: {_shown(cfg.model, out.frozen)} ({n_frozen:,} of {n_all:,} parameters"
+        log(f"frozen: {_shown_frozen(cfg.model, model, out.frozen)} ({n_frozen:,} of {n_all:,} parameters"
             f"{'; their BatchNorm layers keep the trained statistics' if norms else ''})")
     if cfg.head_lr_scale != 1.0:
         log(f"classifier head {_shown(cfg.model, _modules_of(out.head))}: lr x "

@@ -193,6 +193,11 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             raise CnnlabError(f"{run} already finished {start_epoch} epochs; pass a larger "
                               f"--epochs to train further")
         log(f"resuming {run} after epoch {start_epoch}")
+        planned = run.read_config().get("epochs")
+        if planned and planned != cfg.epochs and cfg.schedule not in ("constant", "step"):
+            log(f"(the {cfg.schedule} learning-rate schedule was laid out over {planned} "
+                f"epochs and is now laid out over {cfg.epochs}: epoch {start_epoch + 1} starts "
+                f"at its point on the new curve, not where epoch {start_epoch} left off)")
     else:
         run = RunDir(cfg.out if cfg.out else default_run_dir(cfg))
         if run.latest_checkpoint() is not None:
