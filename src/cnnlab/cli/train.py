@@ -95,7 +95,7 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)  # before the header, which says how many threads
     con.print(f"cnnlab train: [bold]{cfg.model}[/] on [bold]{cfg.dataset}[/], "
-              f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, "
+              f"{_epochs(cfg.epochs)}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, "
               f"{cfg.schedule}, {resolve_precision(cfg.precision, device)} on {describe(device)}")
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                    TimeRemainingColumn(), console=con, transient=True,
@@ -130,7 +130,7 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
                       _acc(m.test_acc), f"{m.examples_per_sec:,.0f}", f"{m.epoch_time:.1f}")
     con.print(table)
     total = sum(m.epoch_time for m in h)
-    con.print(f"final test acc {_acc(h[-1].test_acc)}; {total:.1f} s over {len(h)} epochs; "
+    con.print(f"final test acc {_acc(h[-1].test_acc)}; {total:.1f} s over {_epochs(len(h))}; "
               f"run saved in {result.run_dir}")
 
 
@@ -155,3 +155,7 @@ def bench_cmd(model: str, steps: int, warmup: int, **overrides: Any) -> None:
                f"{', compiled' if r.compiled else ''}, {r.device}")
     click.echo(f"{r.steps_per_sec:,.1f} steps/s  {r.examples_per_sec:,.0f} examples/s  "
                f"{r.ms_per_step:.2f} ms/step  peak memory {r.peak_memory_mb:,.0f} MB")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
