@@ -289,8 +289,9 @@ def znormalise(series: torch.Tensor, eps: float = SeriesPreprocess.EPS) -> torch
     """Each series and channel of (N, C, L) minus its mean over time, over its standard
     deviation (population); a series whose deviation is below ``eps`` (flat) is only centred,
     so it becomes zeros rather than amplified rounding noise. Computed in float64 (a constant
-    series then has a deviation of exactly 0), returned as float32."""
+    series then has a deviation of exactly 0), returned as float32. Exported graphs
+    (:class:`cnnlab.engine.export.RawSeries`) run this same function."""
     x = series.double()
     mean = x.mean(dim=-1, keepdim=True)
-    std = x.std(dim=-1, keepdim=True, correction=0)
+    std = (x - mean).square().mean(dim=-1, keepdim=True).sqrt()  # plain ops: exportable
     return ((x - mean) / torch.where(std < eps, torch.ones_like(std), std)).float()

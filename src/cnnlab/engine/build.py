@@ -170,12 +170,12 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
         dist.agree(None)
         train, test = load_train_test(cfg, log)
     else:
+        failure = None
         try:
             train, test = load_train_test(cfg, log)
         except CnnlabError as e:
-            dist.agree(e)
-            raise
-        dist.agree(None)
+            failure = e
+        dist.agree(failure)  # raises rank 0's error, on rank 0 and (as a note) on the others
     augment = Augment(cfg.crop_padding, cfg.flip, cfg.crop_pad_mode, cfg.alternate_flip,
                       cfg.cutout)
     augment.check_fits(train.shape[1:])

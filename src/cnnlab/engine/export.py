@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.data.preprocess import Preprocess, SeriesPreprocess
+from cnnlab.data.preprocess import Preprocess, SeriesPreprocess, znormalise
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_path, write_json
 
@@ -174,8 +174,8 @@ class RawPixels(nn.Module):
 
 class RawSeries(nn.Module):
     """float32 series (N, C, L) of the run's shape -> logits: each series and channel
-    z-normalised in the graph (in float64, flat series to zeros, exactly as
-    :func:`cnnlab.data.preprocess.znormalise`), so a client sends the raw values."""
+    z-normalised in the graph by :func:`cnnlab.data.preprocess.znormalise` itself (float64,
+    flat series to zeros), so a client sends the raw values."""
 
     def __init__(self, model: nn.Module, preprocess: SeriesPreprocess):
         super().__init__()
@@ -184,13 +184,7 @@ class RawSeries(nn.Module):
         self.eps = preprocess.EPS
 
     def forward(self, series: torch.Tensor) -> torch.Tensor:
-        if not self.znorm:
-            return self.model(series)
-        x = series.double()
-        mean = x.mean(dim=-1, keepdim=True)
-        std = (x - mean).square().mean(dim=-1, keepdim=True).sqrt()
-        std = torch.where(std < self.eps, torch.ones_like(std), std)
-        return self.model(((x - mean) / std).float())
+        return self.model(znormalise(series, self.eps) if self.znorm else series)
 
 
 def export_module(model: nn.Module, preprocess: Preprocess | SeriesPreprocess,

@@ -70,11 +70,10 @@ def _shown_frozen(name: str, model: nn.Module, frozen: list[str]) -> str:
         params = list(modules[target].parameters()) if target in modules else []
         if params and not any(p.requires_grad for p in params) and target not in whole:
             whole[target] = alias
-    alias_of = {t: a for a, t in aliases.items()}
     shown: list[str] = []
     for n in frozen:
         outer = [t for t in whole if n == t or n.startswith(t + ".")]
-        label = whole[min(outer, key=len)] if outer else alias_of.get(n, n)
+        label = whole[min(outer, key=len)] if outer else _shown(name, [n])
         if label not in shown:
             shown.append(label)
     return ", ".join(shown)

@@ -282,19 +282,16 @@ class _RunReport:
         run = self.run
         title = (f'<h2 class="run-title">{_e(run.run_dir.path.name)}: {_e(run.config.model)} on '
                  f"{_e(run.config.dataset)}</h2>" if heading else "")
+        common = (title + self.kpis()
+                  + _section("Configuration", self.config)
+                  + _section("Training curves", self.curves)
+                  + _section("Per-class accuracy", self.per_class)
+                  + _section("Confusion matrix", self.confusion))
         if run.is_series:
-            return (title + self.kpis()
-                    + _section("Configuration", self.config)
-                    + _section("Training curves", self.curves)
-                    + _section("Per-class accuracy", self.per_class)
-                    + _section("Confusion matrix", self.confusion)
+            return (common
                     + _section("Class activation maps over time", self.series_cam)
                     + _section("Most-confused classes and mistakes", self.series_mistakes))
-        return (title + self.kpis()
-                + _section("Configuration", self.config)
-                + _section("Training curves", self.curves)
-                + _section("Per-class accuracy", self.per_class)
-                + _section("Confusion matrix", self.confusion)
+        return (common
                 + _section("Most-confused pairs", self.confused_pairs)
                 + _section("Top losses, with Grad-CAM", self.top_losses)
                 + _section("Inside the network: filters and activations", self.inside))
