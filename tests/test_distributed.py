@@ -152,6 +152,41 @@ def test_nproc_checks_what_it_can_before_starting_processes():
     assert r.exit_code == 1 and "make it at least 2" in r.output
 
 
+def test_the_backend_is_nccl_for_cuda_tensors_and_gloo_for_host_tensors(monkeypatch):
+    """NCCL alone refuses CPU tensors, and `Dist.agree` sums a CPU flag: on GPUs the group is
+    mixed. gloo is the way to share a GPU between processes, or a CUDA build without NCCL."""
+    import torch.distributed as tdist
+
+    from cnnlab.distributed import check_gpu_count, process_group_backend
+    from cnnlab.errors import CnnlabError
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert process_group_backend(cpu) == process_group_backend(cpu, "gloo") == "gloo"
+    with pytest.raises(CnnlabError, match="nccl needs CUDA GPUs"):
+        process_group_backend(cpu, "nccl")
+    monkeypatch.setattr(tdist, "is_nccl_available", lambda: True)
+    assert process_group_backend(cuda) == process_group_backend(cuda, "nccl") == \
+        "cpu:gloo,cuda:nccl"
+    assert process_group_backend(cuda, "gloo") == "gloo"
+    monkeypatch.setattr(tdist, "is_nccl_available", lambda: False)
+    assert process_group_backend(cuda) == "gloo"
+    with pytest.raises(CnnlabError, match="no NCCL; use --dist-backend gloo"):
+        process_group_backend(cuda, "nccl")
+
+    check_gpu_count(2, 2, "cpu:gloo,cuda:nccl")
+    check_gpu_count(4, 1, "gloo")  # gloo: four processes may share one GPU
+    with pytest.raises(CnnlabError, match="this node has 1 GPU.*--dist-backend gloo"):
+        check_gpu_count(2, 1, "cpu:gloo,cuda:nccl")
+
+
+def test_nproc_refuses_nccl_on_cpu_and_unknown_backends():
+    r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--dist-backend", "nccl",
+                                 "--device", "cpu"])
+    assert r.exit_code == 1 and "--dist-backend nccl needs CUDA GPUs" in r.output
+    r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--dist-backend", "mpi"])
+    assert r.exit_code != 0 and "mpi" in r.output and "gloo" in r.output
+
+
 def test_too_few_examples_for_one_step_is_an_error(tmp_path):
     cfg = build_config(None, {**SETTINGS, "limit_train": 10, "batch_size": 64,
                               "drop_last": True, "out": str(tmp_path / "r")})

@@ -23,6 +23,7 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 Precision = Literal["fp32", "bf16", "auto"]
 DataMemory = Literal["auto", "all", "stream"]
 BadFiles = Literal["fail", "skip"]
+DistBackend = Literal["auto", "nccl", "gloo"]
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors click's name
@@ -95,6 +96,9 @@ class TrainConfig:
                            "ignored on other devices)")
     sync_bn: bool = _f(False, "multi-GPU runs: synchronise BatchNorm statistics across "
                        "processes (SyncBatchNorm; CUDA only)")
+    dist_backend: DistBackend = _f("auto", "DDP's process-group backend: auto (gloo on CPU; on "
+                                   "GPUs NCCL, with gloo for host-side checks), nccl, or gloo "
+                                   "(CUDA without NCCL, or processes sharing a GPU)")
     out: str | None = _f(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)")
     keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (0 keeps all)")
     checkpoint_every: int = _f(1, "write a checkpoint (and the weights) every N epochs, always "

@@ -91,28 +91,66 @@ def current() -> Dist:
                 int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def setup(device: torch.device) -> tuple[Dist, torch.device]:
+def process_group_backend(device: torch.device, choice: str = "auto") -> str:
+    """The backend string for ``init_process_group``. On GPUs ``auto``/``nccl`` is
+    ``cpu:gloo,cuda:nccl``: NCCL for the CUDA tensors (gradients, losses, counts) and gloo for
+    the few host tensors (:meth:`Dist.agree`'s flag), which NCCL alone refuses.
+    ``gloo`` serves both: CUDA builds without NCCL, or several processes on one GPU."""
+    import torch.distributed as dist
+
+    if device.type == "cpu":
+        if choice == "nccl":
+            raise CnnlabError("--dist-backend nccl needs CUDA GPUs; on CPU use gloo (the "
+                              "default: drop --dist-backend)")
+        return "gloo"
+    if choice == "gloo":
+        return "gloo"
+    if not dist.is_nccl_available():
+        if choice == "nccl":
+            raise CnnlabError("this PyTorch build has no NCCL; use --dist-backend gloo")
+        return "gloo"
+    return "cpu:gloo,cuda:nccl"
+
+
+def check_gpu_count(nproc: int, gpus: int, backend: str) -> None:
+    """NCCL needs a GPU of its own per process on a node; gloo lets processes share them."""
+    if "nccl" in backend and nproc > gpus:
+        raise CnnlabError(f"{nproc} processes per node but this node has {gpus} GPU(s), and "
+                          "NCCL needs one GPU per process: start at most that many "
+                          "(--nproc / --nproc-per-node), or share GPUs with --dist-backend gloo")
+
+
+def setup(device: torch.device, backend: str = "auto") -> tuple[Dist, torch.device]:
     """Join the process group torchrun prepared (once per process) and pick this rank's
-    device: ``cuda:LOCAL_RANK`` on GPUs, the CPU otherwise. Returns (job, device)."""
+    device: ``cuda:LOCAL_RANK`` on GPUs (modulo the GPU count under gloo, whose processes
+    may share one), the CPU otherwise. Returns (job, device)."""
     info = current()
     if not info.enabled:
         return info, device
     import torch.distributed as dist
 
-    if device.type == "cuda":
-        if info.local_rank >= torch.cuda.device_count():
-            raise CnnlabError(f"local rank {info.local_rank} has no GPU (this node has "
-                              f"{torch.cuda.device_count()}); start at most that many "
-                              "processes per node (--nproc-per-node)")
-        device = torch.device("cuda", info.local_rank)
-        torch.cuda.set_device(device)
-    elif device.type != "cpu":
+    if device.type not in ("cpu", "cuda"):
         raise CnnlabError(f"distributed training runs on CPU (gloo) or CUDA (NCCL), not "
                           f"{device.type}; pass --device cpu")
+    name = process_group_backend(device, backend)
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        # every rank checks the node's whole count, so rank 0 (the one that prints) says it
+        check_gpu_count(int(os.environ.get("LOCAL_WORLD_SIZE", info.local_rank + 1)), gpus, name)
+        device = torch.device("cuda", info.local_rank % gpus)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(name)
     _exit_with_launcher()
     return info, device
+
+
+def backend_name() -> str:
+    """The joined process group's backend, as the run's log line names it."""
+    import torch.distributed as dist
+
+    name = dist.get_backend() if dist.is_initialized() else "none"
+    return "NCCL + gloo" if "nccl" in name and "gloo" in name else name.replace("nccl", "NCCL")
 
 
 def _exit_with_launcher() -> None:

@@ -38,12 +38,7 @@ def train(recipe: str | None, resume: Path | None, nproc: int | None, **override
         if cfg.batch_size < nproc:
             raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
                               f"{nproc} processes; make it at least {nproc}")
-        if cfg.sync_bn and cfg.device != "cuda":
-            from cnnlab.device import resolve_device
-
-            if resolve_device(cfg.device).type != "cuda":
-                raise CnnlabError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm has no "
-                                  "CPU kernels; drop --sync-bn")
+        _check_devices(cfg, nproc)
         try:
             code = launch(nproc, _without_nproc(sys.argv[1:]))
         except KeyboardInterrupt:
@@ -52,6 +47,25 @@ def train(recipe: str | None, resume: Path | None, nproc: int | None, **override
             raise CnnlabError(f"a training process failed (exit {code}); its error is above")
         return
     _run_training(cfg, resume)
+
+
+def _check_devices(cfg: Any, nproc: int) -> None:
+    """What `--nproc` can check once, before it starts N processes that would each fail."""
+    import torch
+
+    from cnnlab.device import resolve_device
+    from cnnlab.distributed import check_gpu_count, process_group_backend
+
+    device = resolve_device(cfg.device)
+    if device.type not in ("cpu", "cuda"):
+        raise CnnlabError(f"--nproc runs on CPU (gloo) or CUDA GPUs (NCCL), not "
+                          f"{device.type}; pass --device cpu")
+    if cfg.sync_bn and device.type != "cuda":
+        raise CnnlabError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm has no "
+                          "CPU kernels; drop --sync-bn")
+    backend = process_group_backend(device, cfg.dist_backend)
+    if device.type == "cuda":
+        check_gpu_count(nproc, torch.cuda.device_count(), backend)
 
 
 def _interrupted(cfg: Any, resume: Path | None, extra: str = "") -> str:

@@ -152,7 +152,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     data-dependent init is then skipped, since the checkpoint brings the weights."""
     cfg = dataclasses.replace(cfg)
     set_threads(cfg.threads)
-    dist, device = setup(resolve_device(cfg.device))  # under torchrun: join the process group
+    dist, device = setup(resolve_device(cfg.device), cfg.dist_backend)  # under torchrun: join
     if cfg.sync_bn and device.type != "cuda":
         raise CnnlabError("--sync-bn needs CUDA GPUs: PyTorch's SyncBatchNorm has no CPU "
                           "kernels; drop --sync-bn (each process then keeps its own statistics)")

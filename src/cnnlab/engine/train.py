@@ -19,7 +19,7 @@ from torch import nn
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.device import autocast
-from cnnlab.distributed import current, teardown
+from cnnlab.distributed import backend_name, current, teardown
 from cnnlab.engine.build import build
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.ema import LookaheadEMA
@@ -214,7 +214,7 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             failure = e
     dist.agree(failure)  # the other ranks stop too, instead of waiting in the first step
     if dist.enabled:
-        log(f"DDP: {dist.world} processes ({'NCCL' if built.device.type == 'cuda' else 'gloo'}),"
+        log(f"DDP: {dist.world} processes ({backend_name()}),"
             f" global batch {cfg.batch_size}, {torch.get_num_threads()} CPU thread(s) each")
 
     graphed = None
