@@ -210,6 +210,33 @@ def test_eval_and_plot_read_the_run(tmp_path):
     assert (result.run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _rendered(table, width: int) -> list[str]:
+    import io
+
+    from rich.console import Console
+
+    con = Console(width=width, record=True, file=io.StringIO())
+    con.print(table)
+    return con.export_text().splitlines()
+
+
+def test_the_confusion_table_heads_columns_by_name_where_they_fit():
+    from cnnlab.cli.runs import confusion_table
+
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Coat"]
+    cm = [[90, 3, 0, 7], [0, 100, 0, 0], [5, 0, 80, 15], [1, 0, 20, 79]]
+    wide = _rendered(confusion_table(cm, fashion, 200), 200)
+    assert "columns: predicted)" in wide[0] and "T-shirt/top ┃ Trouser" in wide[1]
+    assert wide[3].split("│")[0].strip() == "0 T-shirt/top"
+    assert [c.strip() for c in wide[5].split("│")] == ["2 Pullover", "5", "0", "80", "15"]
+    narrow = _rendered(confusion_table(cm, fashion, 40), 40)
+    assert "numbered as the rows" in " ".join(" ".join(narrow[:3]).split())
+    head = next(line for line in narrow if "┃" in line)
+    assert [c.strip() for c in head.split("┃")] == ["", "0", "1", "2", "3"]
+    digits = _rendered(confusion_table([[3, 1], [0, 4]], ["0", "1"], 80), 80)
+    assert [c.strip() for c in digits[-1].split("│")] == ["1", "0", "4"]  # not "1 1"
+
+
 def test_recipe_then_overrides(tmp_path):
     cfg = build_config("seed-mnist", {"epochs": 3, "lr": 0.02})
     assert (cfg.model, cfg.dataset, cfg.batch_size, cfg.momentum) == ("mnist-net", "mnist", 64, 0.5)

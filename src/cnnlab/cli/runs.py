@@ -39,17 +39,33 @@ def eval_cmd(run_dir: Path, dataset: str | None, data_dir: str | None, split: st
                             strict=True):
         per.add_row(name, f"{acc:.4f}", str(n))
     con.print(per)
-    cm = Table(title="confusion matrix (rows: true, columns: predicted)", show_edge=False)
-    cm.add_column("")
-    for i in range(len(classes)):
-        cm.add_column(str(i), justify="right")
-    for i, row in enumerate(res.confusion.tolist()):
-        cm.add_row(f"{i} {classes[i]}", *[f"[bold]{v}[/]" if j == i else str(v)
-                                          for j, v in enumerate(row)])
-    con.print(cm)
+    con.print(confusion_table(res.confusion.tolist(), classes, con.width))
     run = RunDir(run_dir)
     own = dataset is None or dataset == run.read_config().get("dataset")
     con.print(f"wrote {run.eval_path(split if own else f'{dataset}-{split}')}")
+
+
+def confusion_table(confusion: list[list[int]], classes: list[str], width: int) -> Any:
+    """The confusion matrix as a terminal table: columns headed by the class names when they
+    fit in ``width``, else by the rows' numbers; the diagonal bold, zeros dimmed so the
+    mistakes stand out."""
+    from rich.table import Table
+
+    numbered = any(name != str(i) for i, name in enumerate(classes))
+    labels = [f"{i} {name}" if numbered else name for i, name in enumerate(classes)]
+    digits = len(str(max((v for row in confusion for v in row), default=0)))
+    by_name = sum(max(len(n), digits) + 3 for n in classes) + max(map(len, labels)) + 3
+    heads = list(classes) if by_name <= width else [str(i) for i in range(len(classes))]
+    how = "" if heads == list(classes) or not numbered else ", numbered as the rows"
+    table = Table(title=f"confusion matrix (rows: true class, columns: predicted{how})",
+                  show_edge=False)
+    table.add_column("")
+    for head in heads:
+        table.add_column(head, justify="right")
+    for i, row in enumerate(confusion):
+        table.add_row(labels[i], *[f"[bold]{v}[/]" if j == i else "[dim]0[/]" if v == 0
+                                   else str(v) for j, v in enumerate(row)])
+    return table
 
 
 @cli.command()
