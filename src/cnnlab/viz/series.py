@@ -143,7 +143,10 @@ def plot_cam(run: LoadedRun, cam: SeriesCAM, path: str | Path | None = None,
     panel_h = 1.9 if channels == 1 else min(1.0 + 0.4 * channels, 5.0)
     fig, axes = plt.subplots(rows, cols, squeeze=False,
                              figsize=(5.4 * cols + 0.9, panel_h * rows + 0.9), layout="constrained")
-    cmap = matplotlib.colormaps["turbo"]
+    # grey where the map is low, through orange to dark red where it is high: the eye goes to
+    # what decided the class (a rainbow map makes low values as loud as high ones)
+    cmap = matplotlib.colors.LinearSegmentedColormap.from_list(
+        "cam", ["#c7c7c7", "#fdae61", "#e34a33", "#7f0000"])
     norm = matplotlib.colors.Normalize(0.0, 1.0)
     t = np.arange(length)
     for ax in axes.flat[n:]:
@@ -158,9 +161,9 @@ def plot_cam(run: LoadedRun, cam: SeriesCAM, path: str | Path | None = None,
                 y = (y - y.min()) / (span if span > 0 else 1.0) * 0.85 - c
             if length > 1:
                 points = np.stack([t, y], 1)
+                width = (1.2 + 2.2 * seg_heat) if channels == 1 else (0.9 + 1.6 * seg_heat)
                 lines = LineCollection(np.stack([points[:-1], points[1:]], 1), cmap=cmap,
-                                       norm=norm, linewidths=2.2 if channels == 1 else 1.6,
-                                       capstyle="round")
+                                       norm=norm, linewidths=width, capstyle="round")
                 lines.set_array(seg_heat)
                 ax.add_collection(lines)
             else:
