@@ -73,6 +73,21 @@ def test_cli_datasets_shows_found_and_missing(tmp_path, monkeypatch):
     assert "embedded (scikit-learn)" in lines["digits"]
 
 
+def test_a_mistyped_data_dir_is_an_error_not_a_fall_back_to_cnnlab_data(tmp_path, monkeypatch):
+    write_idx_dataset(tmp_path / "real" / "mnist", 4, 2)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "real"))
+    assert locate("mnist") == tmp_path / "real" / "mnist"
+    (tmp_path / "a-file").write_text("x")
+    for bad, what in (("reel", "does not exist"), ("a-file", "is a file, not a folder")):
+        res = CliRunner().invoke(cli, ["train", "--dataset", "mnist", "--data-dir",
+                                       str(tmp_path / bad), "--out", str(tmp_path / "r")])
+        assert res.exit_code == 1 and f"{bad} {what}; pass the folder that holds 'mnist'" \
+            in res.output, res.output
+        assert not (tmp_path / "r").exists()
+    res = CliRunner().invoke(cli, ["datasets", "--data-dir", str(tmp_path / "reel")])
+    assert res.exit_code == 1 and "holds the data sets" in res.output
+
+
 def test_default_download_dir_is_where_locate_looks(tmp_path, monkeypatch):
     """What `cnnlab download NAME` unpacks into its default folder is found afterwards."""
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # this test's own user data dir

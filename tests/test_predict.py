@@ -1,6 +1,7 @@
 """`cnnlab predict`: own image files in any mode and size are seen exactly as in training."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +91,24 @@ def test_one_bad_file_does_not_stop_the_others(lenet_run, digit, tmp_path):
     assert all("top" in row for name, row in by_name.items() if name not in ("cut.png", "huge.png"))
     assert len(rows) == 8 and "2 of 8 file(s) could not be read" in r.output
     assert "Traceback" not in r.output
+
+
+def test_file_names_with_brackets_print_as_they_are(lenet_run, digit, tmp_path, monkeypatch):
+    """The console reads no rich markup: `[red]` in a name is part of the name."""
+    monkeypatch.chdir(tmp_path)  # short names: the table shortens long paths
+    Image.fromarray(digit).save("scan[red].png")
+    Path("notes[bold].png").write_text("not an image")
+    r = CliRunner().invoke(cli, ["predict", str(lenet_run), "scan[red].png", "notes[bold].png"])
+    assert r.exit_code == 1
+    assert "scan[red].png" in r.output and "notes[bold].png" in r.output, r.output
+    assert "unreadable:" in r.output
+
+    from cnnlab.data.sources import ucr
+    from cnnlab.errors import CnnlabError
+
+    def missing():
+        raise CnnlabError("no aeon")
+
+    monkeypatch.setattr(ucr, "classification_names", missing)
+    r = CliRunner().invoke(cli, ["datasets"])
+    assert "needs the series extra" in r.output and "'cnnlab[series]'" in r.output, r.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
@@ -37,9 +38,10 @@ def datasets(data_dir: str | None) -> None:
     ucr:NAME, the UCR/UEA sets bundled with aeon)."""
     from rich.table import Table
 
-    from cnnlab.data.locate import describe_location, search_roots
+    from cnnlab.data.locate import check_data_dir, describe_location, search_roots
     from cnnlab.data.registry import dataset_names, get_info
 
+    check_data_dir(data_dir)
     table = Table(show_edge=False)
     for col in ("data set", "shape", "train", "test", "classes", "found at"):
         table.add_column(col, justify="right" if col in ("train", "test") else "left")
@@ -50,14 +52,14 @@ def datasets(data_dir: str | None) -> None:
         table.add_row(name, "x".join(map(str, info.shape)) if info.shape else "any",
                       f"{info.sizes['train']:,}" if info.sizes else "-",
                       f"{info.sizes['test']:,}" if info.sizes else "-", classes,
-                      "[red]not found[/]" if where == "not found" else where)
+                      Text(where, style="red" if where == "not found" else ""))
     table.add_row(*_ucr_row())
     con = console()
     con.print(table)
     con.print("searched, in order: " + ", ".join(str(r) for r in search_roots(data_dir)))
 
 
-def _ucr_row() -> tuple[str, ...]:
+def _ucr_row() -> tuple[str | Text, ...]:
     """The `ucr:NAME` line: the UCR/UEA sets bundled with aeon (the series extra), or how
     to install it."""
     from cnnlab.data.sources import ucr
@@ -67,7 +69,8 @@ def _ucr_row() -> tuple[str, ...]:
         names = ucr.classification_names()
         where = f"embedded (aeon {ucr.aeon_version()}): {', '.join(names)}"
     except CnnlabError:
-        where = "[red]needs the series extra[/]: pip install 'cnnlab[series]'"
+        where = Text.assemble(("needs the series extra", "red"),
+                              ": pip install 'cnnlab[series]'")
     return ("ucr:NAME", "C x L series", "-", "-", "per set", where)
 
 

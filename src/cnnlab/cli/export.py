@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
@@ -39,8 +40,8 @@ def export(run_dir: Path, fmt: str, out: Path | None, data_dir: str | None,
     r = export_run(run_dir, fmt, out, with_preprocess, data_dir=data_dir)
     if r.images.get("source") == "random":
         what = "series" if r.preprocess.get("kind") == "series" else "uint8 images"
-        con.print(f"[bold]warning:[/] {r.images['reason']}; verified on deterministic random "
-                  f"{what} instead")
+        con.print(Text.assemble(("warning:", "bold"), f" {r.images['reason']}; verified on "
+                                f"deterministic random {what} instead"))
     else:
         what = "series" if r.preprocess.get("kind") == "series" else "images"
         con.print(f"verified on {sum(row.batch for row in r.verification)} {what} of the "

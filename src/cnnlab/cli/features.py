@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
@@ -91,7 +92,7 @@ def probe(run_dir: Path, dataset: str, layer: str | None, data_dir: str | None,
     con = console()
     con.print(f"linear probe on {res.dataset}: {res.dims} features at {res.layer}, "
               f"{res.train_examples} train / {res.test_examples} test images")
-    con.print(f"  test accuracy  [bold]{res.accuracy:.4f}[/]")
+    con.print(Text.assemble("  test accuracy  ", (f"{res.accuracy:.4f}", "bold")))
     if res.pixel_accuracy is not None:
         con.print(f"  raw pixels     {res.pixel_accuracy:.4f}  (the same classifier on the "
                   "images themselves)")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
@@ -75,9 +76,10 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
     cfg, train_args = resolve_target(model_or_recipe, overrides)
     out = out or Path(f"lr-find-{cfg.model}-{cfg.dataset}.png")
     con = console()
-    con.print(f"cnnlab lr-find: [bold]{cfg.model}[/] on [bold]{cfg.dataset}[/], batch "
-              f"{cfg.batch_size}, {cfg.optimizer}, lr {start_lr:g} -> {end_lr:g} over {steps} "
-              f"steps on {describe(resolve_device(cfg.device))}")
+    con.print(Text.assemble("cnnlab lr-find: ", (cfg.model, "bold"), " on ", (cfg.dataset, "bold"),
+                            f", batch {cfg.batch_size}, {cfg.optimizer}, lr {start_lr:g} -> "
+                            f"{end_lr:g} over {steps} steps on "
+                            f"{describe(resolve_device(cfg.device))}"))
     bar = Progress(TextColumn("sweep"), BarColumn(), TextColumn("{task.fields[info]}"),
                    console=con, transient=True, disable=not con.is_terminal)
     task = bar.add_task("", total=steps, info="")
@@ -88,7 +90,7 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
     try:
         with bar:
             result = lr_find_config(cfg, start_lr, end_lr, steps,
-                                    log=lambda m: con.print(f"[dim]{m}[/]"), progress=progress)
+                                    log=lambda m: con.print(m, style="dim"), progress=progress)
     except KeyboardInterrupt:
         raise CnnlabError("interrupted; nothing was written") from None
     if result.stopped_early:
@@ -104,7 +106,7 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
             table.add_row(name, f"{lr:.2g}")
         con.print(table)
     if result.warning:
-        con.print(f"[yellow]warning:[/] {result.warning}")
+        con.print(Text.assemble(("warning:", "yellow"), f" {result.warning}"))
     con.print(f"wrote {path}")
     if result.suggestions and not result.warning:
         lr = f"{result.suggestions['valley']:.2g}"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
@@ -58,7 +59,7 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, 
                                progress=lambda n: bar.advance(task, n)):
             if p.error is not None:
                 failed += 1
-                table.add_row(p.file, f"[red]unreadable:[/] {p.error}")
+                table.add_row(p.file, Text.assemble(("unreadable:", "red"), f" {p.error}"))
                 continue
             inverted += p.inverted
             name = p.file + (" (inverted)" if p.inverted else "")

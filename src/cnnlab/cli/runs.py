@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
@@ -64,8 +65,8 @@ def confusion_table(confusion: list[list[int]], classes: list[str], width: int) 
     for head in heads:
         table.add_column(head, justify="right")
     for i, row in enumerate(confusion):
-        table.add_row(labels[i], *[f"[bold]{v}[/]" if j == i else "[dim]0[/]" if v == 0
-                                   else str(v) for j, v in enumerate(row)])
+        table.add_row(labels[i], *[Text(str(v), style="bold" if j == i else "dim" if v == 0
+                                        else "") for j, v in enumerate(row)])
     return table
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
@@ -100,11 +101,13 @@ def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels:
     run.require_images("`cnnlab serve`")
     con = console()
     shown = f"[{host}]" if ":" in host else host
-    con.print(f"serving [bold]{run.config.model}[/] ({run.run_dir.path.name}) on "
-              f"http://{shown}:{port}/  (draw at /, API at /predict, Ctrl-C stops)")
+    con.print(Text.assemble("serving ", (run.config.model, "bold"),
+                            f" ({run.run_dir.path.name}) on http://{shown}:{port}/  (draw at /, "
+                            "API at /predict, Ctrl-C stops)"))
     if not _is_loopback(host):
-        con.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach this machine "
-                  f"can use the service (from this machine: http://127.0.0.1:{port}/)")
+        con.print(Text.assemble(("warning:", "yellow"), f" listening on {host}: anyone who can "
+                                "reach this machine can use the service (from this machine: "
+                                f"http://127.0.0.1:{port}/)"))
     limit = int(max_upload_mb * 2**20)
     log_level = "warning"
     if workers == 1:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
@@ -108,9 +109,10 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
         con.quiet = True
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)  # before the header, which says how many threads
-    con.print(f"cnnlab train: [bold]{cfg.model}[/] on [bold]{cfg.dataset}[/], "
-              f"{_epochs(cfg.epochs)}, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, "
-              f"{cfg.schedule}, {resolve_precision(cfg.precision, device)} on {describe(device)}")
+    con.print(Text.assemble("cnnlab train: ", (cfg.model, "bold"), " on ", (cfg.dataset, "bold"),
+                            f", {_epochs(cfg.epochs)}, batch {cfg.batch_size}, {cfg.optimizer} "
+                            f"lr {cfg.lr}, {cfg.schedule}, "
+                            f"{resolve_precision(cfg.precision, device)} on {describe(device)}"))
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                    TimeRemainingColumn(), console=con, transient=True,
                    disable=not con.is_terminal)
@@ -129,7 +131,7 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
 
     try:
         with bar:
-            result = fit(cfg, resume, log=lambda m: con.print(f"[dim]{m}[/]"),
+            result = fit(cfg, resume, log=lambda m: con.print(m, style="dim"),
                          progress=progress, on_epoch_end=on_epoch_end)
     except KeyboardInterrupt:
         if not current().is_main or os.environ.get(LAUNCHER_ENV):  # said once, by the

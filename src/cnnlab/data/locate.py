@@ -36,6 +36,17 @@ def search_roots(data_dir: str | os.PathLike | None) -> list[Path]:
     return roots
 
 
+def check_data_dir(data_dir: str | os.PathLike | None, name: str | None = None) -> None:
+    """Refuse a ``--data-dir`` that is not a folder: a mistyped one must not fall through to
+    ``$CNNLAB_DATA`` and the user data directory, and quietly train on other files."""
+    if data_dir is None or Path(data_dir).expanduser().is_dir():
+        return
+    what = "is a file, not a folder" if Path(data_dir).expanduser().exists() else "does not exist"
+    holds = f"'{name}'" if name else "the data sets"
+    raise CnnlabError(f"--data-dir {data_dir} {what}; pass the folder that holds {holds} (or "
+                      "leave --data-dir out to search the usual places)")
+
+
 def _holds(info: DatasetInfo, candidate: Path) -> bool:
     """Whether ``candidate`` (a folder, or a zip for image trees) holds the data set."""
     if info.image_tree:
@@ -53,6 +64,7 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
             raise CnnlabError(f"the '{name}' data set needs --data-dir ROOT (a folder or a .zip)")
         root = Path(data_dir).expanduser()
         return root if root.exists() else None
+    check_data_dir(data_dir, info.name)
     for root in search_roots(data_dir):
         for sub in info.subdirs:
             candidate = (root / sub) if sub != "." else root
