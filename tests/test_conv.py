@@ -74,6 +74,9 @@ def test_cli_conv_and_pool_print_seed_numbers():
     (["conv", "--input", "1 2; 3 4", "--kernel", "1 2 3; 4 5 6; 7 8 9"], "does not fit"),
     (["conv", "--stride", "0"], "stride"),
     (["conv", "--shape", "1,5,100"], "--shape"),
+    (["conv", "--kernel-size", "7"], "--kernel-size and --out-channels go with --shape"),
+    (["conv", "--out-channels", "4"], "go with --shape"),
+    (["conv", "--shape", "1,3,8,8", "--kernel", "1 2; 3 4"], "not both"),
     (["pool", "--kernel-size", "0"], "kernel-size"),
     (["pool", "--stride", "0"], "stride must be at least 1"),
 ])

@@ -72,16 +72,22 @@ def conv_operand_options(fn: Any) -> Any:
 @cli.command()
 @conv_operand_options
 @click.option("--shape", help="instead: run nn.Conv2d on a random input of shape N,C,H,W")
-@click.option("--out-channels", type=int, default=1, show_default=True, help="with --shape")
-@click.option("--kernel-size", type=int, default=3, show_default=True, help="with --shape")
+@click.option("--out-channels", type=int, help="with --shape  [default: 1]")
+@click.option("--kernel-size", type=int, help="with --shape  [default: 3]")
 def conv(input_text: str | None, kernel_text: str | None, padding: int, stride: int,
-         shape: str | None, out_channels: int, kernel_size: int) -> None:
+         shape: str | None, out_channels: int | None, kernel_size: int | None) -> None:
     """Compute a 2-D convolution and show the output-size arithmetic."""
     from cnnlab.inspect import conv as C
 
     if shape:
-        lines = C.layer_shape_report(parse_ints(shape, 4, "--shape"), out_channels, kernel_size,
-                                     stride, padding)
+        if input_text or kernel_text:
+            raise CnnlabError("give either --shape (a layer on a random input) or --input/"
+                              "--kernel (a matrix worked by hand), not both")
+        lines = C.layer_shape_report(parse_ints(shape, 4, "--shape"), out_channels or 1,
+                                     kernel_size or 3, stride, padding)
+    elif kernel_size is not None or out_channels is not None:
+        raise CnnlabError("--kernel-size and --out-channels go with --shape N,C,H,W; for a "
+                          "matrix, give the kernel itself: --kernel '1,0;0,1'")
     else:
         lines = C.conv_report(input_text, kernel_text, padding, stride)
     click.echo("\n".join(lines))
