@@ -274,7 +274,7 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
     ok = np.isfinite(sm)
     if not ok.any():
         raise CnnlabError("the sweep recorded no finite loss: nothing to plot; lower --start-lr")
-    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.6, 4.4), dpi=120)
     ax.plot(lr[np.isfinite(raw)], raw[np.isfinite(raw)], "-", color="0.6", lw=0.8, alpha=0.5,
             label="loss per batch")
     ax.plot(lr[ok], sm[ok], "-", color="tab:blue", lw=2, label="smoothed loss")
@@ -308,7 +308,8 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
     ax.set_ylabel("training loss")
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.1)
-    ax.legend(fontsize=9, loc="best")
+    # beside the axes, not on them: the curve can run through any corner
+    ax.legend(fontsize=8.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     lines = [title or "learning-rate range test"]
     status = (f"stopped after {n} of {result.steps} steps: loss diverged"
               if result.stopped_early else f"{n} steps")
