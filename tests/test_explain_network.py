@@ -92,6 +92,14 @@ def test_summary_receptive_field_and_explain_commands(tmp_path):
     assert red.sum() > 100
     r = CliRunner().invoke(cli, ["explain", "shapes", "simple-cnn", "--out", str(tmp_path / "s.png")])
     assert r.exit_code == 0 and Image.open(tmp_path / "s.png").size[1] > 400
+    # the input's square (the map's side to scale) is square on the page, not a rectangle
+    pic = np.asarray(Image.open(tmp_path / "s.png").convert("RGB")).astype(int)
+    blue = abs(pic - np.array([0x9e, 0xc5, 0xfe])).sum(2) < 30
+    lines = np.nonzero(blue.any(1))[0]
+    first = lines[: int(np.argmax(np.diff(lines) > 1))]  # the rows of the first square
+    cols = np.nonzero(blue[first].any(0))[0]
+    height, width = len(first), cols.max() - cols.min() + 1
+    assert height > 30 and abs(width - height) <= 2, (width, height)
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -200,13 +200,24 @@ def plot_shapes(model: nn.Module, model_name: str, input_shape: tuple[int, int, 
     ax.set_ylim(n * 1.0 + 0.2, -0.8)
     ax.axis("off")
     side_max = max(input_shape[1:])
+    marks: list[tuple[float, tuple[int, ...]]] = []
 
     def square(y: float, shape: tuple[int, ...]) -> None:
-        if len(shape) == 3:
-            s = 0.85 * shape[1] / side_max
-            ax.add_patch(Rectangle((1.0 - s / 2, y - s / 2), s, s, fc="#9ec5fe", ec="#3d6cb9"))
-        else:
-            ax.add_patch(Rectangle((0.97, y - 0.42), 0.06, 0.84, fc="#ffc078", ec="#b36b00"))
+        marks.append((y, shape))  # drawn once the layout fixes how wide a y unit is
+
+    def draw_marks() -> None:
+        """Squares that are square on the page: x and y data units differ in length."""
+        box = ax.get_position()
+        fig_w, fig_h_in = fig.get_size_inches()
+        x_per_y = (10 / (box.width * fig_w)) / ((n * 1.0 + 1.0) / (box.height * fig_h_in))
+        for y, shape in marks:
+            if len(shape) == 3:
+                s = 0.85 * shape[1] / side_max
+                ax.add_patch(Rectangle((1.0 - s * x_per_y / 2, y - s / 2), s * x_per_y, s,
+                                       fc="#9ec5fe", ec="#3d6cb9"))
+            else:
+                ax.add_patch(Rectangle((1.0 - 0.05 * x_per_y, y - 0.42), 0.1 * x_per_y, 0.84,
+                                       fc="#ffc078", ec="#b36b00"))
 
     total = 0
     square(0, input_shape)
@@ -231,4 +242,5 @@ def plot_shapes(model: nn.Module, model_name: str, input_shape: tuple[int, int, 
     ax.set_title(f"{model_name}: the shape after each layer ({total:,} parameters)\n"
                  "squares: the map's side (H = W) to scale; bars: a flat vector", fontsize=10)
     fig.tight_layout()
+    draw_marks()
     return save_png(fig, path, dpi=110)

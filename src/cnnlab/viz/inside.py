@@ -85,7 +85,8 @@ def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | No
         cols = math.ceil(math.sqrt(out_ch))
         mosaic = _tile_grid(tiles, cols, fill=1.0)
         fig, ax = plt.subplots(figsize=(min(12, max(4.5, 0.5 + 0.6 * cols)),
-                                        min(12, max(3.5, 0.9 + 0.6 * cols))))
+                                        min(12, max(3.5, 0.9 + 0.6 * cols))),
+                               layout="constrained")
         ax.imshow(mosaic.numpy(), interpolation="nearest")
         fig_title += "\n(each kernel scaled to its own range)"
     else:
@@ -102,7 +103,8 @@ def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | No
         rows = mosaic.shape[0] / (kh + 1)
         scale = float(w.abs().max()) or 1.0
         fig, ax = plt.subplots(figsize=(min(14, max(4.5, 1.5 + 0.32 * cols * (kw + 1) / 4)),
-                                        min(14, max(3.0, 1.2 + 0.32 * rows * (kh + 1) / 4))))
+                                        min(14, max(3.0, 1.2 + 0.32 * rows * (kh + 1) / 4))),
+                               layout="constrained")
         cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#9a9a9a")  # gaps != weight 0
         im = ax.imshow(mosaic.numpy(), cmap=cmap, vmin=-scale, vmax=scale,
                        interpolation="nearest")
@@ -118,8 +120,7 @@ def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | No
         ax.set_xticks([])
         ax.set_yticks([])
     ax.set_title(fig_title, fontsize=9)
-    fig.tight_layout()
-    return save_png(fig, path, dpi=110)
+    return save_png(fig, path, dpi=110, tight=True)
 
 
 @contextmanager

@@ -50,9 +50,10 @@ def percent(p: float) -> str:
     return f"{p:.0%}" if p < 0.99 else f"{min(p, 0.999):.1%}"
 
 
-def save_png(fig, path: str | Path, dpi: int | None = None) -> Path:
+def save_png(fig, path: str | Path, dpi: int | None = None, tight: bool = False) -> Path:
     """Write a matplotlib figure to ``path`` atomically (no half-written PNG if it fails)
-    and close it."""
+    and close it. ``tight`` crops or grows the canvas to what is drawn (for figures whose
+    fixed-aspect images push a label past the edge)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -63,7 +64,8 @@ def save_png(fig, path: str | Path, dpi: int | None = None) -> Path:
                           "in .png")
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
+            fig.savefig(tmp, format="png", dpi=dpi,
+                        **({"bbox_inches": "tight", "pad_inches": 0.08} if tight else {}))
     finally:
         plt.close(fig)
     return path
