@@ -122,3 +122,24 @@ print(json.dumps({"imported": names, "bad": bad}))
     assert "cnnlab.data.registry" in result["imported"]
     assert "cnnlab.data.sources.folder" in result["imported"]
     assert result["bad"] == []
+
+
+def test_unknown_names_suggest_the_near_miss(tmp_path, monkeypatch):
+    from cnnlab.errors import CnnlabError, did_you_mean
+    from cnnlab.models import get_model_info
+
+    assert did_you_mean("LeNet5", ["lenet5", "alexnet"]) == "did you mean 'lenet5'? "
+    assert did_you_mean("resnet19", ["resnet18", "vgg11"]) == "did you mean 'resnet18'? "
+    assert did_you_mean("xyz", ["lenet5", "alexnet"]) == ""
+    with pytest.raises(CnnlabError, match="unknown data set 'Fashion-MNIST'; did you mean "
+                                          "'fashion-mnist'\\? choose one of"):
+        get_info("Fashion-MNIST")
+    with pytest.raises(CnnlabError, match="did you mean 'lenet5'"):
+        get_model_info("LeNet5")
+    # cifar10 asked for, only the JPEG copy present: the error says so
+    (tmp_path / "cifar10-jpeg").mkdir()
+    (tmp_path / "cifar10-jpeg" / "cifar10-jpeg.zip").write_bytes(b"PK")
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    res = CliRunner().invoke(cli, ["train", "--dataset", "cifar10", "--model", "simple-cnn",
+                                   "--data-dir", str(tmp_path)])
+    assert res.exit_code == 1 and "(cifar10-jpeg is there: --dataset cifar10-jpeg)" in res.output

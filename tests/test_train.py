@@ -271,6 +271,7 @@ def test_recipe_then_overrides(tmp_path):
 ])
 def test_train_bad_input_errors_and_writes_nothing(tmp_path, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()  # a data root without the data set
     res = CliRunner().invoke(cli, ["train", "--resize", "28", "--limit-train", "64",
                                    "--data-dir", str(tmp_path / "empty"), *args])
     assert res.exit_code != 0

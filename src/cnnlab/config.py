@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, did_you_mean
 
 Optimizer = Literal["sgd", "adam", "adamw"]
 Schedule = Literal["constant", "step", "cosine", "onecycle", "triangle"]
@@ -229,7 +229,8 @@ def load_recipe(name: str) -> dict[str, Any]:
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         path = recipes_dir() / f"{name}.yaml"
         if not path.is_file():
-            raise CnnlabError(f"unknown recipe '{name}'; choose one of: "
+            raise CnnlabError(f"unknown recipe '{name}'; {did_you_mean(name, recipe_names())}"
+                              "choose one of: "
                               f"{', '.join(recipe_names())} or give a path to a .yaml file")
     return read_yaml_config(path)
 

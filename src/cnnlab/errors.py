@@ -8,3 +8,17 @@ prints it without a traceback and exits non-zero; anything else is a bug and kee
 
 class CnnlabError(Exception):
     """A user-facing error with a one-line, actionable message."""
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """``"did you mean 'lenet5'? "`` for a near miss of one of ``known`` (a case slip, a
+    typo), else ``""``: put before the full list in an unknown-name error."""
+    import difflib
+
+    lowered = {k.lower(): k for k in known}
+    if name.lower() in lowered:
+        return f"did you mean '{lowered[name.lower()]}'? "
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=2, cutoff=0.75)
+    if not close:
+        return ""
+    return "did you mean " + " or ".join(f"'{lowered[c]}'" for c in close) + "? "

@@ -82,8 +82,16 @@ def not_found_error(name: str, data_dir: str | os.PathLike | None) -> CnnlabErro
     how = f"run `cnnlab download {name}`, or " if info.remote_files else ""
     where = info.subdirs[0] if info.subdirs else ""
     where += "" if not where or where.endswith(".zip") else "/"  # a zip is a file, not a folder
+    from cnnlab.data.registry import dataset_names
+
+    # a sibling that is there (cifar10 asked for, the cifar10-jpeg copy found)
+    there = [other for other in dataset_names() if other != name
+             and (other.startswith(name) or name.startswith(other))
+             and not get_info(other).embedded and not get_info(other).needs_data_dir
+             and locate(other, data_dir) is not None]
+    hint = f" ({', '.join(there)} is there: --dataset {there[0]})" if there else ""
     return CnnlabError(
-        f"data set '{name}' not found under {searched}; {how}put its files in "
+        f"data set '{name}' not found under {searched}{hint}; {how}put its files in "
         f"<root>/{where} and pass --data-dir <root> or set CNNLAB_DATA"
     )
 

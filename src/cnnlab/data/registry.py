@@ -18,7 +18,7 @@ import numpy as np
 
 from cnnlab.data.remote import CIFAR_FILES, FASHION_FILES, MNIST_FILES, RemoteFile
 from cnnlab.data.sources import cifar, digits, folder, idx, ucr
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, did_you_mean
 
 Decoder = Callable[[str, "Path | None"], tuple[np.ndarray, np.ndarray, list[str]]]
 """``decoder(split, location)`` -> (N, C, H, W) uint8 images (or, for a series data set,
@@ -119,7 +119,8 @@ def get_info(name: str) -> DatasetInfo:
         return ucr_info(name[len(ucr.PREFIX):])
     if name not in DATASETS:
         raise CnnlabError(
-            f"unknown data set '{name}'; choose one of: {', '.join(DATASETS)}, "
+            f"unknown data set '{name}'; {did_you_mean(name, list(DATASETS))}choose one of: "
+            f"{', '.join(DATASETS)}, "
             f"{ucr.PREFIX}NAME (see `cnnlab datasets`)"
         )
     return DATASETS[name]

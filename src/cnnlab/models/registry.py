@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ def model_names() -> list[str]:
 def get_model_info(name: str) -> ModelInfo:
     if name not in _REGISTRY:
         raise CnnlabError(
-            f"unknown model '{name}'; choose one of: {', '.join(_REGISTRY)} (see `cnnlab models`)"
+            f"unknown model '{name}'; {did_you_mean(name, list(_REGISTRY))}choose one of: "
+            f"{', '.join(_REGISTRY)} (see `cnnlab models`)"
         )
     return _REGISTRY[name]
 
