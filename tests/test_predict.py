@@ -112,3 +112,10 @@ def test_file_names_with_brackets_print_as_they_are(lenet_run, digit, tmp_path, 
     monkeypatch.setattr(ucr, "classification_names", missing)
     r = CliRunner().invoke(cli, ["datasets"])
     assert "needs the series extra" in r.output and "'cnnlab[series]'" in r.output, r.output
+
+
+def test_probabilities_never_round_to_0_or_100_percent():
+    from cnnlab.viz.plots import percent
+
+    assert [percent(p) for p in (0.9999, 0.995, 0.5, 0.094, 0.003, 0.0004)] == \
+        ["99.9%", "99.5%", "50%", "9.4%", "0.3%", "<0.1%"]

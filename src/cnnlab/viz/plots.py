@@ -46,8 +46,13 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
 
 
 def percent(p: float) -> str:
-    """A probability for a label: 0.998 reads 99.8%, not a rounded-up 100%."""
-    return f"{p:.0%}" if p < 0.99 else f"{min(p, 0.999):.1%}"
+    """A probability for a label: 0.998 reads 99.8%, not a rounded-up 100%, and 0.003 reads
+    0.3%, not a rounded-down 0% (below 0.1%: "<0.1%")."""
+    if p >= 0.99:
+        return f"{min(p, 0.999):.1%}"
+    if p >= 0.095:
+        return f"{p:.0%}"
+    return f"{p:.1%}" if p >= 0.001 else "<0.1%"
 
 
 def save_png(fig, path: str | Path, dpi: int | None = None, tight: bool = False) -> Path:
