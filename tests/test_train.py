@@ -296,3 +296,14 @@ def test_real_entry_point_exit_code(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == "Error: --epochs must be at least 1, got 0"
+
+
+def test_a_warm_up_as_long_as_the_run_is_pointed_out(tmp_path):
+    logs: list[str] = []
+    fit(build_config(None, {**QUICK, "epochs": 2, "warmup_epochs": 2,
+                            "out": str(tmp_path / "r")}), log=logs.append)
+    assert any("warm-up fills all 2 epochs" in m for m in logs), logs
+    logs.clear()
+    fit(build_config(None, {**QUICK, "epochs": 3, "warmup_epochs": 1,
+                            "out": str(tmp_path / "r2")}), log=logs.append)
+    assert not any("warm-up" in m for m in logs)

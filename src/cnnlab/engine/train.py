@@ -228,6 +228,10 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             bool(cfg.channels_last))
     elif cfg.cuda_graphs:
         log(f"(cuda_graphs applies to CUDA devices only: training eagerly on {built.device})")
+    if cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs and cfg.schedule in ("cosine",
+                                                                                   "step"):
+        log(f"(the {cfg.warmup_epochs:g}-epoch warm-up fills all {cfg.epochs} epochs: the lr "
+            f"only rises to its peak and never decays; train longer or lower --warmup-epochs)")
     if cfg.tta == 1 and not cfg.flip:
         log("(--tta 1 averages each test image with its mirror image, which a run trained "
             "without --flip does not use: the final evaluation sees one view; --tta 2 adds "
