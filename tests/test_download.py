@@ -130,5 +130,12 @@ def test_cli_download_unknown_dataset():
 
 def test_failed_dataset_download_leaves_no_empty_folder(tmp_path):
     with pytest.raises(CnnlabError, match="could not download"):
-        dl.download_dataset("mnist", tmp_path / "new", mirrors=(_closed_port_url(),), timeout=2)
-    assert not (tmp_path / "new").exists()
+        dl.download_dataset("mnist", tmp_path / "new" / "data" / "mnist",
+                            mirrors=(_closed_port_url(),), timeout=2)
+    assert not (tmp_path / "new").exists()  # the parents it made are gone too
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "other").write_text("x")
+    with pytest.raises(CnnlabError, match="could not download"):
+        dl.download_dataset("mnist", tmp_path / "kept" / "mnist", mirrors=(_closed_port_url(),),
+                            timeout=2)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["other"]

@@ -94,7 +94,7 @@ def download_dataset(
         raise CnnlabError(
             f"data set '{name}' cannot be downloaded; downloadable: {', '.join(names)}"
         )
-    created = not directory.exists()
+    made = [d for d in (directory, *directory.parents) if not d.exists()]  # deepest first
     directory.mkdir(parents=True, exist_ok=True)
     try:
         for remote in get_info(name).remote_files:
@@ -102,8 +102,10 @@ def download_dataset(
             if path.name.endswith(".tar.gz"):
                 _extract_tar(path, directory)
     except CnnlabError:
-        if created and not any(directory.iterdir()):
-            directory.rmdir()  # leave no trace of a download that got nothing
+        for d in made:  # leave no trace of a download that got nothing, parents included
+            if any(d.iterdir()):
+                break
+            d.rmdir()
         raise
     return directory
 
