@@ -47,7 +47,7 @@ def test_load_run_reproduces_the_recorded_accuracy_without_the_data(tmp_path, ca
     test = load_split(over["dataset"], "test", over.get("data_dir"))
     if data_root.exists():
         shutil.rmtree(data_root)
-        with pytest.raises(CnnlabError, match="not found"):
+        with pytest.raises(CnnlabError, match="does not exist"):
             load_split("mnist", "test", str(data_root), use_cache=False)
 
     run = load_run(result.run_dir, device="cpu")

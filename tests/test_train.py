@@ -15,6 +15,7 @@ from cnnlab.config import build_config
 from cnnlab.engine import build as build_mod
 from cnnlab.engine.train import NonFiniteLoss, fit
 from cnnlab.errors import CnnlabError
+from cnnlab.run import RunDir
 
 QUICK = {"dataset": "digits", "resize": 28, "limit_train": 320, "limit_test": 120,
          "epochs": 2, "batch_size": 32, "lr": 0.05, "log_every": 5}
@@ -307,3 +308,42 @@ def test_a_warm_up_as_long_as_the_run_is_pointed_out(tmp_path):
     fit(build_config(None, {**QUICK, "epochs": 3, "warmup_epochs": 1,
                             "out": str(tmp_path / "r2")}), log=logs.append)
     assert not any("warm-up" in m for m in logs)
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C, SIGTERM (cnnlab's handler raises SystemExit) or an error in epoch 1: the run
+    folder and the parents made for it go; a resumed run and a finished epoch are kept."""
+    from cnnlab.engine import train as train_mod
+
+    real = train_mod.train_one_epoch
+    calls = {"n": 0}
+
+    def stop_in(epoch_no: int, exc: BaseException):
+        def fake(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == epoch_no:
+                raise exc
+            return real(*a, **k)
+        return fake
+
+    for exc in (KeyboardInterrupt(), SystemExit(143), RuntimeError("boom")):
+        calls["n"] = 0
+        monkeypatch.setattr(train_mod, "train_one_epoch", stop_in(1, exc))
+        with pytest.raises(type(exc)):
+            fit(build_config(None, {**QUICK, "out": str(tmp_path / "new" / "run")}),
+                log=lambda _m: None)
+        assert not (tmp_path / "new").exists(), type(exc)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's own file")
+    calls["n"] = 0
+    monkeypatch.setattr(train_mod, "train_one_epoch", stop_in(1, KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_config(None, {**QUICK, "out": str(tmp_path / "mine")}), log=lambda _m: None)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    calls["n"] = 0
+    monkeypatch.setattr(train_mod, "train_one_epoch", stop_in(2, KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # epoch 1 finished: its checkpoint stays
+        fit(build_config(None, {**QUICK, "epochs": 2, "out": str(tmp_path / "half")}),
+            log=lambda _m: None)
+    assert (tmp_path / "half" / "config.yaml").exists()
+    assert RunDir(tmp_path / "half").latest_checkpoint() is not None

@@ -104,6 +104,25 @@ class RunDir:
                               "give the folder that `cnnlab train` wrote")
         return self
 
+    def discard_unfinished(self, made: list[Path]) -> None:
+        """After a fresh run failed or was stopped before its first checkpoint: remove what it
+        wrote (config, class names, preprocessing, metrics, TensorBoard events) and the
+        folders ``made`` for it when they are then empty, so no half-run is left behind."""
+        import shutil
+
+        if self.latest_checkpoint() is not None:
+            return
+        for name in (self.CONFIG, self.PREPROCESS, self.CLASSES, self.METRICS_CSV,
+                     self.METRICS_JSONL, self.WEIGHTS):
+            (self.path / name).unlink(missing_ok=True)
+        for name in (self.TENSORBOARD, self.CHECKPOINTS):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()  # only when empty: files of the user's own stay
+            except OSError:
+                break
+
     def create(self) -> RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)

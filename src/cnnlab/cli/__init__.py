@@ -49,6 +49,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 143:
+            click.echo("terminated (SIGTERM)", err=True)
+        raise
 
 
 # registering the commands: each module adds its commands to ``cli``
