@@ -44,7 +44,8 @@ def datasets(data_dir: str | None) -> None:
     check_data_dir(data_dir)
     table = Table(show_edge=False)
     for col in ("data set", "shape", "train", "test", "classes", "found at"):
-        table.add_column(col, justify="right" if col in ("train", "test") else "left")
+        table.add_column(col, justify="right" if col in ("train", "test") else "left",
+                         overflow="fold" if col == "found at" else "ellipsis")  # whole paths
     for name in dataset_names():
         info = get_info(name)
         where = describe_location(name, data_dir)

@@ -65,6 +65,10 @@ def map_cmd(npz: Path, method: str, limit: int, out: Path | None) -> None:
         raise click.ClickException(f"--limit must be at least 3, got {limit}")
     feats = Features.load(npz)
     out = out or npz.with_name(f"{npz.stem}-{method}.png")
+    if method == "tsne":  # the slow one: say what is happening before the wait
+        n = min(limit, len(feats.labels))
+        click.echo(f"t-SNE of {n:,} points (this can take a minute; --limit for fewer) ...",
+                   err=True)
     click.echo(f"wrote {plot_feature_map(feats, out, method, limit)}")
 
 

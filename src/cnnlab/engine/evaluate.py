@@ -96,13 +96,21 @@ def run_split(run: LoadedRun, dataset: str | None = None, data_dir: str | None =
     training found it) or another with as many classes. Returns (data set name, split)."""
     if split not in ("train", "test"):
         raise CnnlabError(f"unknown split '{split}'; choose train or test")
+    from cnnlab.data import get_info
+
     name = dataset or run.config.dataset
+    _check_classes(name, get_info(name).classes, run.classes)  # known ones: before decoding
     data = load_for_run(run, name, split, data_dir)
-    if [c.lower() for c in data.classes] != [c.lower() for c in run.classes]:
-        raise CnnlabError(f"data set '{name}' has other classes ({', '.join(data.classes[:4])}, "
-                          f"...) than the model was trained on ({', '.join(run.classes[:4])}, "
-                          "...); use a data set with the same classes, in the same order")
+    _check_classes(name, data.classes, run.classes)
     return name, data
+
+
+def _check_classes(name: str, classes: tuple[str, ...] | None, trained: tuple[str, ...]) -> None:
+    """Refuse a data set whose classes differ from the run's (None: not known yet)."""
+    if classes and [c.lower() for c in classes] != [c.lower() for c in trained]:
+        raise CnnlabError(f"data set '{name}' has other classes ({', '.join(classes[:4])}, "
+                          f"...) than the model was trained on ({', '.join(trained[:4])}, "
+                          "...); use a data set with the same classes, in the same order")
 
 
 def split_loader(run: LoadedRun, data: Split, batch_size: int = 1024) -> DeviceLoader:
