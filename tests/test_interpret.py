@@ -56,7 +56,8 @@ def test_errors_cli_writes_pictures_and_json(lenet_run):
     assert Image.open(lenet_run / "confusion-test.png").size[0] > 600
     assert Image.open(lenet_run / "errors-test.png").size[0] > 400
     for args, msg in [(["--top", "0"], "--top must be at least 1"),
-                      (["--dataset", "fashion-mnist", "--data-dir", str(lenet_run)], "not found")]:
+                      (["--dataset", "fashion-mnist"], "has other classes"),  # not decoded
+                      (["--dataset", "mnist", "--data-dir", str(lenet_run)], "not found")]:
         r = CliRunner().invoke(cli, ["errors", str(lenet_run), *args])
         assert r.exit_code == 1 and msg in r.output, r.output
 
