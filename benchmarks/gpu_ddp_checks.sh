@@ -6,7 +6,7 @@
 #
 #   here (with pip):   bash benchmarks/gpu_ddp_checks.sh prepare
 #   there (the GPU):   run(command="bash benchmarks/gpu_ddp_checks.sh", carry=[".whl"],
-#                          timeout_s=480)
+#                          timeout_s=420)
 #
 # `prepare` downloads, as wheels for the device's Python 3.12, the dependencies of cnnlab
 # that the device image lacks (see KINDS.md's package list); they travel in .whl/ (ignored
@@ -36,16 +36,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+export GLOO_SOCKET_IFNAME=lo  # one host: gloo need not resolve the machine's hostname
+# the sharing tests need compute mode Default (the test process and its workers share the GPU)
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader
+# a stuck collective would otherwise wait out gloo's 30-minute default and the whole lease
+timeout=()
+python3 -c "import pytest_timeout" 2>/dev/null && timeout=(--timeout 150)
 python3 - <<'EOF'
 import torch, torch.distributed as d
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s), "
       f"NCCL {'.'.join(map(str, torch.cuda.nccl.version())) if d.is_nccl_available() else 'absent'}")
 EOF
-python3 -m pytest -v -p no:cacheprovider -o addopts="" tests/test_cuda.py 2>&1 \
+python3 -m pytest -v -p no:cacheprovider -o addopts="" "${timeout[@]}" tests/test_cuda.py 2>&1 \
     | tee "$OUT/test_cuda.log"
 status=$?
-# the CPU DDP tests again, on this 16-core machine, as a control for the CUDA ones
-python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_distributed.py \
+# the CPU DDP tests again (--device cpu, with the GPU visible), as a control for the CUDA ones
+python3 -m pytest -q -p no:cacheprovider -o addopts="" "${timeout[@]}" tests/test_distributed.py \
     tests/test_stream.py 2>&1 | tee "$OUT/test_cpu_ddp.log" | tail -3
 exit $status

@@ -148,7 +148,7 @@ def test_sync_bn_is_refused_on_cpu():
 def test_nproc_checks_what_it_can_before_starting_processes():
     r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--sync-bn", "--device", "cpu"])
     assert r.exit_code == 1 and "--sync-bn needs CUDA" in r.output
-    r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--batch-size", "1"])
+    r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--batch-size", "1", "--device", "cpu"])
     assert r.exit_code == 1 and "make it at least 2" in r.output
 
 
@@ -183,7 +183,8 @@ def test_nproc_refuses_nccl_on_cpu_and_unknown_backends():
     r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--dist-backend", "nccl",
                                  "--device", "cpu"])
     assert r.exit_code == 1 and "--dist-backend nccl needs CUDA GPUs" in r.output
-    r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--dist-backend", "mpi"])
+    r = CliRunner().invoke(cli, ["train", "--nproc", "2", "--dist-backend", "mpi", "--device",
+                                 "cpu"])
     assert r.exit_code != 0 and "mpi" in r.output and "gloo" in r.output
 
 
@@ -199,8 +200,9 @@ def test_a_bad_option_found_while_loading_stops_every_rank_with_one_error(tmp_pa
     """The input shape is checked while the data loads, which rank 0 does before the other
     ranks; they used to wait in a barrier and die there with gloo's traceback."""
     r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--nproc", "2", "--model",
-                        "lenet5", "--dataset", "digits", "--epochs", "1", "--out",
-                        str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+                        "lenet5", "--dataset", "digits", "--epochs", "1", "--device", "cpu",
+                        "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                       timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "pass --resize 28" in out and "Traceback" not in out and "gloo" not in out, out
@@ -218,7 +220,8 @@ def test_two_nodes_meet_through_torchruns_rendezvous(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = ["--model", "mnist-net", "--dataset", "digits", "--resize", "28", "--epochs", "2",
-            "--limit-train", "640", "--limit-test", "101", "--lr", "0.05", "--threads", "1"]
+            "--limit-train", "640", "--limit-test", "101", "--lr", "0.05", "--threads", "1",
+            "--device", "cpu"]  # gloo on CPU also where there are GPUs
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
                 "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
                 f"127.0.0.1:{port}", "--rdzv-id", "cnnlab-test", "-m", "cnnlab", "train",

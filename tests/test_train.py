@@ -310,40 +310,54 @@ def test_a_warm_up_as_long_as_the_run_is_pointed_out(tmp_path):
     assert not any("warm-up" in m for m in logs)
 
 
-def test_a_run_stopped_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
-    """Ctrl-C, SIGTERM (cnnlab's handler raises SystemExit) or an error in epoch 1: the run
-    folder and the parents made for it go; a resumed run and a finished epoch are kept."""
+def test_a_run_stopped_in_its_first_epoch_leaves_nothing_of_its_own(tmp_path, monkeypatch):
+    """Ctrl-C, SIGTERM (cnnlab's handler raises SystemExit) or an error in epoch 1: the files
+    this run wrote, and the folders made for it, go; what was there before stays; once an
+    epoch has finished (metrics written, even without a checkpoint) everything stays."""
     from cnnlab.engine import train as train_mod
 
     real = train_mod.train_one_epoch
     calls = {"n": 0}
 
     def stop_in(epoch_no: int, exc: BaseException):
+        calls["n"] = 0
+
         def fake(*a, **k):
             calls["n"] += 1
             if calls["n"] == epoch_no:
                 raise exc
             return real(*a, **k)
-        return fake
+        monkeypatch.setattr(train_mod, "train_one_epoch", fake)
+
+    def run(out, exc, **over):
+        with pytest.raises(type(exc)):
+            fit(build_config(None, {**QUICK, **over, "out": str(out)}), log=lambda _m: None)
 
     for exc in (KeyboardInterrupt(), SystemExit(143), RuntimeError("boom")):
-        calls["n"] = 0
-        monkeypatch.setattr(train_mod, "train_one_epoch", stop_in(1, exc))
-        with pytest.raises(type(exc)):
-            fit(build_config(None, {**QUICK, "out": str(tmp_path / "new" / "run")}),
-                log=lambda _m: None)
+        stop_in(1, exc)
+        run(tmp_path / "new" / "run", exc)
         assert not (tmp_path / "new").exists(), type(exc)
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("the user's own file")
-    calls["n"] = 0
-    monkeypatch.setattr(train_mod, "train_one_epoch", stop_in(1, KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt):
-        fit(build_config(None, {**QUICK, "out": str(tmp_path / "mine")}), log=lambda _m: None)
-    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
-    calls["n"] = 0
-    monkeypatch.setattr(train_mod, "train_one_epoch", stop_in(2, KeyboardInterrupt()))
-    with pytest.raises(KeyboardInterrupt):  # epoch 1 finished: its checkpoint stays
-        fit(build_config(None, {**QUICK, "epochs": 2, "out": str(tmp_path / "half")}),
-            log=lambda _m: None)
+    mine = tmp_path / "mine"  # an --out the user had: their files, an earlier run's files
+    (mine / "tensorboard").mkdir(parents=True)
+    (mine / "tensorboard" / "events").write_text("the user's own")
+    (mine / "model.safetensors").write_text("an earlier run's weights")
+    (mine / "notes.txt").write_text("x")
+    stop_in(1, KeyboardInterrupt())
+    run(mine, KeyboardInterrupt())
+    assert sorted(p.name for p in mine.iterdir()) == ["model.safetensors", "notes.txt",
+                                                      "tensorboard"]
+    assert (mine / "model.safetensors").read_text() == "an earlier run's weights"
+    stop_in(2, KeyboardInterrupt())  # epoch 1 finished, no checkpoint yet: all stays
+    run(tmp_path / "half", KeyboardInterrupt(), epochs=3, checkpoint_every=3)
+    assert (tmp_path / "half" / "metrics.csv").exists()
     assert (tmp_path / "half" / "config.yaml").exists()
-    assert RunDir(tmp_path / "half").latest_checkpoint() is not None
+    assert RunDir(tmp_path / "half").latest_checkpoint() is None
+
+
+def test_out_naming_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        res = CliRunner().invoke(cli, ["train", "--epochs", "1", "--out", str(out)])
+        assert res.exit_code == 1 and "pick another --out" in res.output, res.output
+        assert "Traceback" not in res.output
+    assert (tmp_path / "afile").read_text() == "x"

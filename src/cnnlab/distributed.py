@@ -132,7 +132,9 @@ def setup(device: torch.device, backend: str = "auto") -> tuple[Dist, torch.devi
     if device.type not in ("cpu", "cuda"):
         raise CnnlabError(f"distributed training runs on CPU (gloo) or CUDA (NCCL), not "
                           f"{device.type}; pass --device cpu")
-    name = process_group_backend(device, backend)
+    # a group the caller joined already keeps its backend (e.g. a test's own gloo group)
+    name = dist.get_backend() if dist.is_initialized() else process_group_backend(device,
+                                                                                   backend)
     if device.type == "cuda":
         gpus = torch.cuda.device_count()
         # every rank checks the node's whole count, so rank 0 (the one that prints) says it

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,24 +105,36 @@ class RunDir:
                               "give the folder that `cnnlab train` wrote")
         return self
 
-    def discard_unfinished(self, made: list[Path]) -> None:
-        """After a fresh run failed or was stopped before its first checkpoint: remove what it
-        wrote (config, class names, preprocessing, metrics, TensorBoard events) and the
-        folders ``made`` for it when they are then empty, so no half-run is left behind."""
-        import shutil
+    def unfinished_guard(self) -> Callable[[], None]:
+        """Call before a fresh run writes here; returns ``discard``, for when the run fails or
+        is stopped before its first epoch ends. ``discard`` removes only what this run made
+        (the run files that were not there before, the folders created for it, when empty):
+        no half-run is left behind, and nothing of the user's or of an earlier run is touched.
+        Once an epoch has finished (its metrics are written) everything is kept."""
+        made = [d for d in (self.path, *self.path.parents) if not d.exists()]  # deepest first
+        ours = (self.CONFIG, self.PREPROCESS, self.CLASSES, self.METRICS_CSV, self.METRICS_JSONL,
+                self.WEIGHTS, self.TENSORBOARD, self.CHECKPOINTS)
+        before = {name for name in ours if (self.path / name).exists()}
 
-        if self.latest_checkpoint() is not None:
-            return
-        for name in (self.CONFIG, self.PREPROCESS, self.CLASSES, self.METRICS_CSV,
-                     self.METRICS_JSONL, self.WEIGHTS):
-            (self.path / name).unlink(missing_ok=True)
-        for name in (self.TENSORBOARD, self.CHECKPOINTS):
-            shutil.rmtree(self.path / name, ignore_errors=True)
-        for folder in made:  # deepest first
-            try:
-                folder.rmdir()  # only when empty: files of the user's own stay
-            except OSError:
-                break
+        def discard() -> None:
+            import contextlib
+            import shutil
+
+            written = [n for n in ours if n not in before and (self.path / n).exists()]
+            if not self.path.is_dir() or self.METRICS_CSV in written \
+                    or self.CHECKPOINTS in written:
+                return
+            for name in written:
+                target = self.path / name
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(target) if target.is_dir() else target.unlink()
+            for folder in made:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    break
+
+        return discard
 
     def create(self) -> RunDir:
         try:

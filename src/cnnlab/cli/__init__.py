@@ -50,7 +50,9 @@ def main() -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except SystemExit as e:
-        if e.code == 143:
+        from cnnlab.distributed import launched_by_torchrun
+
+        if e.code == 143 and not launched_by_torchrun():  # said once: not by every rank
             click.echo("terminated (SIGTERM)", err=True)
         raise
 

@@ -80,8 +80,9 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
                             f", batch {cfg.batch_size}, {cfg.optimizer}, lr {start_lr:g} -> "
                             f"{end_lr:g} over {steps} steps on "
                             f"{describe(resolve_device(cfg.device))}"))
-    bar = Progress(TextColumn("sweep"), BarColumn(), TextColumn("{task.fields[info]}"),
-                   console=con, transient=True, disable=not con.is_terminal)
+    bar = Progress(TextColumn("sweep", markup=False), BarColumn(),
+                   TextColumn("{task.fields[info]}", markup=False), console=con, transient=True,
+                   disable=not con.is_terminal)
     task = bar.add_task("", total=steps, info="")
 
     def progress(step: int, total: int, lr: float, loss: float) -> None:

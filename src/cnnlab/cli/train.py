@@ -113,9 +113,9 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
                             f", {_epochs(cfg.epochs)}, batch {cfg.batch_size}, {cfg.optimizer} "
                             f"lr {cfg.lr}, {cfg.schedule}, "
                             f"{resolve_precision(cfg.precision, device)} on {describe(device)}"))
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                   TimeRemainingColumn(), console=con, transient=True,
-                   disable=not con.is_terminal)
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                   TextColumn("{task.fields[info]}", markup=False), TimeRemainingColumn(),
+                   console=con, transient=True, disable=not con.is_terminal)
     task = bar.add_task("", total=1, info="")
     epoch_no = [0]
 

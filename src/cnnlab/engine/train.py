@@ -164,12 +164,12 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
     main = current().is_main
     if not main:  # the other ranks are silent
         log, progress, on_epoch_end = (lambda _m: None), None, None
-    fresh: list[tuple[RunDir, list[Path]]] = []  # the run _fit creates, and folders it made
+    discard: list[Callable[[], None]] = []  # set by _fit once it starts a fresh run folder
     try:
-        return _fit(cfg, resume, log, progress, on_epoch_end, fresh)
-    except BaseException:  # an error, a NaN, Ctrl-C or SIGTERM before the first checkpoint
-        for run, made in fresh:
-            run.discard_unfinished(made)
+        return _fit(cfg, resume, log, progress, on_epoch_end, discard)
+    except BaseException:  # an error, a NaN, Ctrl-C or SIGTERM before the first epoch ended
+        for undo in discard:
+            undo()
         raise
     finally:
         teardown()
@@ -177,7 +177,7 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
 
 def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
          progress: Progress | None, on_epoch_end: Callable[[EpochMetrics], None] | None,
-         fresh: list[tuple[RunDir, list[Path]]]) -> TrainResult:
+         discard: list[Callable[[], None]]) -> TrainResult:
     built = build(cfg, log, fresh=resume is None)  # raises before anything is written
     cfg, dist = built.cfg, built.dist
     model, optimizer = built.model, built.optimizer
@@ -212,7 +212,7 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
     failure = None
     if dist.is_main:  # one writer: rank 0
         if resume is None:
-            fresh.append((run, [d for d in (run.path, *run.path.parents) if not d.exists()]))
+            discard.append(run.unfinished_guard())
         try:
             run.create()
             run.write_config(cfg)

@@ -221,12 +221,13 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, markup=False)
     if not console.is_terminal or total < 2 * CHUNK:
         yield lambda _n: None
         return
-    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+    bar = Progress(TextColumn(what, markup=False), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}", markup=False), TimeRemainingColumn(),
+                   console=console,
                    transient=True)
     start = time.perf_counter()
     with bar:
