@@ -3,6 +3,8 @@
     python benchmarks/gpu.py mnist --data-dir DATA [--seeds 5]   # mnist-fast, d2l LeNet ex/s
     python benchmarks/gpu.py cifar --data-dir DATA [--seeds 5]   # cifar-fast on the JPEG zip
     python benchmarks/gpu.py cifar --data-dir DATA --recipe cifar-res [--variant epochs=31]
+    python benchmarks/gpu.py cifar --data-dir DATA --reference   # the public airbench94 first,
+                                               # then cifar-fast, in one process on one GPU
 
 Each recipe (and variant) runs one untimed epoch first (cuDNN autotuning, graph capture,
 allocator warm-up), then once per seed. "train s" is the time in training steps only
@@ -86,6 +88,61 @@ def graphs_check(data_dir: str) -> dict:
     return {"rel_first20": max(rel[:20]), "rel_all": max(rel), "acc": [acc_a, acc_b]}
 
 
+def airbench_final_row(text: str) -> tuple[float, float]:
+    """(TTA accuracy, seconds) from the final row airbench's ``train94`` prints: its own
+    timer (whitening init + training steps + the final TTA evaluation, CUDA events)."""
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+            if line.startswith("|")]
+    final = [r for r in rows if len(r) == 7 and r[1] == "eval"]
+    if not final:
+        raise CnnlabError("airbench printed no final 'eval' row; its log format has changed")
+    return float(final[-1][5]), float(final[-1][6])
+
+
+def airbench_reference(data_dir: str, seeds: int) -> list[dict]:
+    """The public airbench package's airbench94, its own code and timer, fed the decoded
+    JPEG copy: cnnlab writes the uint8 tensors as the ``cifar10/{train,test}.pt`` files its
+    ``CifarLoader`` reads (NHWC, as torchvision's CIFAR10.data), in a temporary folder."""
+    import contextlib
+    import io
+
+    try:
+        import airbench
+    except ImportError as e:
+        raise CnnlabError(f"--reference needs the airbench package ({e}); pip install "
+                          "airbench (it imports torchvision)") from None
+    from cnnlab.data import load_split
+
+    runs = []
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "cifar10").mkdir()
+        for split in ("train", "test"):
+            d = load_split("cifar10-jpeg", split, data_dir)
+            torch.save({"images": d.images.permute(0, 2, 3, 1).contiguous(),
+                        "labels": d.labels.long(), "classes": list(d.classes)},
+                       Path(tmp) / "cifar10" / f"{split}.pt")
+        os.chdir(tmp)  # airbench reads ./cifar10/
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                airbench.warmup94()
+            for seed in range(seeds):
+                torch.manual_seed(seed)
+                log = io.StringIO()
+                with contextlib.redirect_stdout(log):
+                    airbench.train94(run=seed)
+                acc, secs = airbench_final_row(log.getvalue())
+                runs.append({"seed": seed, "acc": acc, "seconds": secs})
+                print(f"  airbench94 (package {getattr(airbench, '__version__', '?')}) seed {seed}:"
+                      f" tta acc {acc:.4f}  {secs:.2f} s (its timer: init + train + TTA eval)",
+                      flush=True)
+        finally:
+            os.chdir(cwd)
+    print(f"airbench94 reference: mean acc {statistics.mean(r['acc'] for r in runs):.4f}, mean "
+          f"{statistics.mean(r['seconds'] for r in runs):.2f} s (n={len(runs)})", flush=True)
+    return runs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["mnist", "cifar", "graphs-check"])
@@ -97,6 +154,9 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[],
                    help="also run the recipe with overrides KEY=VALUE[,KEY=VALUE] (--variant-seeds seeds)")
     p.add_argument("--variant-seeds", type=int, default=2)
+    p.add_argument("--reference", action="store_true",
+                   help="cifar: run the public airbench package's airbench94 first and print "
+                        "the time ratio of the first recipe to it")
     a = p.parse_args()
     recipes = a.recipe or ["cifar-fast"]
     print(f"gpu benchmark: {_sides.machine()}, cudnn {torch.backends.cudnn.version()}", flush=True)
@@ -121,8 +181,18 @@ def main() -> None:
         load_split("cifar10-jpeg", "train", a.data_dir)
         load_split("cifar10-jpeg", "test", a.data_dir)
         print(f"decoded the CIFAR-10 JPEG zip in {time.perf_counter() - t:.1f} s", flush=True)
+        if a.reference:
+            results["airbench94"] = airbench_reference(a.data_dir, a.seeds)
         for recipe in recipes:
             results[recipe] = many(recipe, a.data_dir, a.seeds)
+        if a.reference and a.seeds > 0:
+            ref, ours = results["airbench94"], results[recipes[0]]
+            ref_s = statistics.mean(r["seconds"] for r in ref)
+            ours_s = statistics.mean(r["train_s"] + r["last_eval_s"] for r in ours)
+            print(f"{recipes[0]} vs airbench94: acc {statistics.mean(r['acc'] for r in ours):.4f}"
+                  f" vs {statistics.mean(r['acc'] for r in ref):.4f}; time (train + final eval) "
+                  f"{ours_s:.2f} s vs {ref_s:.2f} s = {ours_s / ref_s:.2f}x (target <= 0.8x)",
+                  flush=True)
     if a.what == "graphs-check":
         return
     recipe = "mnist-fast" if a.what == "mnist" else recipes[0]

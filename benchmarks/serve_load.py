@@ -1,6 +1,7 @@
 """Load test of `cnnlab serve`: requests/sec and latency with batching on and off.
 
     python benchmarks/serve_load.py [--run RUN] [--clients 16] [--seconds 15] [--rounds 2]
+                                    [--device cpu|cuda]
 
 Starts the real command (`python -m cnnlab serve RUN`, on 127.0.0.1) once per mode, waits for
 ``/ready``, then drives it from another process: ``--clients`` threads, each with its own
@@ -121,7 +122,8 @@ def _get(port: int, path: str) -> dict:
 
 def one_mode(run: str, batching: bool, pngs: list[bytes], args: argparse.Namespace) -> dict:
     port = _free_port()
-    cmd = [sys.executable, "-m", "cnnlab", "serve", run, "--port", str(port), "--device", "cpu"]
+    cmd = [sys.executable, "-m", "cnnlab", "serve", run, "--port", str(port), "--device",
+           args.device]
     if not batching:
         cmd.append("--no-batching")
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -160,6 +162,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where the service runs the model")
     args = p.parse_args()
     pngs = mnist_pngs(args.data_dir)
     run = args.run
@@ -173,8 +177,9 @@ def main() -> None:
         cnnlab.train("mnist-fast", out=run, data_dir=args.data_dir)
     import torch
 
-    print(f"cnnlab serve {run}: {args.clients} clients, {args.seconds:g} s per mode after "
-          f"{args.warmup:g} s warm-up; torch {torch.__version__}, {os.cpu_count()} CPUs")
+    print(f"cnnlab serve {run} on {args.device}: {args.clients} clients, {args.seconds:g} s per "
+          f"mode after {args.warmup:g} s warm-up; torch {torch.__version__}, {os.cpu_count()} "
+          "CPUs")
     rows = []
     for r in range(args.rounds):
         for batching in (True, False):
