@@ -111,6 +111,12 @@ def airbench_reference(data_dir: str, seeds: int) -> list[dict]:
     except ImportError as e:
         raise CnnlabError(f"--reference needs the airbench package ({e}); pip install "
                           "airbench (it imports torchvision)") from None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("airbench")
+    except PackageNotFoundError:
+        package = "?"
     from cnnlab.data import load_split
 
     runs = []
@@ -119,8 +125,13 @@ def airbench_reference(data_dir: str, seeds: int) -> list[dict]:
         (Path(tmp) / "cifar10").mkdir()
         for split in ("train", "test"):
             d = load_split("cifar10-jpeg", split, data_dir)
-            torch.save({"images": d.images.permute(0, 2, 3, 1).contiguous(),
-                        "labels": d.labels.long(), "classes": list(d.classes)},
+            images, labels = d.images, d.labels
+            if split == "train":  # the zip is sorted by class, and airbench whitens from its
+                # first 5,000 images: shuffle once (fixed), as torchvision's CIFAR10 order is
+                order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+                images, labels = images[order], labels[order]
+            torch.save({"images": images.permute(0, 2, 3, 1).contiguous(),
+                        "labels": labels.long(), "classes": list(d.classes)},
                        Path(tmp) / "cifar10" / f"{split}.pt")
         os.chdir(tmp)  # airbench reads ./cifar10/
         try:
@@ -133,9 +144,8 @@ def airbench_reference(data_dir: str, seeds: int) -> list[dict]:
                     airbench.train94(run=seed)
                 acc, secs = airbench_final_row(log.getvalue())
                 runs.append({"seed": seed, "acc": acc, "seconds": secs})
-                print(f"  airbench94 (package {getattr(airbench, '__version__', '?')}) seed {seed}:"
-                      f" tta acc {acc:.4f}  {secs:.2f} s (its timer: init + train + TTA eval)",
-                      flush=True)
+                print(f"  airbench94 (package {package}) seed {seed}: tta acc "
+                      f"{acc:.4f}  {secs:.2f} s (its timer: init + train + TTA eval)", flush=True)
         finally:
             os.chdir(cwd)
     print(f"airbench94 reference: mean acc {statistics.mean(r['acc'] for r in runs):.4f}, mean "
@@ -182,10 +192,13 @@ def main() -> None:
         load_split("cifar10-jpeg", "test", a.data_dir)
         print(f"decoded the CIFAR-10 JPEG zip in {time.perf_counter() - t:.1f} s", flush=True)
         if a.reference:
-            results["airbench94"] = airbench_reference(a.data_dir, a.seeds)
+            try:  # a failing reference must not cost the cnnlab figures of this one GPU run
+                results["airbench94"] = airbench_reference(a.data_dir, a.seeds)
+            except Exception as e:  # noqa: BLE001 - reported, then the recipes run
+                print(f"airbench94 reference failed: {type(e).__name__}: {e}", flush=True)
         for recipe in recipes:
             results[recipe] = many(recipe, a.data_dir, a.seeds)
-        if a.reference and a.seeds > 0:
+        if results.get("airbench94") and a.seeds > 0:
             ref, ours = results["airbench94"], results[recipes[0]]
             ref_s = statistics.mean(r["seconds"] for r in ref)
             ours_s = statistics.mean(r["train_s"] + r["last_eval_s"] for r in ours)

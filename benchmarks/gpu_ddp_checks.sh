@@ -13,6 +13,7 @@
 # by git). The device's own PyTorch is used, so the figures name its version.
 # A single GPU runs every check except two processes on two GPUs with NCCL, which the
 # test skips with its reason; the one-GPU tests share the GPU between ranks with gloo.
+# benchmarks/gpu_records.sh's mnist part runs the same CUDA tests: run one or the other.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -129,6 +129,9 @@ def one_mode(run: str, batching: bool, pngs: list[bytes], args: argparse.Namespa
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(600):
+            if server.poll() is not None:  # it exited (a missing extra, a bad run): say why
+                raise SystemExit(f"`cnnlab serve` exited with {server.returncode}:\n"
+                                 f"{server.communicate()[0][-3000:]}")
             try:
                 if _get(port, "/ready").get("ready"):
                     break
