@@ -3,7 +3,9 @@
 cnnlab does not start or connect processes itself. ``torchrun`` (or ``cnnlab train --nproc
 N``, which calls torchrun's launcher API) starts one process per device and sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address; :func:`setup` reads them and
-joins the process group (gloo on CPU, NCCL on CUDA). The rest of the library asks a
+joins the process group (gloo on CPU; on GPUs NCCL for CUDA tensors plus gloo for the
+host-side agreement flag, or gloo alone with ``--dist-backend gloo``, see
+:func:`process_group_backend`). The rest of the library asks a
 :class:`Dist` what it is: which slice of a batch is its own, whether it may write files,
 and how to sum a tensor over all processes.
 
