@@ -17,41 +17,24 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+source benchmarks/_device_env.sh
 if [ "${1:-run}" = prepare ]; then
-    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-        --implementation cp --platform manylinux2014_x86_64 -d .whl platformdirs==4.3.6
+    device_wheels
     exit $?
 fi
 
 OUT=${OUT:-/tmp/gpu-ddp-out}
 mkdir -p "$OUT"
-missing=()
-for wheel in .whl/*.whl; do  # only what this Python lacks: never shadow its own packages
-    [ -e "$wheel" ] || continue
-    name=$(basename "$wheel" | cut -d- -f1)
-    python3 -c "import $name" 2>/dev/null || missing+=("$wheel")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "${missing[@]}" || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export GLOO_SOCKET_IFNAME=lo  # one host: gloo need not resolve the machine's hostname
-# the sharing tests need compute mode Default (the test process and its workers share the GPU)
-nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader
-# a stuck collective would otherwise wait out gloo's 30-minute default and the whole lease
-timeout=()
-python3 -c "import pytest_timeout" 2>/dev/null && timeout=(--timeout 150)
+device_env || exit 1
 python3 - <<'EOF'
 import torch, torch.distributed as d
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s), "
       f"NCCL {'.'.join(map(str, torch.cuda.nccl.version())) if d.is_nccl_available() else 'absent'}")
 EOF
-python3 -m pytest -v -p no:cacheprovider -o addopts="" "${timeout[@]}" tests/test_cuda.py 2>&1 \
+python3 -m pytest -v -p no:cacheprovider -o addopts="" "${pytest_timeout[@]}" tests/test_cuda.py 2>&1 \
     | tee "$OUT/test_cuda.log"
 status=$?
 # the CPU DDP tests again (--device cpu, with the GPU visible), as a control for the CUDA ones
-python3 -m pytest -q -p no:cacheprovider -o addopts="" "${timeout[@]}" tests/test_distributed.py \
+python3 -m pytest -q -p no:cacheprovider -o addopts="" "${pytest_timeout[@]}" tests/test_distributed.py \
     tests/test_stream.py 2>&1 | tee "$OUT/test_cpu_ddp.log" | tail -3
 exit $status

@@ -22,14 +22,13 @@
 # 15 minutes of device time a session has; they are not in here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/_device_env.sh
 part=${1:-}
 
 if [ "$part" = prepare ]; then
     data=${2:?give the data root, e.g. ../shared/data}
     rm -rf .whl .carry-mnist .carry-cifar && mkdir -p .whl .carry-mnist .carry-cifar
-    # what the device image lacks, as wheels for its Python 3.12 (pure Python, both)
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-        --implementation cp --platform manylinux2014_x86_64 -d .whl platformdirs==4.3.6 || exit 1
+    device_wheels || exit 1  # what the device image lacks; airbench is built from its sdist
     python3 -m pip wheel -q --no-deps --no-build-isolation -w .whl airbench==0.1.8 || exit 1
     cp -r "$data/mnist" "$data/fashion-mnist" .carry-mnist/
     cp -r "$data/cifar10-jpeg" .carry-cifar/
@@ -52,21 +51,7 @@ esac
 
 OUT=${OUT:-/tmp/gpu-records-out}
 mkdir -p "$OUT"
-missing=()
-for wheel in .whl/*.whl; do  # only what this Python lacks: never shadow its own packages
-    [ -e "$wheel" ] || continue
-    name=$(basename "$wheel" | cut -d- -f1)
-    python3 -c "import $name" 2>/dev/null || missing+=("$wheel")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "${missing[@]}" || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 GLOO_SOCKET_IFNAME=lo
-nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader
-timeout=()
-python3 -c "import pytest_timeout" 2>/dev/null && timeout=(--timeout 150)
+device_env || exit 1
 
 step() {  # NAME CMD...: run, keep the log in $OUT, and say how it ended
     local name=$1
@@ -80,14 +65,15 @@ if [ "$part" = mnist ]; then
     step graphs python3 benchmarks/gpu.py graphs-check --data-dir "$data"
     serve_path=""
     if ! python3 -c "import fastapi, uvicorn, multipart" 2>/dev/null; then
+        serve_site=$(mktemp -d)
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-            --target /tmp/site-serve "$data"/serve-wheels/*.whl && serve_path=/tmp/site-serve:
+            --target "$serve_site" "$data"/serve-wheels/*.whl && serve_path=$serve_site:
     fi
     step serve env PYTHONPATH="$serve_path$PYTHONPATH" python3 benchmarks/serve_load.py \
         --data-dir "$data" --device cuda --seconds 8 --rounds 1
     # last, and boxed: a stuck collective must not eat the figures above
     step test_cuda timeout 180 python3 -m pytest -v -p no:cacheprovider -o addopts="" \
-        "${timeout[@]}" tests/test_cuda.py
+        "${pytest_timeout[@]}" tests/test_cuda.py
     echo "== summary"
     grep -hE "passed|failed|mnist-fast:|d2l-lenet|seed-mnist:|graphs-check|batching on /|== " \
         "$OUT"/mnist.log "$OUT"/graphs.log "$OUT"/serve.log "$OUT"/test_cuda.log
