@@ -66,3 +66,20 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[Path], N
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def missing_folders(path: str | os.PathLike) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first: what a
+    ``mkdir(parents=True)`` is about to create, for :func:`remove_empty` to undo."""
+    path = Path(path)
+    return [d for d in (path, *path.parents) if not d.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; stop at the first that is not
+    (it holds something of someone's, and so do the folders above it)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import write_atomic, write_json
+from cnnlab.fileio import missing_folders, remove_empty, write_atomic, write_json
 
 if TYPE_CHECKING:
     import torch
@@ -111,7 +111,7 @@ class RunDir:
         (the run files that were not there before, the folders created for it, when empty):
         no half-run is left behind, and nothing of the user's or of an earlier run is touched.
         Once an epoch has finished (its metrics are written) everything is kept."""
-        made = [d for d in (self.path, *self.path.parents) if not d.exists()]  # deepest first
+        made = missing_folders(self.path)
         ours = (self.CONFIG, self.PREPROCESS, self.CLASSES, self.METRICS_CSV, self.METRICS_JSONL,
                 self.WEIGHTS, self.TENSORBOARD, self.CHECKPOINTS)
         before = {name for name in ours if (self.path / name).exists()}
@@ -128,11 +128,7 @@ class RunDir:
                 target = self.path / name
                 with contextlib.suppress(OSError):
                     shutil.rmtree(target) if target.is_dir() else target.unlink()
-            for folder in made:
-                try:
-                    folder.rmdir()  # only when empty
-                except OSError:
-                    break
+            remove_empty(made)
 
         return discard
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from cnnlab.data.registry import dataset_names, get_info
 from cnnlab.data.remote import RemoteFile
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import atomic_path
+from cnnlab.fileio import atomic_path, missing_folders, remove_empty
 
 
 def downloadable() -> list[str]:
@@ -94,7 +94,7 @@ def download_dataset(
         raise CnnlabError(
             f"data set '{name}' cannot be downloaded; downloadable: {', '.join(names)}"
         )
-    made = [d for d in (directory, *directory.parents) if not d.exists()]  # deepest first
+    made = missing_folders(directory)
     directory.mkdir(parents=True, exist_ok=True)
     try:
         for remote in get_info(name).remote_files:
@@ -102,10 +102,7 @@ def download_dataset(
             if path.name.endswith(".tar.gz"):
                 _extract_tar(path, directory)
     except CnnlabError:
-        for d in made:  # leave no trace of a download that got nothing, parents included
-            if any(d.iterdir()):
-                break
-            d.rmdir()
+        remove_empty(made)  # leave no trace of a download that got nothing, parents included
         raise
     return directory
 

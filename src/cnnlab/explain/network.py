@@ -200,10 +200,9 @@ def plot_shapes(model: nn.Module, model_name: str, input_shape: tuple[int, int, 
     ax.set_ylim(n * 1.0 + 0.2, -0.8)
     ax.axis("off")
     side_max = max(input_shape[1:])
-    marks: list[tuple[float, tuple[int, ...]]] = []
-
-    def square(y: float, shape: tuple[int, ...]) -> None:
-        marks.append((y, shape))  # drawn once the layout fixes how wide a y unit is
+    # (row, shape) of each map's square or vector's bar, drawn once the layout fixes how long
+    # a unit of x is against a unit of y
+    marks: list[tuple[float, tuple[int, ...]]] = [(0, input_shape)]
 
     def draw_marks() -> None:
         """Squares that are square on the page: x and y data units differ in length."""
@@ -220,13 +219,12 @@ def plot_shapes(model: nn.Module, model_name: str, input_shape: tuple[int, int, 
                                        fc="#ffc078", ec="#b36b00"))
 
     total = 0
-    square(0, input_shape)
     ax.text(2.0, 0, f"input   {_shape_text(input_shape)}", va="center", fontsize=9,
             family="monospace", weight="bold")
     for i, s in enumerate(rows, start=1):
         total += s.params
         fam = _family(s.kind)
-        square(i, s.out_shape)
+        marks.append((i, s.out_shape))
         ax.add_patch(FancyBboxPatch((1.85, i - 0.36), 7.9, 0.72, boxstyle="round,pad=0.02",
                                     fc=_KIND_COLOURS[fam], ec="#8a8a8a", lw=0.8))
         name = aliases.get(s.name, s.name)
