@@ -17,6 +17,7 @@ multivariate series are drawn one above the other, each scaled to its own band.
 from __future__ import annotations
 
 import copy
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,8 +193,10 @@ def plot_cam(run: LoadedRun, cam: SeriesCAM, path: str | Path | None = None,
                        aspect=30, pad=0.01)
     bar.set_label("class activation (each series scaled 0..1)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    fig.suptitle(title or f"{run.config.model} on {run.config.dataset} ({cam.split} split): "
-                 "which part of each series decided its class (CAM)", fontsize=10)
+    text = title or (f"{run.config.model} on {run.config.dataset} ({cam.split} split): "
+                     "which part of each series decided its class (CAM)")
+    # wrapped to the figure's width: one panel is narrower than the sentence
+    fig.suptitle(textwrap.fill(text, width=int(fig.get_figwidth() * 14)), fontsize=10)
     return save_png(fig, path, dpi=110)
 
 
