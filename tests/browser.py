@@ -34,7 +34,8 @@ def _above_9(fd: int) -> int:
 
 
 class Browser:
-    def __init__(self, executable: str, width: int = 1280, height: int = 820):
+    def __init__(self, executable: str, width: int = 1280, height: int = 820,
+                 scale: float = 1, mobile: bool = False):
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
         to_browser_r, from_browser_w = _above_9(to_browser_r), _above_9(from_browser_w)
@@ -57,7 +58,8 @@ class Browser:
         for domain in ("Page", "Runtime"):
             self.call(f"{domain}.enable", session=True)
         self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                  {"width": width, "height": height, "deviceScaleFactor": scale,
+                   "mobile": mobile},
                   session=True)
 
     def _read(self) -> dict:

@@ -11,7 +11,9 @@ from PIL import Image
 
 from cnnlab.cli import cli
 from cnnlab.data import load_split
-from cnnlab.engine.predict import collect_files, predict_files
+from cnnlab.data.images import frame_digit, model_view, read_image
+from cnnlab.data.preprocess import Preprocess
+from cnnlab.engine.predict import collect_files, predict, predict_files
 from cnnlab.run import load_run
 
 
@@ -67,7 +69,8 @@ def test_cli_table_json_and_bad_input(lenet_run, digit, tmp_path):
     assert r.output.strip().splitlines()[-1] == ("Error: 1 of 1 file(s) could not be read "
                                                   "(marked above)")
     for args, msg in [([str(tmp_path / "missing.png")], "does not exist"),
-                      ([str(tmp_path / "grey.png"), "--top-k", "0"], "--top-k must be at least 1")]:
+                      ([str(tmp_path / "grey.png"), "--top-k", "0"], "--top-k must be a whole number"),
+                      ([str(tmp_path / "grey.png"), "--top-k", "x"], "got 'x'")]:
         r = CliRunner().invoke(cli, ["predict", str(lenet_run), *args])
         assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(cli, ["predict", str(tmp_path), str(tmp_path / "grey.png")])
@@ -119,3 +122,66 @@ def test_probabilities_never_round_to_0_or_100_percent():
 
     assert [percent(p) for p in (0.9999, 0.995, 0.5, 0.094, 0.003, 0.0004)] == \
         ["99.9%", "99.5%", "50%", "9.4%", "0.3%", "<0.1%"]
+
+
+def test_top_k_all_one_path_and_frame_from_python_and_the_cli(lenet_run, digit, tmp_path):
+    _write_variants(digit, tmp_path)
+    grey = tmp_path / "grey.png"
+    r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(grey), "--json", "--top-k", "all"])
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.output)["top"]) == 10
+    [one] = predict(lenet_run, str(grey), top_k=None, device="cpu")  # one path, not a list
+    assert len(one.classes) == 10 and one.file == str(grey)
+    [framed] = predict(lenet_run, grey, frame=True, device="cpu")
+    r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(grey), "--json", "--frame"])
+    assert r.exit_code == 0 and json.loads(r.output)["top"][0]["class"] == framed.classes[0]
+
+
+def _corner_digit(ink_value: int = 0) -> np.ndarray:
+    """A 7-like stroke, 60 pixels tall, dark on a white 300x400 page, near a corner."""
+    page = np.full((300, 400), 255, np.uint8)
+    page[20:26, 300:340] = ink_value  # the bar
+    for i in range(60):  # the slanted stem
+        page[26 + i, 334 - i // 3:340 - i // 3] = ink_value
+    return page
+
+
+def test_framing_scales_the_drawing_into_20x20_centred_on_its_mass():
+    page = torch.from_numpy(_corner_digit())[None]
+    out = frame_digit(page, (28, 28))
+    assert out.shape == (1, 28, 28) and out.dtype == torch.uint8
+    ink = 255 - out[0].float()
+    assert out[0, 0, 0] == 255 and out[0, -1, -1] == 255  # still dark on clean white paper
+    ys, xs = (ink > 30).nonzero(as_tuple=True)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 in (19, 20, 21)
+    cy = float((ink.sum(1) * torch.arange(28)).sum() / ink.sum())
+    cx = float((ink.sum(0) * torch.arange(28)).sum() / ink.sum())
+    assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+    assert torch.equal(frame_digit(255 - page, (28, 28)), 255 - out)  # either polarity
+    blank = torch.full((1, 50, 50), 255, dtype=torch.uint8)
+    assert torch.equal(frame_digit(blank, (28, 28)), torch.full((1, 28, 28), 255,
+                                                                dtype=torch.uint8))
+    colour = Preprocess(channels=3, size=(32, 32))
+    with pytest.raises(Exception, match="framing a digit like MNIST is for grey models"):
+        model_view(page.expand(3, -1, -1), colour, frame=True)
+
+
+def test_pictures_are_read_as_a_person_sees_them(tmp_path):
+    """EXIF orientation applied; white ink on transparency lands on black, dark ink on white;
+    a big JPEG decodes at reduced scale."""
+    tall = np.zeros((40, 20), np.uint8)
+    tall[:5] = 255  # a bright band at the top of the upright picture
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: the viewer turns it 90 degrees clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(tall))).save(tmp_path / "side.jpg",
+                                                               exif=exif, quality=95)
+    upright = read_image(tmp_path / "side.jpg")[0].numpy()
+    assert upright.shape == (40, 20) and upright[:5].mean() > 200 and upright[5:].mean() < 30
+    for ink, paper in ((255, 0), (0, 255)):
+        rgba = np.zeros((30, 30, 4), np.uint8)
+        rgba[10:20, 10:20] = (ink, ink, ink, 255)  # opaque ink, transparent elsewhere
+        Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+        img = read_image(tmp_path / "a.png").float().mean(0)
+        assert img[0, 0] == paper and img[15, 15] == ink
+    Image.fromarray(np.full((1600, 2000, 3), 128, np.uint8)).save(tmp_path / "big.jpg")
+    assert tuple(read_image(tmp_path / "big.jpg").shape) == (3, 800, 1000)

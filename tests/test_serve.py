@@ -163,10 +163,88 @@ def test_a_big_image_is_refused_before_decoding(run):
 
     bomb = _png(np.zeros((5000, 5000), np.uint8))
     assert len(bomb) < 60_000  # small on the wire, 25 MP once decoded
-    install_pillow_limits(4_000_000)
-    with pytest.raises(UploadError) as e:
-        decode_upload(bomb, 10**9)
-    assert e.value.status == 413
+    install_pillow_limits(100_000)  # Pillow's limit: 64x that, the most a JPEG may declare
+    try:
+        with pytest.raises(UploadError) as e:
+            decode_upload(bomb, 10**9)
+        assert e.value.status == 413
+    finally:
+        install_pillow_limits(4_000_000)
+
+
+def _jpeg(arr: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=80, **kw)
+    return buf.getvalue()
+
+
+def test_a_phone_photo_decodes_at_reduced_scale_but_a_png_of_its_size_is_refused(client, run):
+    """A 12 MP JPEG is 0.75 MP once decoded at 1/4 scale (under the 4 MP cap); the same
+    pixels as a PNG would decode whole, so it is refused before decoding."""
+    from cnnlab.serve.decode import decode_upload
+
+    photo = np.full((3000, 4000), 255, np.uint8)
+    photo[1000:2000, 1800:1900] = 0  # a dark "1" on white paper
+    image = decode_upload(_jpeg(photo), 4_000_000)
+    assert tuple(image.shape) == (1, 750, 1000)
+    with _client(run, max_upload_mb=5) as c:
+        c.app.app.state.service.ready.wait(30)
+        r = c.post("/predict", content=_jpeg(photo))
+        assert r.status_code == 200 and r.json()["inverted"] is True
+        r = c.post("/predict", content=_png(photo))
+        assert r.status_code == 413 and "4000x3000 (12.0 MP" in r.json()["error"]
+
+
+def test_options_beside_the_image_and_unknown_options_are_refused(client, digits):
+    b64 = base64.b64encode(digits[0]).decode()
+    r = client.post("/predict", json={"image": b64, "top_k": 1})
+    assert r.status_code == 400 and "put top_k in the query string" in r.json()["error"]
+    r = client.post("/predict", files={"file": ("d.png", digits[0])}, data={"top_k": "1"})
+    assert r.status_code == 400 and "top_k" in r.json()["error"]
+    r = client.post("/predict?topk=1", content=digits[0])
+    assert r.status_code == 400 and "unknown query parameter(s) topk" in r.json()["error"]
+    r = client.post("/predict?show_input=maybe", content=digits[0])
+    assert r.status_code == 400 and "show_input must be 1 or 0" in r.json()["error"]
+    # the URL-safe alphabet, without padding, is the same image
+    safe = base64.urlsafe_b64encode(digits[0]).decode().rstrip("=")
+    assert "-" in safe or "_" in safe
+    ok = client.post("/predict?top_k=1", json={"image": safe})
+    assert ok.status_code == 200
+    assert ok.json()["top"] == client.post("/predict?top_k=1", content=digits[0]).json()["top"]
+
+
+def test_framing_like_mnist_on_the_server(client, run, digits):
+    """``frame=1``: a digit drawn small in a corner of a big page reaches the model as the
+    same centred 28x28 image whichever way round its ink is; the page is told to offer it."""
+    assert client.get("/model").json()["framing"] == {"available": True, "digits": True}
+    small = 255 - np.asarray(Image.open(io.BytesIO(digits[5])))  # dark on light
+    page = np.full((300, 400), 255, np.uint8)
+    page[10:50, 300:340] = small
+    answers = [client.post("/predict?frame=1&show_input=1&top_k=all", content=_png(p)).json()
+               for p in (page, 255 - page)]
+    seen = [np.asarray(Image.open(io.BytesIO(base64.b64decode(a["input"].split(",")[1]))))
+            for a in answers]
+    assert np.array_equal(seen[0], seen[1])  # light or dark ink: one model input
+    assert answers[0]["inverted"] is True and answers[1]["inverted"] is False
+    ys, xs = np.nonzero(seen[0] > 30)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 in (19, 20, 21)
+    w = seen[0].astype(float)
+    assert abs((w.sum(1) * np.arange(28)).sum() / w.sum() - 14) < 1
+    assert abs((w.sum(0) * np.arange(28)).sum() / w.sum() - 14) < 1
+    unframed = client.post("/predict?show_input=1", content=_png(page)).json()
+    assert unframed["input"] != answers[0]["input"]
+
+
+def test_routes_head_pid_and_a_clean_openapi_schema(client, recwarn):
+    assert client.head("/").status_code == 200
+    assert client.head("/health").status_code == 200
+    assert isinstance(client.get("/health").json()["pid"], int)
+    schema = client.get("/openapi.json").json()
+    ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
+    assert not [w for w in recwarn if "Duplicate Operation ID" in str(w.message)]
+    params = {q["name"] for q in schema["paths"]["/predict"]["post"]["parameters"]}
+    assert params == {"top_k", "invert", "frame", "show_input"}
 
 
 def test_internal_errors_never_leak(run, digits, monkeypatch):

@@ -11,8 +11,43 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow's convert("L")
+
+
+def as_seen(im: PILImage) -> PILImage:
+    """A Pillow image of any mode -> mode L or RGB, the way a person sees it on screen.
+
+    Upright: the EXIF orientation a phone camera writes is applied (browsers apply it, so a
+    sideways JPEG must not reach the model sideways). 16-bit grey keeps its top 8 bits (not
+    Pillow's clipping to 255). A transparent ground becomes paper that contrasts with the
+    drawing: white under dark strokes (a canvas or paint-app drawing), black under light ones
+    (white ink on transparency would vanish on white), where dropping alpha would give black
+    under everything. Palette images are expanded.
+    """
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im) or im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top 8 bits
+        wide = np.asarray(im).astype(np.int64)
+        top = 65535 if im.mode != "I" or wide.max() > 255 else 255
+        return Image.fromarray((wide * 255 // max(top, 1)).clip(0, 255).astype(np.uint8))
+    mode = "L" if im.mode in ("L", "1", "LA") else "RGB"
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        pixels = np.asarray(rgba)
+        opaque = pixels[..., 3] > 127
+        light_ink = bool(opaque.any() and not opaque.all()
+                         and float((pixels[..., :3][opaque] @ np.array(LUMA)).mean()) > 127.5)
+        paper = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if light_ink else (255,) * 4)
+        im = Image.alpha_composite(paper, rgba)
+    return im.convert(mode)
 
 
 def decode_chunk(root: str, names: list[str], size: tuple[int, int], resize: bool
@@ -35,7 +70,7 @@ def decode_chunk(root: str, names: list[str], size: tuple[int, int], resize: boo
             try:
                 blob = archive.read(name) if archive else (Path(root) / name).read_bytes()
                 with Image.open(io.BytesIO(blob)) as im:
-                    im = im.convert("RGB")
+                    im = as_seen(im).convert("RGB")
                     if resize and im.size != size:
                         im = im.resize(size, Image.BILINEAR)  # antialiased when shrinking
                     arr = np.asarray(im)

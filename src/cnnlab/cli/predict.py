@@ -16,20 +16,25 @@ from cnnlab.errors import CnnlabError
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--top-k", type=int, default=3, show_default=True, help="classes per image")
+@click.option("--top-k", default="3", show_default=True, metavar="K|all",
+              help="classes per image: a number, or all")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: file, inverted, top-k")
 @click.option("--invert", type=click.Choice(["auto", "yes", "no"]), default="auto",
               show_default=True, help="auto: invert dark-on-light drawings for a model trained "
                                       "light-on-dark (MNIST)")
+@click.option("--frame", is_flag=True,
+              help="frame each digit as MNIST's were (scaled into a 20x20 box, centred on its "
+                   "centre of mass): for a digit drawn small or off-centre; grey models only")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               show_default=True)
-def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, invert: str,
-            batch_size: int, device: str) -> None:
+def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, invert: str,
+            frame: bool, batch_size: int, device: str) -> None:
     """The top-k classes of image files (PNG, JPEG, ...; any size or mode) and folders.
 
     Each image is resized and converted as the run's preprocessing says, exactly as in
-    training. Folders are read recursively and streamed in batches.
+    training (a picture that is not square is stretched, as training images were). Folders
+    are read recursively and streamed in batches.
     """
     from rich.progress import Progress
     from rich.table import Table
@@ -38,25 +43,27 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, 
     from cnnlab.run import load_run
     from cnnlab.viz.plots import percent
 
+    k = _top_k(top_k)
     run = load_run(run_dir, device)
     files = collect_files(inputs)
+    k = len(run.classes) if k is None else k
     con = console()
     failed = 0
     if as_json:
-        for p in predict_files(run, files, top_k, invert, batch_size):
+        for p in predict_files(run, files, k, invert, batch_size, frame=frame):
             failed += p.error is not None
             click.echo(json.dumps(p.to_dict(), ensure_ascii=False))
         _fail_if_unreadable(failed, len(files))
         return
     table = Table(show_edge=False)
     table.add_column("file")
-    for i in range(min(top_k, len(run.classes))):
+    for i in range(min(k, len(run.classes))):
         table.add_column(f"top {i + 1}" if i else "predicted")
     inverted = 0
     with Progress(console=con, transient=True, disable=len(files) < 512 or not con.is_terminal) as bar:
         task = bar.add_task("predicting", total=len(files))
-        for p in predict_files(run, files, top_k, invert, batch_size,
-                               progress=lambda n: bar.advance(task, n)):
+        for p in predict_files(run, files, k, invert, batch_size,
+                               progress=lambda n: bar.advance(task, n), frame=frame):
             if p.error is not None:
                 failed += 1
                 table.add_row(p.file, Text.assemble(("unreadable:", "red"), f" {p.error}"))
@@ -70,6 +77,19 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: int, as_json: bool, 
         con.print(f"{inverted} dark-on-light image(s) were inverted to match the training data "
                   "(light on dark); --invert no keeps them as they are")
     _fail_if_unreadable(failed, len(files))
+
+
+def _top_k(value: str) -> int | None:
+    """``--top-k``: a whole number >= 1, or ``all`` (None)."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise CnnlabError(f"--top-k must be a whole number >= 1 or 'all', got '{value}'")
+    return k
 
 
 def _fail_if_unreadable(failed: int, total: int) -> None:

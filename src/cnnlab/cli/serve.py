@@ -69,9 +69,11 @@ def _is_loopback(host: str) -> bool:
               help="classes per answer unless the request asks (?top_k=K)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               show_default=True)
+@click.option("--access-log", is_flag=True,
+              help="log every request (uvicorn's access log, with its start-up lines)")
 def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels: int | None,
           workers: int, max_batch: int, batch_window_ms: float, no_batching: bool, top_k: int,
-          device: str) -> None:
+          device: str, access_log: bool) -> None:
     """Serve a trained run over HTTP, with a drawing page at / .
 
     POST /predict takes an image (multipart file, raw body, or JSON {"image": base64}) and
@@ -109,11 +111,13 @@ def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels:
                                 "reach this machine can use the service (from this machine: "
                                 f"http://127.0.0.1:{port}/)"))
     limit = int(max_upload_mb * 2**20)
-    log_level = "warning"
+    log_level = "info" if access_log else "warning"
     if workers == 1:
         app = BodyLimit(create_app(run, cfg), limit)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
+                    access_log=access_log)
     else:
         os.environ[ENV_CONFIG] = json.dumps(asdict(cfg))
         uvicorn.run("cnnlab.serve.app:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, server_header=False)
+                    workers=workers, log_level=log_level, server_header=False,
+                    access_log=access_log)

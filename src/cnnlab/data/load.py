@@ -72,7 +72,9 @@ def load_split(
         if location is None:
             raise not_found_error(name, data_dir)
     options = {"resize": resize, "bad_files": bad_files} if info.image_tree else {}
-    cache = cache_path(info.name, split, location, options)  # ucr:gunpoint -> ucr:GunPoint
+    # folder decode 2: EXIF orientation applied, transparency on contrasting paper (as_seen)
+    key_options = {**options, "decode": 2} if info.image_tree else options
+    cache = cache_path(info.name, split, location, key_options)  # ucr:gunpoint -> ucr:GunPoint
     if use_cache and cache.is_file():
         cached = read_cached(cache, mmap)
         if cached is not None:

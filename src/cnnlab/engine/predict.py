@@ -57,18 +57,25 @@ def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int = 3,
+def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None = 3,
                   invert: str = "auto", batch_size: int = 256,
-                  progress: Callable[[int], None] | None = None) -> Iterator[Prediction]:
-    """Top-k classes and probabilities for each file, in order, batch by batch. A file that
-    cannot be read gets a :class:`Prediction` with ``error`` set, and the others go on."""
+                  progress: Callable[[int], None] | None = None,
+                  frame: bool = False) -> Iterator[Prediction]:
+    """Top-k classes and probabilities for each file, in order, batch by batch (``top_k``
+    None: every class). A file that cannot be read gets a :class:`Prediction` with ``error``
+    set, and the others go on. ``frame``: frame each digit as MNIST's were
+    (:func:`cnnlab.data.images.frame_digit`)."""
     run.require_images("`cnnlab predict`")
+    top_k = len(run.classes) if top_k is None else top_k
     if top_k < 1:
-        raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
+        raise CnnlabError(f"top_k (--top-k) must be at least 1, got {top_k}")
     if invert not in ("auto", "yes", "no"):
         raise CnnlabError(f"invert must be auto, yes or no, got '{invert}'")
     if batch_size < 1:
-        raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
+        raise CnnlabError(f"batch_size (--batch-size) must be at least 1, got {batch_size}")
+    if frame and run.preprocess.channels != 1:
+        raise CnnlabError("framing a digit like MNIST (--frame) is for grey models; this run "
+                          "takes colour images")
     k = min(top_k, len(run.classes))
     for start in range(0, len(files), batch_size):
         chunk = list(files[start:start + batch_size])
@@ -76,7 +83,7 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int = 3,
         errors: dict[int, str] = {}
         for j, f in enumerate(chunk):
             try:
-                views[j] = model_view(read_image(f), run.preprocess, invert)
+                views[j] = model_view(read_image(f), run.preprocess, invert, frame)
             except CnnlabError as e:
                 errors[j] = str(e)
         top: dict[int, tuple[list[float], list[int]]] = {}
@@ -94,11 +101,15 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int = 3,
             progress(len(chunk))
 
 
-def predict(run_dir: str | Path, inputs: Sequence[str | Path], top_k: int = 3,
-            invert: str = "auto", device: str = "auto") -> list[Prediction]:
-    """Load a run and predict on files and folders (the Python form of `cnnlab predict`)."""
+def predict(run_dir: str | Path, inputs: str | Path | Sequence[str | Path],
+            top_k: int | None = 3, invert: str = "auto", device: str = "auto",
+            frame: bool = False) -> list[Prediction]:
+    """Load a run and predict on files and folders (the Python form of `cnnlab predict`);
+    ``inputs`` is one path or a list of them."""
     from cnnlab.run import load_run
 
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
     run = load_run(run_dir, device)
-    return list(predict_files(run, collect_files(inputs), top_k, invert))
+    return list(predict_files(run, collect_files(inputs), top_k, invert, frame=frame))
 

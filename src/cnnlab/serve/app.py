@@ -37,6 +37,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from cnnlab.data.images import model_view
+from cnnlab.errors import CnnlabError
 from cnnlab.run import LoadedRun
 from cnnlab.serve.batcher import MicroBatcher
 from cnnlab.serve.decode import UploadError, decode_upload, default_max_pixels, install_pillow_limits
@@ -143,9 +144,21 @@ class Service:
         self.ready.set()
         log.info("model warmed up; ready")
 
-    def view(self, data: bytes, invert: str) -> tuple[torch.Tensor, bool]:
+    def view(self, data: bytes, invert: str, frame: bool) -> tuple[torch.Tensor, bool]:
         """Upload bytes -> the uint8 image the model receives, and whether it was inverted."""
-        return model_view(decode_upload(data, self.max_pixels), self.run.preprocess, invert)
+        try:
+            return model_view(decode_upload(data, self.max_pixels), self.run.preprocess,
+                              invert, frame)
+        except CnnlabError as e:  # a request this model cannot take (frame on colour)
+            raise UploadError(400, str(e)) from None
+
+    @property
+    def digits(self) -> bool:
+        """Whether the run reads MNIST-like digits (grey, light on dark, classes 0..9): then
+        the drawing page offers framing like MNIST, ticked."""
+        pre = self.run.preprocess
+        return (pre.channels == 1 and pre.light_on_dark
+                and list(self.run.classes) == [str(i) for i in range(10)])
 
     def describe(self) -> dict[str, Any]:
         run, last = self.run, (self.run.history[-1] if self.run.history else None)
@@ -158,6 +171,7 @@ class Service:
                 "run": run.run_dir.path.name, "classes": list(run.classes),
                 "input_shape": list(run.preprocess.input_shape),
                 "preprocess": run.preprocess.to_dict(), "metrics": metrics,
+                "framing": {"available": run.preprocess.channels == 1, "digits": self.digits},
                 "limits": {"max_upload_mb": self.cfg.max_upload_mb, "max_pixels": self.max_pixels},
                 "batching": {"max_batch": self.cfg.max_batch,
                              "window_ms": self.cfg.batch_window_ms}}
@@ -187,6 +201,7 @@ async def _image_bytes(request: Request) -> bytes:
         if not files:
             raise UploadError(400, "the multipart body has no file; send the image as a file "
                                    "field (e.g. curl -F file=@digit.png)")
+        _no_options_in_body({k for k, v in form.multi_items() if not isinstance(v, UploadFile)})
         return await files[0].read()
     if kind == "application/json":
         shape = '{"image": "<base64 of a PNG, JPEG, WebP or GIF file>"}'
@@ -197,13 +212,44 @@ async def _image_bytes(request: Request) -> bytes:
         text = payload.get("image") if isinstance(payload, dict) else None
         if not isinstance(text, str):
             raise UploadError(400, f'the JSON body has no "image" string; send {shape}')
+        _no_options_in_body(set(payload) - {"image"})
         if text.startswith("data:"):  # a data URL, as canvas.toDataURL() gives
             text = text.partition(",")[2]
-        try:  # line breaks are normal in base64 (MIME, `base64` the tool): ignore whitespace
-            return base64.b64decode("".join(text.split()), validate=True)
+        text = "".join(text.split())  # line breaks are normal in base64 (MIME, `base64`)
+        if "-" in text or "_" in text:  # the URL-safe alphabet (RFC 4648 section 5)
+            text = text.replace("-", "+").replace("_", "/")
+        try:
+            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         except (ValueError, binascii.Error):
             raise UploadError(400, f'"image" is not valid base64; send {shape}') from None
     return await request.body()
+
+
+OPTIONS = ("top_k", "invert", "frame", "show_input")  # the query parameters of /predict
+
+
+def _no_options_in_body(fields: set[str]) -> None:
+    """A 400 for fields beside the image: options go in the query string, and one silently
+    ignored (``{"image": ..., "top_k": 1}`` answering with 3 classes) is worse than an error."""
+    if not fields:
+        return
+    names = ", ".join(sorted(fields))
+    known = [f for f in sorted(fields) if f in OPTIONS]
+    hint = (f"put {', '.join(known)} in the query string, e.g. /predict?{known[0]}=..." if known
+            else f"the body holds only the image; the options are {', '.join(OPTIONS)} in the "
+                 "query string")
+    raise UploadError(400, f"unexpected field(s) {names} beside the image; {hint}")
+
+
+def _query_bool(request: Request, name: str, default: bool) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    value = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}.get(raw.strip().lower())
+    if value is None:
+        raise UploadError(400, f"{name} must be 1 or 0 (true/false, yes/no), got '{raw}'")
+    return value
 
 
 def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -230,6 +276,9 @@ PREDICT_OPENAPI: dict[str, Any] = {
         {"name": "invert", "in": "query",
          "schema": {"type": "string", "enum": ["auto", "yes", "no"], "default": "auto"},
          "description": "auto: invert dark-on-light drawings for a light-on-dark model"},
+        {"name": "frame", "in": "query", "schema": {"type": "boolean", "default": False},
+         "description": "frame a digit as MNIST's were (20x20 box, centred on its centre of "
+                        "mass); grey models only"},
         {"name": "show_input", "in": "query", "schema": {"type": "boolean", "default": False},
          "description": "also return the model's input image as a PNG data URL"}],
     "requestBody": {"required": True, "content": {
@@ -286,18 +335,20 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
         return JSONResponse({"error": "internal error; the server log has the details"},
                             status_code=500)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse,
+                   include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Alive; with request and batch counts (per process when --workers > 1)."""
+        """Alive; with request and batch counts of this process (``pid``: with --workers N,
+        each request may reach another process)."""
         return {"status": "error" if service.failure else "ok", "ready": service.ready.is_set(),
                 **({"error": service.failure} if service.failure else {}),
-                **service.batcher.stats.to_dict()}
+                "pid": os.getpid(), **service.batcher.stats.to_dict()}
 
-    @app.api_route("/ready", methods=["GET", "HEAD"])
+    @app.get("/ready")
     async def ready() -> JSONResponse:
         """200 once the model is loaded and warmed up; 503 before (or if that failed)."""
         if service.ready.is_set():
@@ -306,6 +357,11 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
                else "the model is warming up")
         return JSONResponse({"ready": False, "error": why}, status_code=503)
 
+    # HEAD for the probes: routes of their own, out of the schema (one route with both
+    # methods gives both one operation id, and FastAPI warns of the duplicate)
+    for path, answer in (("/health", health), ("/ready", ready)):
+        app.add_api_route(path, answer, methods=["HEAD"], include_in_schema=False)
+
     @app.get("/model")
     async def model() -> dict[str, Any]:
         return service.describe()
@@ -313,7 +369,8 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
     @app.post("/predict", openapi_extra=PREDICT_OPENAPI)
     async def predict(request: Request) -> dict[str, Any]:
         """Top-k classes of one image. Query: ``top_k`` (or ``all``), ``invert``
-        (auto|yes|no), ``show_input=1`` to get the model-input image as a PNG data URL."""
+        (auto|yes|no), ``frame=1`` to frame a digit like MNIST, ``show_input=1`` to get the
+        model-input image as a PNG data URL."""
         if service.failure:
             raise UploadError(503, f"the model could not be warmed up ({service.failure}); "
                                    "see the server log")
@@ -324,15 +381,21 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
         invert = request.query_params.get("invert", cfg.invert)
         if invert not in ("auto", "yes", "no"):
             raise UploadError(400, f"invert must be auto, yes or no, got '{invert}'")
+        frame = _query_bool(request, "frame", False)
+        show_input = _query_bool(request, "show_input", False)
+        unknown = set(request.query_params) - set(OPTIONS)
+        if unknown:
+            raise UploadError(400, f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
+                                   f"/predict takes {', '.join(OPTIONS)}")
         data = await _image_bytes(request)
-        image, inverted = await run_in_threadpool(service.view, data, invert)
+        image, inverted = await run_in_threadpool(service.view, data, invert, frame)
         probs = await service.batcher.submit(image)
         p, idx = probs.topk(k)
         out: dict[str, Any] = {
             "top": [{"class": run.classes[i], "probability": round(float(q), 6)}
                     for q, i in zip(p.tolist(), idx.tolist(), strict=True)],
             "inverted": inverted}
-        if request.query_params.get("show_input") in ("1", "true", "yes"):
+        if show_input:
             out["input"] = _png_data_url(image)
         out["ms"] = round((time.perf_counter() - start) * 1000, 2)
         return out

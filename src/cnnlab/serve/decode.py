@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from cnnlab.data.images import pil_to_tensor
+from cnnlab.data.images import pil_to_tensor, reduce_jpeg
 
 # magic bytes -> the Pillow format name that may open them
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -26,6 +26,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "GIF"),
 )
 ACCEPTED = "PNG, JPEG, WebP or GIF"
+JPEG_HEADROOM = 64  # a JPEG decodes at down to 1/8 scale per side: 64x fewer pixels
 
 
 class UploadError(Exception):
@@ -50,17 +51,21 @@ def sniff(data: bytes) -> str | None:
 def default_max_pixels(input_shape: tuple[int, int, int]) -> int:
     """A pixel cap that suits the model: 4096 times its input area (3.2 MP for 28x28, 4.2 MP
     for 32x32), and never below 4 MP. Anything larger is shrunk to the model's size anyway;
-    the drawing page shrinks dropped photos in the browser before sending them."""
+    the drawing page shrinks dropped photos in the browser before sending them. It caps the
+    pixels *decoded*: a JPEG decodes at reduced scale (:func:`reduce_jpeg`), so a phone photo
+    of up to 64 times the cap is accepted."""
     _, h, w = input_shape
     return max(4096 * h * w, 4_000_000)
 
 
 def install_pillow_limits(max_pixels: int) -> None:
-    """Pillow's own bomb check at ``max_pixels``, its warning made an error (process-wide:
-    called once by the server, not per request, since warning filters are global state)."""
+    """Pillow's own bomb check at what a JPEG may declare (``max_pixels`` times the JPEG
+    headroom; :func:`decode_upload` checks every other format at ``max_pixels`` itself before
+    decoding), its warning made an error (process-wide: called once by the server, not per
+    request, since warning filters are global state)."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = max_pixels * JPEG_HEADROOM
     warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 
@@ -76,11 +81,12 @@ def decode_upload(data: bytes, max_pixels: int) -> torch.Tensor:
                                "bytes, not its declared type); send one of those")
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as im:
-            w, h = im.size
+            declared = "x".join(map(str, im.size))
+            w, h = reduce_jpeg(im).size  # a JPEG's size at the scale it will decode at
             if w * h > max_pixels:
-                raise UploadError(413, f"the image is {w}x{h} ({w * h / 1e6:.1f} MP), more "
-                                       f"than this service accepts ({max_pixels / 1e6:.1f} "
-                                       "MP); shrink it first")
+                raise UploadError(413, f"the image is {declared} ({w * h / 1e6:.1f} MP to "
+                                       f"decode), more than this service accepts "
+                                       f"({max_pixels / 1e6:.1f} MP); shrink it first")
             return pil_to_tensor(im)  # an animated GIF gives its first frame
     except UploadError:
         raise
