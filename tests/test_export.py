@@ -2,6 +2,7 @@
 axis, the sidecar says what was checked, and a bad export leaves nothing behind."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -163,7 +164,9 @@ def test_cli_default_path_and_sidecar(run_copy, fmt):
                              "with_preprocess": False, "range": side["input"]["range"]}
     expected = {k: v for k, v in run.preprocess.to_dict().items() if k != "channels_last"}
     assert {k: v for k, v in side["preprocess"].items() if k != "how"} == expected
-    assert "invert dark-on-light" in side["preprocess"]["how"]  # digits are light on dark
+    how = side["preprocess"]["how"]  # every rule cnnlab predict applies, for a client
+    assert "invert (255 - x) when the mean of the resized image's border pixels" in how
+    assert "EXIF orientation" in how and "stretched, not cropped" in how
     if fmt == "onnx":  # the same facts inside the file, for tools that never see the sidecar
         import onnxruntime as ort
 
@@ -195,6 +198,18 @@ def test_with_preprocess_takes_uint8_and_matches_loaded_run(run_copy, tmp_path, 
     want = run.logits(images)
     assert np.allclose(got.numpy(), want.numpy(), atol=1e-4)
     assert torch.equal(got.argmax(1), want.argmax(1))
+    if fmt == "torchscript":  # the file checks its input, as ONNX Runtime does
+        model = torch.jit.load(str(out))
+        for wrong, says in ((images.float(), "another dtype"),
+                            (images[:, :, :20], "got the shape [13, 1, 20, 28]")):
+            with pytest.raises(Exception, match=re.escape(says)):
+                model(wrong)
+
+
+def test_out_ending_in_a_slash_is_a_folder_to_make(run_copy, tmp_path):
+    r = _invoke(run_copy, "--format", "torchscript", "--out", f"{tmp_path / 'deploy' / 'new'}/")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "deploy" / "new" / ex.FORMATS["torchscript"][0]).is_file()
 
 
 def test_cli_errors_are_one_line_and_write_nothing(run_copy, tmp_path):

@@ -15,15 +15,16 @@ from cnnlab.cli.console import console
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", default="onnx", show_default=True, metavar="onnx|torchscript",
               help="onnx (needs the export extra: pip install 'cnnlab[export]') or torchscript")
-@click.option("--out", type=click.Path(path_type=Path),
-              help="file to write [RUN/model.onnx, RUN/model.torchscript.pt]")
+@click.option("--out", help="file to write, or a folder (ending in /) to write it in "
+                            "[RUN/model.onnx, RUN/model.torchscript.pt]")
 @click.option("--data-dir", default=None,
-              help="where the run's data set is, for the check (default: where training found it)")
+              help="where the run's data set is, for the check [default: the folder given to "
+                   "training, else $CNNLAB_DATA, else cnnlab's data folder]")
 @click.option("--with-preprocess", is_flag=True,
               help="the graph takes uint8 pixels (0..255, at the model's size and channels) and "
                    "normalises them itself; without it, the normalised float32 tensor (a series "
                    "run: raw float32 series, z-normalised in the graph)")
-def export(run_dir: Path, fmt: str, out: Path | None, data_dir: str | None,
+def export(run_dir: Path, fmt: str, out: str | None, data_dir: str | None,
            with_preprocess: bool) -> None:
     """Export a trained run to ONNX or TorchScript with a dynamic batch axis.
 

@@ -29,6 +29,7 @@ import copy
 import io
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -129,8 +130,9 @@ def output_path(run_dir: str | Path, fmt: str, out: str | Path | None = None) ->
     default, suffix = _format(fmt)
     if out is None:
         return Path(run_dir) / default
+    folder = str(out).endswith(("/", os.sep))  # "deploy/": a folder, made if missing
     out = Path(out)
-    if out.is_dir():  # a folder: the default name inside it
+    if out.is_dir() or folder:  # a folder: the default name inside it
         return out / default
     if out.suffix.lower() != suffix:
         raise CnnlabError(f"--out {out} does not fit --format {fmt}: {fmt} files end in "
@@ -229,9 +231,33 @@ def _export_onnx(module: nn.Module, dummy: torch.Tensor, path: Path) -> None:
                           optimize=True)
 
 
+class InputCheck(nn.Module):
+    """A traced model behind a scripted check of its input's dtype and shape (all but the
+    batch). A trace keeps no Python ``if``, so without this a TorchScript file takes any
+    input: floats where it wants uint8 pixels (scaled by 255 again: wrong logits, no error),
+    or another size (a fully convolutional net answers anyway). ONNX Runtime checks both."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, shape: tuple[int, ...]):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.shape = list(shape)
+        self.expected = f"{str(dtype).removeprefix('torch.')} (batch, {', '.join(map(str, shape))})"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.dtype:  # (TorchScript prints a dtype as a number: not shown)
+            raise ValueError("this model takes " + self.expected + "; the input has another "
+                             "dtype")
+        if x.dim() != len(self.shape) + 1 or list(x.shape[1:]) != self.shape:
+            raise ValueError("this model takes " + self.expected + ", got the shape "
+                             + str(list(x.shape)))
+        return self.model(x)
+
+
 def _export_torchscript(module: nn.Module, dummy: torch.Tensor, path: Path) -> None:
     with quiet_exporters(), torch.no_grad():
         traced = torch.jit.trace(module, (dummy,), check_trace=False)
+        traced = torch.jit.script(InputCheck(traced, dummy.dtype, tuple(dummy.shape[1:])))
         buf = io.BytesIO()  # torch's file writer aborts the process on a full disk; Python's
         torch.jit.save(traced, buf)  # write raises an OSError, which is reported in one line
     path.write_bytes(buf.getvalue())
@@ -419,10 +445,16 @@ def client_preprocess(preprocess: Preprocess | SeriesPreprocess) -> dict[str, An
                        else ""))
         return d
     d.pop("channels_last", None)
-    d["how"] = (f"convert to {'grey' if preprocess.channels == 1 else 'RGB'}, resize to "
-                f"{preprocess.size[1]}x{preprocess.size[0]} (bilinear, antialiased), NCHW uint8"
-                + ("; invert dark-on-light pictures (the model was trained on light strokes on "
-                   "black)" if preprocess.light_on_dark else ""))
+    grey = preprocess.channels == 1
+    d["how"] = (
+        "turn the picture upright (EXIF orientation); put a transparent ground on white paper "
+        "(on black when its opaque pixels are light on average); 16-bit grey keeps its top 8 "
+        f"bits; convert to {'grey (ITU-R 601 luma)' if grey else 'RGB'}; resize to "
+        f"{preprocess.size[1]}x{preprocess.size[0]} (bilinear, antialiased; stretched, not "
+        "cropped); uint8 NCHW"
+        + ("; invert (255 - x) when the mean of the resized image's border pixels is above "
+           "127.5, i.e. dark strokes on light paper: the model was trained on light strokes "
+           "on black" if preprocess.light_on_dark else ""))
     return d
 
 
