@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +268,31 @@ def test_import_cnnlab_does_not_import_onnx():
             "print(sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_example_client_needs_only_the_sidecar_and_agrees_with_predict(run_copy, tmp_path):
+    """examples/onnx_client.py (onnxruntime, Pillow, numpy; no cnnlab, no torch) follows the
+    sidecar's preprocessing and gives cnnlab predict's answers on pictures of every mode."""
+    from test_predict import _write_variants
+
+    from cnnlab.data import load_split
+    from cnnlab.engine.predict import predict
+
+    pytest.importorskip("onnxruntime")
+    r = _invoke(run_copy, "--format", "onnx")
+    assert r.exit_code == 0, r.output
+    files = []
+    for i in range(4):  # four digits, each in six modes: grey, RGB JPEG, RGBA, palette, ...
+        folder = tmp_path / "pictures" / str(i)
+        folder.mkdir(parents=True)
+        _write_variants(load_split("digits", "test").images[i, 0].numpy(), folder)
+        files += sorted(str(f) for f in folder.iterdir() if f.suffix != ".txt")
+    script = Path(__file__).parents[1] / "examples" / "onnx_client.py"
+    out = subprocess.run([sys.executable, str(script), str(run_copy / "model.onnx"), *files],
+                         capture_output=True, text=True, check=True).stdout
+    client = [json.loads(line) for line in out.splitlines()]
+    cnnlab = predict(run_copy, files, top_k=1, device="cpu")
+    assert len(client) == len(cnnlab) == 24
+    for c, p in zip(client, cnnlab, strict=True):
+        assert c["class"] == p.classes[0], c["file"]
+        assert c["probability"] == pytest.approx(p.probabilities[0], abs=0.03), c["file"]
