@@ -132,6 +132,10 @@ def test_top_k_all_one_path_and_frame_from_python_and_the_cli(lenet_run, digit, 
     assert len(json.loads(r.output)["top"]) == 10
     [one] = predict(lenet_run, str(grey), top_k=None, device="cpu")  # one path, not a list
     assert len(one.classes) == 10 and one.file == str(grey)
+    Image.fromarray(np.full((30, 30), 250, np.uint8)).save(tmp_path / "empty.png")
+    r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(grey), str(tmp_path / "empty.png")])
+    assert r.exit_code == 0 and "empty.png (inverted) (blank)" in r.output
+    assert "grey.png (blank)" not in r.output and "1 image(s) marked blank" in r.output
     [framed] = predict(lenet_run, grey, frame=True, device="cpu")
     r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(grey), "--json", "--frame"])
     assert r.exit_code == 0 and json.loads(r.output)["top"][0]["class"] == framed.classes[0]

@@ -97,7 +97,7 @@ def test_predict_multipart_json_and_raw_agree_with_the_model(client, run, digits
         body = r.json()
         assert [t["class"] for t in body["top"]] == [run.classes[i] for i in probs.topk(3)[1]]
         assert body["top"][0]["probability"] == pytest.approx(float(probs.max()), abs=1e-5)
-        assert body["inverted"] is False
+        assert body["inverted"] is False and body["blank"] is False
     full = client.post("/predict?top_k=all", content=data).json()["top"]
     assert len(full) == len(run.classes)
     assert sum(t["probability"] for t in full) == pytest.approx(1.0, abs=1e-4)

@@ -17,7 +17,6 @@ from test_serve import _Server  # noqa: E402
 
 from cnnlab.run import load_run  # noqa: E402
 
-
 # a 200x100 picture of a light "7" on black, opened on the page as a photo; and the same
 # file sent to the API with the page's options
 PHOTO_JS = """(async () => {

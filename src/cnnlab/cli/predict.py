@@ -59,7 +59,7 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, 
     table.add_column("file")
     for i in range(min(k, len(run.classes))):
         table.add_column(f"top {i + 1}" if i else "predicted")
-    inverted = 0
+    inverted = blank = 0
     with Progress(console=con, transient=True, disable=len(files) < 512 or not con.is_terminal) as bar:
         task = bar.add_task("predicting", total=len(files))
         for p in predict_files(run, files, k, invert, batch_size,
@@ -69,13 +69,17 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, 
                 table.add_row(p.file, Text.assemble(("unreadable:", "red"), f" {p.error}"))
                 continue
             inverted += p.inverted
-            name = p.file + (" (inverted)" if p.inverted else "")
+            blank += p.blank
+            name = p.file + (" (inverted)" if p.inverted else "") + (" (blank)" if p.blank else "")
             table.add_row(name, *[f"{c} {percent(q)}" for c, q in zip(p.classes, p.probabilities,
                                                                       strict=True)])
     con.print(table)
     if inverted:
         con.print(f"{inverted} dark-on-light image(s) were inverted to match the training data "
                   "(light on dark); --invert no keeps them as they are")
+    if blank:
+        con.print(f"{blank} image(s) marked blank are almost one colour once resized: the "
+                  "model answers anyway, and that answer means little")
     _fail_if_unreadable(failed, len(files))
 
 

@@ -23,7 +23,8 @@ from cnnlab.errors import CnnlabError
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["IMAGE_SUFFIXES", "frame_digit", "load_images", "looks_dark_on_light", "model_view",
+__all__ = ["IMAGE_SUFFIXES", "frame_digit", "load_images", "looks_blank", "looks_dark_on_light",
+           "model_view",
            "pil_to_tensor", "read_image", "reduce_jpeg"]
 
 JPEG_DRAFT_SIDE = 512  # a JPEG decodes at reduced scale down to this side (reduce_jpeg)
@@ -117,6 +118,13 @@ def frame_digit(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     canvas[y0:y1, x0:x1] = small[y0 - top:y1 - top, x0 - left:x1 - left]
     out = 255 - canvas if dark_on_light else canvas
     return out.round().clamp(0, 255).to(torch.uint8)[None]
+
+
+def looks_blank(image: torch.Tensor) -> bool:
+    """Whether a uint8 model input is almost one colour (every pixel within ``INK`` of 255
+    of the others): an empty canvas, a lens cap. The model still answers, and the answer
+    means little, so predict and serve say so."""
+    return int(image.amax()) - int(image.amin()) < INK
 
 
 def model_view(image: torch.Tensor, preprocess: Preprocess, invert: str = "auto",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.images import IMAGE_SUFFIXES, model_view, read_image
+from cnnlab.data.images import IMAGE_SUFFIXES, looks_blank, model_view, read_image
 from cnnlab.errors import CnnlabError
 from cnnlab.run import LoadedRun
 
@@ -27,11 +27,12 @@ class Prediction:
     probabilities: list[float]
     inverted: bool
     error: str | None = None  # why the file could not be read (then no classes)
+    blank: bool = False  # the model's input is almost one colour: the answer means little
 
     def to_dict(self) -> dict:
         if self.error is not None:
             return {"file": self.file, "error": self.error}
-        return {"file": self.file, "inverted": self.inverted,
+        return {"file": self.file, "inverted": self.inverted, "blank": self.blank,
                 "top": [{"class": c, "probability": round(p, 6)}
                         for c, p in zip(self.classes, self.probabilities, strict=True)]}
 
@@ -96,7 +97,9 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None
                 yield Prediction(str(f), [], [], False, errors[j])
             else:
                 pi, ii = top[j]
-                yield Prediction(str(f), [run.classes[i] for i in ii], pi, views[j][1])
+                view, flipped = views[j]
+                yield Prediction(str(f), [run.classes[i] for i in ii], pi, flipped,
+                                 blank=looks_blank(view))
         if progress is not None:
             progress(len(chunk))
 

@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from cnnlab.data.images import model_view
+from cnnlab.data.images import looks_blank, model_view
 from cnnlab.errors import CnnlabError
 from cnnlab.run import LoadedRun
 from cnnlab.serve.batcher import MicroBatcher
@@ -394,7 +394,7 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
         out: dict[str, Any] = {
             "top": [{"class": run.classes[i], "probability": round(float(q), 6)}
                     for q, i in zip(p.tolist(), idx.tolist(), strict=True)],
-            "inverted": inverted}
+            "inverted": inverted, "blank": looks_blank(image)}
         if show_input:
             out["input"] = _png_data_url(image)
         out["ms"] = round((time.perf_counter() - start) * 1000, 2)
