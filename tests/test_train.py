@@ -159,6 +159,14 @@ def test_eval_every_skips_test_passes_and_records_them_as_missing(tmp_path, monk
     assert [json.loads(r)["test_acc"] is None for r in rows] == [True, False, True, False,
                                                                  False, False, True, False]
     assert calls == [0, 0, 1, 0, 1]
+    # a resume may not change what is trained: one line naming each change, nothing written
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    res = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), "--epochs", "9",
+                                   "--dataset", "mnist", "--lr", "0.5", "--batch-size", "32"])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "cannot change --dataset mnist (the run has digits); --lr 0.5 (the run has" in res.output
+    assert "batch-size" not in res.output  # the same value as the run's is no change
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
     res = CliRunner().invoke(cli, ["train", "--eval-every", "0"])
     assert res.exit_code != 0 and "--eval-every must be at least 1" in res.output
 

@@ -32,7 +32,9 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
         if recipe:
             raise CnnlabError("--resume continues a run with its saved config; drop --recipe")
         run = RunDir(resume)
-        cfg = build_config(None, overrides, base=run.read_config())
+        saved = run.read_config()
+        cfg = build_config(None, overrides, base=saved)
+        _refuse_changed_training(build_config(None, {}, base=saved), cfg)
         stem = run.latest_checkpoint()
         if stem is not None:  # before the data is loaded: a pickled checkpoint is one line
             refuse_pickled_weights(stem.with_suffix(".safetensors"))
@@ -43,6 +45,28 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
     if recipe is None and overrides.get("model") is None and overrides.get("dataset") is None:
         recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
     return build_config(recipe, overrides)
+
+
+# what a resumed run may change: how long it trains, where and how fast it runs, what it
+# writes; not what it trains on or how (the checkpoint's weights and optimizer state belong
+# to those, and metrics.csv would mix two runs)
+RESUMABLE = frozenset({
+    "epochs", "data_dir", "data_memory", "device", "precision", "threads", "compile",
+    "cuda_graphs", "sync_bn", "dist_backend", "keep_checkpoints", "checkpoint_every",
+    "log_every", "tensorboard", "eval_every", "eval_batch_size", "out"})
+
+
+def _refuse_changed_training(saved: Any, given: Any) -> None:
+    """One line naming every setting a resume would change that it must not."""
+    from dataclasses import fields
+
+    changed = [f"--{f.name.replace('_', '-')} {getattr(given, f.name)} (the run has "
+               f"{getattr(saved, f.name)})" for f in fields(saved)
+               if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(given, f.name)]
+    if changed:
+        raise CnnlabError(f"--resume continues a run as it was trained, so it cannot change "
+                          f"{'; '.join(changed)}; only --epochs and where and how it runs may "
+                          "change. Start a new run, or fine-tune from this one with --init-from")
 
 
 def _fit_to_source(recipe: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
