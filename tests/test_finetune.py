@@ -189,9 +189,33 @@ def test_frozen_layers_and_the_head_are_named_as_summary_names_them():
 
     model = create_model("resnet18-small", num_classes=10)
     head = head_keys("resnet18-small", model, 10)
-    frozen = freeze_layers("resnet18-small", model, None, "b3", head)
+    frozen = freeze_layers("resnet18-small", model, None, "b3", head, (1, 28, 28))
     assert len(frozen) > 3  # the modules one by one ...
     assert _shown_frozen("resnet18-small", model, frozen) == "b1, b2, b3"  # ... shown as layers
     with pytest.raises(CnnlabError, match=r"freezes the classifier head \(fc\) too"):
         freeze_layers("resnet18-small", create_model("resnet18-small", num_classes=10), "fc",
-                      None, head)
+                      None, head, (1, 28, 28))
+
+
+def test_freeze_until_follows_the_forward_pass_not_registration_order():
+    """mnist-resnet registers conv1, conv2, rblock1, rblock2 but runs conv1, rblock1, conv2,
+    rblock2: up to rblock1 is conv1 and rblock1, not conv2. A module that runs twice (the
+    shared ReLU) has no single place; a layer without weights has nothing to freeze."""
+    from cnnlab.engine.finetune import forward_calls, freeze_layers
+
+    def fresh(name="mnist-resnet"):
+        return create_model(name, num_classes=10)
+
+    model = fresh()
+    registered = [n for n, _ in model.named_modules() if n and "." not in n]
+    assert registered.index("conv2") < registered.index("rblock1")
+    calls = [n for n in forward_calls(model, (1, 28, 28)) if "." not in n]
+    assert calls.index("rblock1") < calls.index("conv2")
+    frozen = freeze_layers("mnist-resnet", model, None, "rblock1", [], (1, 28, 28))
+    assert "conv2" not in frozen and "conv1" in frozen and "rblock1.conv2" in frozen
+    assert model.conv1.weight.requires_grad is False and model.conv2.weight.requires_grad
+    with pytest.raises(CnnlabError, match=r"--freeze-until relu: that layer runs \d+ times"):
+        freeze_layers("mnist-net", fresh("mnist-net"), None, "relu", [], (1, 28, 28))
+    with pytest.raises(CnnlabError, match=r"--freeze relu: no weights to freeze there; name "
+                                          r"layers with weights \(conv1, conv2, fc"):
+        freeze_layers("mnist-net", fresh("mnist-net"), "relu", None, [], (1, 28, 28))

@@ -184,7 +184,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     channels = {"in_channels": train.shape[0]} if train.is_series else {}  # the data's C
     model = create_model(cfg.model, num_classes=len(train.classes), **channels)
     init_weights(model, cfg.init)
-    tune = prepare(cfg, model, train.classes, fresh, log)  # --init-from, --freeze
+    tune = prepare(cfg, model, train.classes, fresh, tuple(train.shape), log)  # --freeze
     model.to(device)
     if cfg.channels_last is None:
         cfg.channels_last = auto_channels_last(model, device)

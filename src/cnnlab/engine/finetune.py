@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
@@ -131,20 +132,52 @@ def _refuse_other_channels(src, source: str, model: nn.Module) -> None:
                           f"fine-tune from a run on {first.in_channels}-channel series")
 
 
+def forward_calls(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
+    """Module names in the order their forward passes finish on one (1, *input_shape) input
+    (a module used twice is listed twice; a block after everything inside it): the order
+    `cnnlab summary` shows, which registration order is not (a ResNet may register its
+    blocks before a layer that runs earlier)."""
+    calls: list[str] = []
+    handles = [m.register_forward_hook(lambda _m, _i, _o, n=n: calls.append(n))
+               for n, m in model.named_modules() if n]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return calls
+
+
 def _frozen_modules(name: str, model: nn.Module, freeze: str | None,
-                    freeze_until: str | None) -> list[str]:
-    """Module names to freeze: the named layers, or every module up to and including one."""
+                    freeze_until: str | None, input_shape: tuple[int, ...]) -> list[str]:
+    """Module names to freeze: the named layers, or every module that runs up to and
+    including one (in forward order)."""
     if freeze:
         wanted = [s.strip() for s in freeze.split(",") if s.strip()]
         if not wanted:
             raise CnnlabError("--freeze needs layer names, e.g. --freeze conv1,conv2 "
                               "(see `cnnlab summary MODEL`)")
-        return [find_layer(name, model, w)[0] for w in wanted]
+        found = [find_layer(name, model, w) for w in wanted]
+        idle = [w for w, (_, m) in zip(wanted, found, strict=True) if not list(m.parameters())]
+        if idle:
+            with_weights = [n for n, m in model.named_modules()
+                            if n and list(m.parameters(recurse=False))]
+            raise CnnlabError(f"--freeze {', '.join(idle)}: no weights to freeze there; name "
+                              f"layers with weights ({_shown(name, with_weights)})")
+        return [n for n, _ in found]
     if freeze_until:
         target, _ = find_layer(name, model, freeze_until)
-        order = [n for n, _ in model.named_modules() if n]
-        last = max(i for i, n in enumerate(order) if n == target or n.startswith(target + "."))
-        return order[:last + 1]
+        calls = forward_calls(model, input_shape)
+        uses = calls.count(target)
+        if uses != 1:
+            how = "never runs" if not uses else f"runs {uses} times (one module used again)"
+            raise CnnlabError(f"--freeze-until {freeze_until}: that layer {how} in the forward "
+                              "pass, so 'up to it' has no single place; name a layer that runs "
+                              "once (see `cnnlab summary MODEL`)")
+        return list(dict.fromkeys(calls[:calls.index(target) + 1]))
     return []
 
 
@@ -153,11 +186,11 @@ def _inference_mode_hook(module: nn.Module, _args: tuple) -> None:
 
 
 def freeze_layers(name: str, model: nn.Module, freeze: str | None, freeze_until: str | None,
-                  head: list[str]) -> list[str]:
+                  head: list[str], input_shape: tuple[int, ...]) -> list[str]:
     """Turn off gradients of the chosen modules' own parameters; frozen BatchNorm layers run
     in inference mode. Returns the frozen module names (those with parameters)."""
     modules = dict(model.named_modules())
-    chosen = _frozen_modules(name, model, freeze, freeze_until)
+    chosen = _frozen_modules(name, model, freeze, freeze_until, input_shape)
     done = []
     for module_name in chosen:
         module = modules[module_name]
@@ -184,9 +217,10 @@ def freeze_layers(name: str, model: nn.Module, freeze: str | None, freeze_until:
 
 
 def prepare(cfg, model: nn.Module, classes: tuple[str, ...], fresh: bool,
-            log=lambda _m: None) -> FineTune:
-    """Apply ``cfg``'s fine-tuning options to a freshly built ``model``: load ``init_from``
-    (only for a fresh run: a resumed run's checkpoint brings the weights), then freeze."""
+            input_shape: tuple[int, ...], log=lambda _m: None) -> FineTune:
+    """Apply ``cfg``'s fine-tuning options to a freshly built ``model`` (on the CPU; it takes
+    ``input_shape``): load ``init_from`` (only for a fresh run: a resumed run's checkpoint
+    brings the weights), then freeze."""
     out = FineTune()
     if not (cfg.init_from or cfg.freeze or cfg.freeze_until or cfg.head_lr_scale != 1.0):
         return out
@@ -195,7 +229,8 @@ def prepare(cfg, model: nn.Module, classes: tuple[str, ...], fresh: bool,
     out.head = [k for k in head_state if k in params]
     if cfg.init_from and fresh:
         load_source(model, cfg.model, cfg.init_from, classes, log)
-    out.frozen = freeze_layers(cfg.model, model, cfg.freeze, cfg.freeze_until, out.head)
+    out.frozen = freeze_layers(cfg.model, model, cfg.freeze, cfg.freeze_until, out.head,
+                               input_shape)
     if out.frozen:
         n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
