@@ -163,6 +163,11 @@ def test_cli_takes_the_source_model_and_fits_the_data_to_it(source, letters, tmp
     (["--init-from", "SRC", "--model", "lenet5"], "pass --model fastnet"),
     (["--init-from", "nowhere"], "does not exist"),
     (["--init-from", "SRC", "--head-lr-scale", "0"], "--head-lr-scale must be positive"),
+    (["--head-lr-scale", "10"], "--head-lr-scale speeds up a new head on trained layers: add "
+                                "--init-from RUN"),
+    (["--alternate-flip"], "add --flip"),
+    (["--recipe", "finetune", "--init-from", "SRC"],  # 1 epoch, the recipe's 2-epoch warm-up
+     "(--warmup-epochs 2 comes from the recipe 'finetune'; give --warmup-epochs to change it)"),
 ])
 def test_bad_fine_tuning_options_are_one_line_and_write_nothing(source, tmp_path, args, message):
     args = [str(source) if a == "SRC" else a for a in args]

@@ -7,6 +7,7 @@ it, so every field of a recipe can be overridden on the command line by construc
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -160,6 +161,11 @@ class TrainConfig:
         if (self.freeze or self.freeze_until) and not self.init_from:
             raise CnnlabError("--freeze/--freeze-until fix trained layers: add --init-from RUN "
                               "(frozen random weights would learn nothing)")
+        if self.head_lr_scale != 1.0 and not self.init_from:
+            raise CnnlabError("--head-lr-scale speeds up a new head on trained layers: add "
+                              "--init-from RUN (or leave it at 1)")
+        if self.alternate_flip and not self.flip:
+            raise CnnlabError("--alternate-flip chooses which images --flip mirrors: add --flip")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
         return self
@@ -246,13 +252,22 @@ def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = N
     values: dict[str, Any] = dict(base or {})
     if recipe:
         values.update(load_recipe(recipe))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(given)
     try:
         cfg = TrainConfig(**values)
     except TypeError as e:
         raise CnnlabError(f"bad configuration: {e}") from e
     _coerce_types(cfg)
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except CnnlabError as e:  # a value the user never typed: say where it came from
+        found = re.match(r"--([a-z-]+)", str(e))
+        field = found[1].replace("-", "_") if found else None
+        if recipe and field and field not in given and field in load_recipe(recipe):
+            raise CnnlabError(f"{e} (--{found[1]} {load_recipe(recipe)[field]} comes from the "
+                              f"recipe '{recipe}'; give --{found[1]} to change it)") from None
+        raise
 
 
 def base_type(hint: Any) -> type:
