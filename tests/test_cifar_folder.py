@@ -118,6 +118,35 @@ def test_folder_errors(tmp_path):
         load_split("folder", "train", tmp_path / "empty")
 
 
+def test_layouts_people_make(tmp_path):
+    """Subfolders of a class folder belong to it (as in torchvision's ImageFolder); an empty
+    class folder is left out and said; a flat ROOT/<class>/ tree and a tree without test/
+    are refused, before any decoding, saying how to arrange the files."""
+    from cnnlab.data.sources.folder import read_image_folder
+
+    root = _tree(tmp_path / "tree", n=2)
+    deep = root / "train" / "cat" / "2024" / "june"
+    deep.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(deep / "x.png")
+    (root / "train" / "bird").mkdir()
+    said = []
+    images, labels, classes = read_image_folder(root, "train", log=said.append, workers=1)
+    assert classes == ["cat", "dog"] and len(labels) == 5 and list(labels).count(0) == 3
+    assert any("left out class folder(s) with no images in train/: bird" in m for m in said)
+    flat = tmp_path / "flat"
+    for c in ("cat", "dog"):
+        (flat / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / c / "a.png")
+    with pytest.raises(CnnlabError, match=r"holds class folders \(cat, dog\) without train/ "
+                                          r"and test/ splits;.* move most of each class"):
+        read_image_folder(flat, "train", workers=1)
+    (flat / "train").mkdir()
+    for c in ("cat", "dog"):
+        (flat / c).rename(flat / "train" / c)
+    with pytest.raises(CnnlabError, match="has a train split but no images under 'test/<class>/'"):
+        load_split("folder", "train", flat)
+
+
 def test_missing_jpeg_zip_names_a_file_path(tmp_path):
     from cnnlab.data.locate import not_found_error
 

@@ -49,14 +49,34 @@ class _Tree:
         if len(tops) == 1 and not ({"train", "test"} & tops):
             self.prefix = next(iter(tops))
 
+    def _parts(self, f: PurePosixPath) -> tuple[str, ...]:
+        return f.parts[1:] if self.prefix else f.parts
+
     def images(self, split: str) -> list[tuple[str, PurePosixPath]]:
-        """(class name, file) pairs under ``split/<class>/``, sorted for a stable order."""
+        """(class name, file) pairs under ``split/<class>/`` at any depth (subfolders of a
+        class folder belong to it, as in torchvision's ImageFolder), sorted for a stable
+        order."""
         out = []
         for f in self.files:
-            parts = f.parts[1:] if self.prefix else f.parts
-            if len(parts) == 3 and parts[0] == split and f.suffix.lower() in IMAGE_SUFFIXES:
+            parts = self._parts(f)
+            if len(parts) >= 3 and parts[0] == split and f.suffix.lower() in IMAGE_SUFFIXES:
                 out.append((parts[1], f))
         return sorted(out, key=lambda cf: (cf[0], str(cf[1])))
+
+    def class_folders(self, split: str) -> set[str]:
+        """Every folder directly under ``split/`` (a directory root; in a zip, those holding
+        files), images in it or not."""
+        if self.zip is None:
+            base = self.root / self.prefix / split
+            return {d.name for d in base.iterdir() if d.is_dir()} if base.is_dir() else set()
+        return {parts[1] for f in self.files if len(parts := self._parts(f)) >= 3
+                and parts[0] == split}
+
+    def flat_classes(self) -> list[str]:
+        """The folders holding images directly under the root (``ROOT/<class>/x.png``): a
+        tree without train/ and test/."""
+        return sorted({parts[0] for f in self.files if len(parts := self._parts(f)) == 2
+                       and f.suffix.lower() in IMAGE_SUFFIXES})
 
     def read(self, f: PurePosixPath) -> bytes:
         if self.zip is not None:
@@ -97,12 +117,19 @@ def read_image_folder(
         raise CnnlabError(f"--bad-files must be fail or skip, got '{bad_files}'")
     tree = _Tree(root)
     entries = tree.images(split)
+    layout = "an image folder must look like ROOT/train/<class>/*.png and ROOT/test/<class>/*.png"
     if not entries:
-        raise CnnlabError(
-            f"no images found under '{split}/<class>/' in {root}; "
-            "an image folder must look like ROOT/train/<class>/*.png and ROOT/test/<class>/*.png"
-        )
+        flat = tree.flat_classes()
+        if flat:
+            raise CnnlabError(
+                f"{root} holds class folders ({', '.join(flat[:5])}{', ...' if len(flat) > 5 else ''}) "
+                f"without train/ and test/ splits; {layout}: move most of each class's images "
+                "to train/<class>/ and the rest (a fifth, say) to test/<class>/")
+        raise CnnlabError(f"no images found under '{split}/<class>/' in {root}; {layout}")
     found = sorted({c for c, _ in entries})
+    empty = sorted(tree.class_folders(split) - set(found))
+    if empty and classes is None:
+        log(f"left out class folder(s) with no images in {split}/: {', '.join(empty)}")
     if classes is None:
         classes = found
     unknown = set(found) - set(classes)
@@ -246,6 +273,12 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
                  scratch: Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return one split of the tree at ``location``; class names are the train split's folders."""
     assert location is not None, "an image folder is read from files"
+    tree = _Tree(location) if split == "train" else None
+    if tree is not None and tree.images("train") and not tree.images("test"):
+        raise CnnlabError(  # before the long decode of train, not after it
+            f"{location} has a train split but no images under 'test/<class>/'; an image "
+            "folder must look like ROOT/train/<class>/*.png and ROOT/test/<class>/*.png: move "
+            "a fifth of each class's images to test/<class>/")
     # the test split's labels must index the train split's classes
     classes = class_names(location, "train") if split != "train" else None
     return read_image_folder(location, split, classes or None, resize, bad_files, log,
