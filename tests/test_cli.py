@@ -1,5 +1,6 @@
 """The catalogue and speed commands, run as a user would."""
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -64,3 +65,26 @@ def test_tta_without_mirror_averages_translations_only():
         torch.testing.assert_close(tta_logits(net, x, 1, mirror=False), net(x))
         expect = 0.5 * net(x) + 0.25 * net(padded[..., :32, :32]) + 0.25 * net(padded[..., 2:, 2:])
         torch.testing.assert_close(tta_logits(net, x, 2, mirror=False), expect)
+
+
+def test_ctrl_c_anywhere_exits_130_with_one_word(monkeypatch, capsys):
+    """The console script: Ctrl-C outside a command's own handler is "interrupted" and 130
+    (click alone says "Aborted!" and exits 1); a usage error keeps click's 2."""
+    from cnnlab.cli import main
+
+    @cli.command("test-sleep")
+    def sleep() -> None:
+        raise KeyboardInterrupt
+
+    try:
+        for argv, code, said in ((["cnnlab", "test-sleep"], 130, "interrupted"),
+                                 (["cnnlab", "nonsense"], 2, "No such command 'nonsense'"),
+                                 (["cnnlab", "--version"], 0, "cnnlab")):
+            monkeypatch.setattr("sys.argv", argv)
+            with pytest.raises(SystemExit) as e:
+                main()
+            out = capsys.readouterr()
+            assert e.value.code == code and said in out.err + out.out
+            assert "Traceback" not in out.err and "Aborted!" not in out.err
+    finally:
+        cli.commands.pop("test-sleep")

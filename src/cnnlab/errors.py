@@ -9,6 +9,15 @@ prints it without a traceback and exits non-zero; anything else is a bug and kee
 class CnnlabError(Exception):
     """A user-facing error with a one-line, actionable message."""
 
+    exit_code = 1
+
+
+class Interrupted(CnnlabError):
+    """Ctrl-C, with what was kept and how to continue: exit status 130, as a shell gives
+    a command stopped by SIGINT."""
+
+    exit_code = 130
+
 
 def did_you_mean(name: str, known: list[str]) -> str:
     """``"did you mean 'lenet5'? "`` for a near miss of one of ``known`` (a case slip, a

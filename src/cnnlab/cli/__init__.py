@@ -29,7 +29,9 @@ class _Group(click.Group):
 
             if not current().is_main:  # under torchrun every rank fails alike: rank 0 says it
                 raise SystemExit(1) from None
-            raise click.ClickException(str(e)) from None
+            failure = click.ClickException(str(e))
+            failure.exit_code = e.exit_code  # 130 for an interrupted command
+            raise failure from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -40,21 +42,26 @@ def cli() -> None:
 
 
 def main() -> None:
+    """The console script: click's handling, except that Ctrl-C anywhere exits 130 with one
+    word (click's own "Aborted!" exits 1) and a plain `kill` unwinds like Ctrl-C (so atomic
+    writes remove their temporary files) and exits 143."""
+    import os
     import signal
 
-    # a plain `kill` unwinds like Ctrl-C, so atomic writes remove their temporary files
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        cli(prog_name="cnnlab")
-    except KeyboardInterrupt:
+        code = cli.main(prog_name="cnnlab", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C outside a command's handler
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except SystemExit as e:
-        from cnnlab.distributed import launched_by_torchrun
-
-        if e.code == 143 and not launched_by_torchrun():  # said once: not by every rank
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except SystemExit as e:  # (no import here: Ctrl-C may have cut one short)
+        if e.code == 143 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # rank 0 only
             click.echo("terminated (SIGTERM)", err=True)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # registering the commands: each module adds its commands to ``cli``

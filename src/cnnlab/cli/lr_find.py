@@ -12,7 +12,7 @@ from rich.text import Text
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
 from cnnlab.cli.options import config_options
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, Interrupted
 
 _OVERRIDES = ["dataset", "data_dir", "resize", "channels", "limit_train", "batch_size",
               "optimizer", "momentum", "nesterov", "weight_decay", "label_smoothing", "seed",
@@ -93,7 +93,7 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
             result = lr_find_config(cfg, start_lr, end_lr, steps,
                                     log=lambda m: con.print(m, style="dim"), progress=progress)
     except KeyboardInterrupt:
-        raise CnnlabError("interrupted; nothing was written") from None
+        raise Interrupted("interrupted; nothing was written") from None
     if result.stopped_early:
         con.print(f"stopped early: {result.stop_reason}")
     reference = ("recipe lr", cfg.lr) if train_args[0] == "--recipe" else None

@@ -13,7 +13,7 @@ from rich.text import Text
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
 from cnnlab.cli.options import config_options
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, Interrupted
 
 
 @cli.command()
@@ -43,7 +43,7 @@ def train(recipe: str | None, resume: Path | None, nproc: int | None, **override
         try:
             code = launch(nproc, _without_nproc(sys.argv[1:]))
         except KeyboardInterrupt:
-            raise CnnlabError(_interrupted(cfg, resume, f" --nproc {nproc}")) from None
+            raise Interrupted(_interrupted(cfg, resume, f" --nproc {nproc}")) from None
         if code:
             raise CnnlabError(f"a training process failed (exit {code}); its error is above")
         return
@@ -136,7 +136,7 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
     except KeyboardInterrupt:
         if not current().is_main or os.environ.get(LAUNCHER_ENV):  # said once, by the
             raise SystemExit(130) from None                        # launcher or rank 0
-        raise CnnlabError(_interrupted(cfg, resume)) from None
+        raise Interrupted(_interrupted(cfg, resume)) from None
     h = result.history
     table = Table(title=f"{cfg.model} on {cfg.dataset}", show_edge=False)
     for col in ("epoch", "train loss", "train acc", "test acc", "examples/s", "time (s)"):
