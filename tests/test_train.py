@@ -369,3 +369,12 @@ def test_out_naming_a_file_is_one_line(tmp_path):
         assert res.exit_code == 1 and "pick another --out" in res.output, res.output
         assert "Traceback" not in res.output
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_relative_data_dir_is_saved_absolute(tmp_path, monkeypatch):
+    """eval, resume and report of a run may run from another folder than training did."""
+    from cnnlab.config import build_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config(None, {"data_dir": "shapes"})
+    assert cfg.data_dir == str(tmp_path / "shapes")

@@ -156,6 +156,8 @@ class TrainConfig:
             self.triangle = (float(t[0]), float(t[1]), float(t[2]))
         if self.cuda_graphs and (self.optimizer != "sgd" or self.compile):
             raise CnnlabError("--cuda-graphs works with --optimizer sgd and without --compile")
+        if self.data_dir is not None:  # saved absolute: eval, resume and report may run elsewhere
+            self.data_dir = str(Path(self.data_dir).expanduser().absolute())
         if self.freeze and self.freeze_until:
             raise CnnlabError("give --freeze or --freeze-until, not both")
         if (self.freeze or self.freeze_until) and not self.init_from:
