@@ -223,3 +223,27 @@ def test_metrics_files_stay_complete_when_rows_are_reused_or_replaced(tmp_path):
     run.write_metrics(resumed)  # and the same one, handed new row objects
     assert run.read_metrics() == resumed
     assert (run.path / RunDir.METRICS_CSV).read_text().splitlines()[4].split(",")[1] == "7.0"
+
+
+def test_a_loaded_run_takes_tensors_numpy_and_pillow_images(lenet_run):
+    """What a Keras or Lightning user tries first; anything else is one line naming what is
+    accepted."""
+    from PIL import Image
+
+    from cnnlab.data import load_split
+
+    run = load_run(lenet_run, device="cpu")
+    x = load_split("digits", "test").images[:5]  # uint8 (5, 1, 8, 8)
+    want = run.logits(x)
+    assert torch.equal(run.logits(x.numpy()), want)
+    pictures = [Image.fromarray(a[0]) for a in x.numpy()]
+    assert torch.allclose(run.logits(pictures), want, atol=1e-5)
+    assert torch.allclose(run.logits(pictures[0]), want[:1], atol=1e-5)
+    p = run.probabilities(x)
+    assert p.shape == (5, 10) and torch.allclose(p.sum(1), torch.ones(5))
+    with pytest.raises(CnnlabError, match="takes uint8 images .* got str"):
+        run.logits("a.png")
+    with pytest.raises(CnnlabError, match=r"\(x \* 255\)\.round\(\)\.byte\(\)"):
+        run.logits(x.float() / 255)
+    with pytest.raises(CnnlabError, match=r"a batch axis: x\[None\]"):
+        run.logits(x[0])

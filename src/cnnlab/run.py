@@ -320,16 +320,44 @@ class LoadedRun:
                 f"({self.config.dataset}, {c}x{length}); for series use `cnnlab eval`, "
                 f"`cnnlab report` or `cnnlab visualize cam {self.run_dir}`")
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a uint8 (N, C, H, W) batch of any size or channel count (a series run:
-        a float (N, C, L) batch of its shape)."""
+    def logits(self, images: Any) -> torch.Tensor:
+        """Logits for a uint8 (N, C, H, W) batch of any size or channel count: a tensor, a
+        numpy array, or Pillow images (one or a list; read as :func:`cnnlab.predict` reads
+        files, without its inversion). A series run takes a float (N, C, L) batch of its
+        shape."""
         import torch
 
         from cnnlab.device import autocast
 
-        x = self.preprocess(images.to(self.device))
+        x = self.preprocess(self._as_batch(images).to(self.device))
         with torch.no_grad(), autocast(self.device, self.precision):
             return self.model(x).float()
+
+    def probabilities(self, images: Any) -> torch.Tensor:
+        """Class probabilities (N, classes) of a batch, as :meth:`logits` takes it (Keras'
+        ``model.predict``); ``run.classes[p.argmax(1)]`` names the answers."""
+        return self.logits(images).softmax(1)
+
+    def _as_batch(self, images: Any) -> torch.Tensor:
+        """A tensor, a numpy array or Pillow image(s) -> a tensor batch; a one-line error
+        naming what is accepted otherwise."""
+        import numpy as np
+        import torch
+
+        if isinstance(images, torch.Tensor):
+            return images
+        if isinstance(images, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(images))
+        pictures = images if isinstance(images, (list, tuple)) else [images]
+        if pictures and all(hasattr(p, "getbands") for p in pictures):  # Pillow images
+            self.require_images("Pillow images")
+            from cnnlab.data.images import pil_to_tensor
+
+            return torch.stack([self.preprocess.adapt(pil_to_tensor(p)[None])[0]
+                                for p in pictures])
+        what = "float (N, C, L) series" if self.preprocess.is_series else \
+            "uint8 images (N, C, H, W) as a torch tensor or numpy array, or Pillow images"
+        raise CnnlabError(f"this run takes {what}, got {type(images).__name__}")
 
 
 def load_run(path: str | Path, device: str = "auto") -> LoadedRun:

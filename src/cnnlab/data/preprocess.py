@@ -91,8 +91,11 @@ class Preprocess:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Any uint8 (N, C, H, W) batch -> the model's float input (adapt, normalise, layout)."""
         if images.dtype != torch.uint8 or images.dim() != 4:
+            hint = ("; floats in 0..1 become pixels with (x * 255).round().byte()"
+                    if images.dtype.is_floating_point else "")
+            hint += "; one image needs a batch axis: x[None]" if images.dim() == 3 else ""
             raise CnnlabError(f"preprocessing takes uint8 images (N, C, H, W), got "
-                              f"{images.dtype} {tuple(images.shape)}")
+                              f"{images.dtype} {tuple(images.shape)}{hint}")
         return self.layout(self.normalise(self.adapt(images)))
 
     # ------------------------------------------------------------------------- JSON
