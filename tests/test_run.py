@@ -147,6 +147,9 @@ def test_run_dir_errors_name_what_is_wrong(tmp_path):
     with pytest.raises(CnnlabError, match="no preprocess.json and its classes.json lacks"):
         load_run(result.run_dir)
     (result.run_dir / "preprocess.json").write_text(good)
+    with pytest.raises(CnnlabError, match=r"is not a run directory, but holds 1 runs \(run\); "
+                                          r"give one, e.g. .*/run, or several"):
+        load_run(tmp_path)  # the folder of runs, not a run
     (result.run_dir / "model.safetensors").write_bytes(b"junk")
     with pytest.raises(CnnlabError, match="model.safetensors"):
         load_run(result.run_dir)

@@ -53,8 +53,11 @@ class TrainConfig:
     data_memory: DataMemory = _f("auto", "all: the training split on the device; stream: "
                                  "memory-mapped on the host, each batch gathered from it; "
                                  "auto: stream when the split exceeds half the free memory")
-    limit_train: int | None = _f(None, "use only the first N training examples (quick runs)")
-    limit_test: int | None = _f(None, "use only the first N test examples")
+    limit_train: int | None = _f(None, "use N training examples, the same fixed random "
+                                  "subset in every run (quick runs; the whole split is still "
+                                  "decoded and cached once)")
+    limit_test: int | None = _f(None, "use N test examples (a fixed random subset, as "
+                                 "--limit-train)")
     epochs: int = _f(10, "number of epochs")
     batch_size: int = _f(64, "training batch size")
     eval_batch_size: int = _f(1024, "evaluation batch size")

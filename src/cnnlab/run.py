@@ -101,6 +101,13 @@ class RunDir:
             raise CnnlabError(f"{self.path} is a file, not a run directory; give the folder "
                               "that `cnnlab train` wrote")
         if not self.is_run():
+            inside = sorted(d.name for d in self.path.iterdir()
+                            if d.is_dir() and RunDir(d).is_run()) if self.path.is_dir() else []
+            if inside:  # runs/ rather than runs/lenet
+                shown = ", ".join(inside[:3]) + (", ..." if len(inside) > 3 else "")
+                raise CnnlabError(f"{self.path} is not a run directory, but holds {len(inside)} "
+                                  f"runs ({shown}); give one, e.g. {self.path / inside[0]}, "
+                                  f"or several, e.g. {self.path}/* for `cnnlab report`")
             raise CnnlabError(f"{self.path} is not a cnnlab run directory (no {self.CONFIG}); "
                               "give the folder that `cnnlab train` wrote")
         return self

@@ -14,8 +14,9 @@ from cnnlab.cli.console import console
 
 @cli.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--dataset", help="evaluate on this data set instead of the run's own (same "
-              "number of classes; its images are adapted to the model's input)")
+@click.option("--dataset", help="evaluate on this data set instead of the run's own (the "
+              "same class names in the same order; its images are adapted to the model's "
+              "input)")
 @click.option("--data-dir", help="data root for the data set")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--batch-size", type=int, default=1024, show_default=True)

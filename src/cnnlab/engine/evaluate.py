@@ -108,9 +108,14 @@ def run_split(run: LoadedRun, dataset: str | None = None, data_dir: str | None =
 def _check_classes(name: str, classes: tuple[str, ...] | None, trained: tuple[str, ...]) -> None:
     """Refuse a data set whose classes differ from the run's (None: not known yet)."""
     if classes and [c.lower() for c in classes] != [c.lower() for c in trained]:
-        raise CnnlabError(f"data set '{name}' has other classes ({', '.join(classes[:4])}, "
-                          f"...) than the model was trained on ({', '.join(trained[:4])}, "
-                          "...); use a data set with the same classes, in the same order")
+        raise CnnlabError(f"data set '{name}' has other classes ({_some(classes)}) than the "
+                          f"model was trained on ({_some(trained)}); use a data set with the "
+                          "same class names, in the same order")
+
+
+def _some(names: tuple[str, ...]) -> str:
+    """The first four names, and '...' only when there are more."""
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
 
 def split_loader(run: LoadedRun, data: Split, batch_size: int = 1024) -> DeviceLoader:
