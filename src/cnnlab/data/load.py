@@ -92,13 +92,20 @@ def load_split(
         try:
             write_cached(cache, result.images, result.labels, result.classes)
         except (OSError, CnnlabError) as e:  # a read-only cache must not stop training
-            log(f"could not write cache {cache} ({e}); the split stays in memory")
+            log(_not_cached(e))
         else:
             if mmap:  # the decoded arrays are dropped: the split lives in the file
                 mapped = read_cached(cache, mmap=True)
                 if mapped is not None:
                     return Split(*mapped)
     return result
+
+
+def _not_cached(e: Exception) -> str:
+    """The note for a cache that could not be written: training goes on without it."""
+    why = str(e).removesuffix("; choose another place")
+    return (f"could not write the cache ({why}); the split stays in memory this time (set "
+            "$CNNLAB_CACHE to a writable folder to cache it)")
 
 
 def _decode_folder_to_cache(info: DatasetInfo, split: str, location: Path | None,
@@ -115,7 +122,7 @@ def _decode_folder_to_cache(info: DatasetInfo, split: str, location: Path | None
         try:
             write_cached(cache, images, labels, tuple(classes))
         except (OSError, CnnlabError) as e:  # a read-only cache must not stop training
-            log(f"could not write cache {cache} ({e}); the split stays in memory")
+            log(_not_cached(e))
             return Split(torch.from_numpy(np.ascontiguousarray(images)),
                          torch.from_numpy(labels), tuple(classes))
         del images
