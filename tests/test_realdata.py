@@ -21,6 +21,15 @@ def test_idx_sets_decode_with_known_labels(shared_data, name, first_labels):
     assert abs(mean - {"mnist": 0.1307, "fashion-mnist": 0.2860}[name]) < 0.001
 
 
+@pytest.mark.parametrize("name,other", [("mnist", "fashion-mnist"), ("fashion-mnist", "mnist")])
+def test_another_sets_files_are_refused(shared_data, name, other):
+    """Same file names, same headers: --data-dir pointed at the other set is caught by md5."""
+    from cnnlab.errors import CnnlabError
+
+    with pytest.raises(CnnlabError, match=f"are {other}'s, not {name}'s .*--dataset {other}"):
+        load_split(name, "test", shared_data / other, use_cache=False)
+
+
 def test_cifar_jpeg_zip_test_split(shared_data):
     test = load_split("cifar10-jpeg", "test", shared_data)
     assert test.images.shape == (10000, 3, 32, 32)

@@ -69,8 +69,31 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
         for sub in info.subdirs:
             candidate = (root / sub) if sub != "." else root
             if _holds(info, candidate):
+                _refuse_another_sets_files(info, candidate)
                 return candidate
     return None
+
+
+def _refuse_another_sets_files(info: DatasetInfo, folder: Path) -> None:
+    """MNIST and Fashion-MNIST share file names and headers, so ``--data-dir`` pointed at one
+    for the other would train on the wrong images under the right class names. A known file
+    whose md5 is another data set's is refused (the smallest one is read: a few kB)."""
+    from cnnlab.data.download import md5_of
+    from cnnlab.data.registry import dataset_names
+
+    mine = {f.name: f.md5 for f in info.remote_files}
+    for other in dataset_names():
+        theirs = {f.name: f.md5 for f in get_info(other).remote_files} if other != info.name \
+            else {}
+        shared = [n for n in theirs if n in mine and theirs[n] != mine[n]
+                  and (folder / n).is_file()]
+        if not shared:
+            continue
+        smallest = min(shared, key=lambda n: (folder / n).stat().st_size)
+        if md5_of(folder / smallest) == theirs[smallest]:
+            raise CnnlabError(f"the files in {folder} are {other}'s, not {info.name}'s (their "
+                              f"checksums say so); use --dataset {other}, or point --data-dir "
+                              f"at {info.name}'s files")
 
 
 def not_found_error(name: str, data_dir: str | os.PathLike | None) -> CnnlabError:
