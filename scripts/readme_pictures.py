@@ -9,7 +9,7 @@ Writes (each shrunk to a palette PNG, so the repository stays small):
   docs/img/activations.png  the d2l exercise: conv1/conv2 feature maps of a pullover and a coat
   docs/img/gradcam.png      Grad-CAM of the same two inputs
   docs/img/confusion.png    the confusion matrix, counts and row-normalised
-  docs/img/shapes-*.png, receptive-field-mnist-net.png, conv.gif   the `explain` pictures
+  docs/img/shapes-*.png, receptive-field-*.png, conv.gif   the `explain` pictures
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ def explain_pictures(tmp: Path) -> None:
         shrink(plot_shapes(create_model(name), name, get_model_info(name).input_shape,
                            tmp / f"shapes-{name}.png", aliases), OUT / f"shapes-{name}.png", 640)
     digit = adapt_images(load_split("digits", "test").images[3:4], 28, 1)[0]
-    shrink(plot_receptive_field(create_model("mnist-net"), "mnist-net", digit,
-                                tmp / "rf.png"), OUT / "receptive-field-mnist-net.png", 800)
+    for name in ("mnist-net", "lenet5"):  # as `cnnlab explain receptive-field NAME --index 3`
+        aliases = {m: a for a, m in get_model_info(name).aliases.items()}
+        title = f"{name}: what the centre unit of each layer sees (digits #3)"
+        shrink(plot_receptive_field(create_model(name), name, digit, tmp / f"rf-{name}.png",
+                                    None, aliases, title),
+               OUT / f"receptive-field-{name}.png", 800)
     gif = explain_conv(padding=1, path=OUT / "conv.gif")
     print(f"wrote {Path(gif).relative_to(ROOT)} ({Path(gif).stat().st_size // 1024} KB)")
 

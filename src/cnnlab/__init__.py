@@ -39,6 +39,17 @@ _LAZY = {
     "lr_find": ("cnnlab.engine.lr_find", "lr_find"),
     "LRFindResult": ("cnnlab.engine.lr_find", "LRFindResult"),
     "plot_lr_find": ("cnnlab.engine.lr_find", "plot_lr_find"),
+    # what the notebook and the quickstarts draw, without reaching into submodules
+    "create_model": ("cnnlab.models", "create_model"),
+    "model_summary": ("cnnlab.inspect.summary", "model_summary"),
+    "plot_curves": ("cnnlab.viz.plots", "plot_curves"),
+    "plot_mistakes": ("cnnlab.viz.interpretation", "plot_mistakes"),
+    "plot_confusion": ("cnnlab.viz.interpretation", "plot_confusion"),
+    "explain_conv": ("cnnlab.explain.ops", "explain_conv"),
+    "explain_pool": ("cnnlab.explain.ops", "explain_pool"),
+    "explain_channels": ("cnnlab.explain.ops", "explain_channels"),
+    "plot_shapes": ("cnnlab.explain.network", "plot_shapes"),
+    "plot_receptive_field": ("cnnlab.explain.network", "plot_receptive_field"),
 }
 
 __all__ = ["__version__", *_LAZY]

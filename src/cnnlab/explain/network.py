@@ -67,9 +67,11 @@ def plot_receptive_field(model: nn.Module, model_name: str, image: torch.Tensor,
     hi_r = max(h, *(r[0][1] for r in regions)) + 1
     hi_c = max(w, *(r[1][1] for r in regions)) + 1
 
+    padded = lo < -1 or hi_r > h + 1 or hi_c > w + 1  # some field reaches past the image
+
     fig, (ax, ax_txt) = plt.subplots(1, 2, figsize=(9.6, 5.2), layout="constrained",
                                      gridspec_kw={"width_ratios": [1.25, 1]})
-    ax.set_facecolor("#d9d9d9")  # beyond the image: the zero padding
+    ax.set_facecolor("#d9d9d9" if padded else "white")  # beyond the image: the zero padding
     img = image.float() / 255
     shown = img.permute(1, 2, 0).numpy() if c == 3 else img[0].numpy()
     ax.imshow(shown, cmap=None if c == 3 else "gray", vmin=0, vmax=1,
@@ -87,7 +89,8 @@ def plot_receptive_field(model: nn.Module, model_name: str, image: torch.Tensor,
                               f"   unit {lf.centre} sees rows {r0}..{r1 - 1}, cols {c0}..{c1 - 1}"
                               f"\n   field {f.size[0]}x{f.size[1]}, jump {f.jump[0]}"))
     ax.set_title(label or f"{model_name}: what the centre unit of each layer sees", fontsize=10)
-    ax.set_xlabel("input column (grey: zero padding beyond the image)", fontsize=8)
+    ax.set_xlabel("input column" + (" (grey: zero padding beyond the image)" if padded else ""),
+                  fontsize=8)
     ax.set_ylabel("input row", fontsize=8)
     ax_txt.axis("off")
     step = min(0.12, 0.95 / max(len(lines), 1))
