@@ -44,7 +44,19 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
         overrides = _fit_to_source(recipe, overrides)
     if recipe is None and overrides.get("model") is None and overrides.get("dataset") is None:
         recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
-    return build_config(recipe, overrides)
+    cfg = build_config(recipe, overrides)
+    _check_names(cfg)
+    return cfg
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    """An unknown model or data set name fails here, in one line (with a did-you-mean),
+    before anything is printed or loaded."""
+    from cnnlab.data.registry import get_info
+    from cnnlab.models import get_model_info
+
+    get_model_info(cfg.model)
+    get_info(cfg.dataset)
 
 
 # what a resumed run may change: how long it trains, where and how fast it runs, what it

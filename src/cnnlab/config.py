@@ -237,7 +237,14 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
 def load_recipe(name: str) -> dict[str, Any]:
     """A recipe by name (``recipes/NAME.yaml``) or by path to a YAML file."""
     path = Path(name)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+    if path.suffix in (".yaml", ".yml"):  # a file: as given, else the bundled one of that name
+        if not path.is_file():
+            if not (recipes_dir() / path.name).is_file():
+                what = "is a folder, not a recipe file" if path.is_dir() else "does not exist"
+                raise CnnlabError(f"recipe file {name} {what}; give a .yaml file, or a recipe "
+                                  f"name ({', '.join(recipe_names())})")
+            path = recipes_dir() / path.name
+    else:
         path = recipes_dir() / f"{name}.yaml"
         if not path.is_file():
             raise CnnlabError(f"unknown recipe '{name}'; {did_you_mean(name, recipe_names())}"
@@ -259,6 +266,11 @@ def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = N
         values.update(load_recipe(recipe))
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     values.update(given)
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise CnnlabError(f"unknown setting '{unknown[0]}'; {did_you_mean(unknown[0], known)}"
+                          "see `cnnlab train --help` for every setting")
     try:
         cfg = TrainConfig(**values)
     except TypeError as e:

@@ -21,13 +21,16 @@ class Interrupted(CnnlabError):
 
 def did_you_mean(name: str, known: list[str]) -> str:
     """``"did you mean 'lenet5'? "`` for a near miss of one of ``known`` (a case slip, a
-    typo), else ``""``: put before the full list in an unknown-name error."""
+    typo, the start of a longer name), else ``""``: put before the full list in an
+    unknown-name error."""
     import difflib
 
     lowered = {k.lower(): k for k in known}
     if name.lower() in lowered:
         return f"did you mean '{lowered[name.lower()]}'? "
     close = difflib.get_close_matches(name.lower(), list(lowered), n=2, cutoff=0.75)
+    if not close and name:  # the start of a longer name: 'fashion', 'T-shirt', 'cifar'
+        close = [k for k in lowered if k.startswith(name.lower())][:2]
     if not close:
         return ""
     return "did you mean " + " or ".join(f"'{lowered[c]}'" for c in close) + "? "

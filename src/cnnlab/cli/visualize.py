@@ -64,6 +64,7 @@ def activations(run_dir: Path, layers: str, indices: tuple[int, ...], classes: t
                 images: tuple[Path, ...], split: str, data_dir: str | None,
                 out: Path | None) -> None:
     """The input and the feature maps each layer produces, one row per input."""
+    from cnnlab.models import find_layer
     from cnnlab.run import load_run
     from cnnlab.viz.inside import plot_activations
 
@@ -72,6 +73,8 @@ def activations(run_dir: Path, layers: str, indices: tuple[int, ...], classes: t
     if not all(names):
         raise click.ClickException(f"--layer '{layers}' has an empty name; give layer names "
                                    "separated by commas, e.g. conv1,conv2")
+    for name in names:  # a wrong layer is said before a missing input
+        find_layer(run.config.model, run.model, name)
     ex = _examples(run, indices, classes, images, split, data_dir)
     click.echo(f"wrote {plot_activations(run, names, ex.images, ex.labels, out)}")
 
@@ -80,10 +83,13 @@ def _attribution_command(method: str) -> Callable:
     def command(run_dir: Path, indices: tuple[int, ...], classes: tuple[str, ...],
                 images: tuple[Path, ...], split: str, data_dir: str | None, target: str | None,
                 scale: str, out: Path | None, layer: str | None = None) -> None:
+        from cnnlab.models import find_layer
         from cnnlab.run import load_run
         from cnnlab.viz.attribution import attribute, plot_attribution
 
         run = load_run(run_dir, device="cpu")
+        if layer is not None:  # a wrong layer is said before a missing input
+            find_layer(run.config.model, run.model, layer)
         ex = _examples(run, indices, classes, images, split, data_dir)
         result = attribute(run, ex.images, method, layer, target, scale)
         if any(result.flat):

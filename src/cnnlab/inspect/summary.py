@@ -157,5 +157,14 @@ def _summary_text(net: nn.Module, name: str, description: str, shape: tuple[int,
         fields = [field_text(lf, shape[1:]) for lf in measured]
         if len(fields) != len(rows):
             raise CnnlabError("could not match the receptive fields to the layers")
-    return head + "\n" + format_summary(rows, sum(p.numel() for p in net.parameters()), readable,
-                                        fields)
+    text = head + "\n" + format_summary(rows, sum(p.numel() for p in net.parameters()),
+                                        readable, fields)
+    if receptive:
+        h, w = shape[1:]
+        beyond = any(lf.field.size is not None and (
+            min(r0, c0) < 0 or r1 > h or c1 > w)
+            for lf in measured for (r0, r1), (c0, c1) in [lf.field.region(lf.centre, (h, w))])
+        if beyond:
+            text += (f"\nrows or columns outside 0..{h - 1} / 0..{w - 1} lie in the zero "
+                     "padding around the input")
+    return text

@@ -131,9 +131,12 @@ def find_layer(name: str, model: nn.Module, layer: str) -> tuple[str, nn.Module]
     """The module called ``layer`` (a module name or an alias); a clear error otherwise."""
     names = layer_names(name, model)
     if layer not in names:
-        choices = ", ".join(list(get_model_info(name).aliases) or
-                            [n for n, m in model.named_modules() if n and not list(m.children())])
-        raise CnnlabError(f"model '{name}' has no layer '{layer}'; choose one of: {choices}")
+        aliases = list(get_model_info(name).aliases)
+        listed = aliases or [n for n, m in model.named_modules() if n and not list(m.children())]
+        more = " (or a module name, as `cnnlab summary --depth N` lists them)" if aliases else ""
+        raise CnnlabError(f"model '{name}' has no layer '{layer}'; "
+                          f"{did_you_mean(layer, list(names))}choose one of: "
+                          f"{', '.join(listed)}{more}")
     module_name = names[layer]
     return module_name, model.get_submodule(module_name)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.models.registry import find_layer, layer_names
 from cnnlab.run import LoadedRun
 from cnnlab.viz.plots import save_png
@@ -290,6 +290,6 @@ def class_index(classes: Sequence[str], name: str, where: str = "") -> int:
     if k is None and name.isdigit() and int(name) < len(classes):
         k = int(name)
     if k is None:
-        raise CnnlabError(f"no class '{name}'{where}; choose one of: {', '.join(classes)} "
-                          f"(or a number 0..{len(classes) - 1})")
+        raise CnnlabError(f"no class '{name}'{where}; {did_you_mean(name, list(classes))}"
+                          f"choose one of: {', '.join(classes)} (or a number 0..{len(classes) - 1})")
     return k
