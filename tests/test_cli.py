@@ -88,3 +88,32 @@ def test_ctrl_c_anywhere_exits_130_with_one_word(monkeypatch, capsys):
             assert "Traceback" not in out.err and "Aborted!" not in out.err
     finally:
         cli.commands.pop("test-sleep")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["train", "--recipe", "missing.yaml"], "recipe file missing.yaml does not exist"),
+    (["train", "--model", "simplecnn"], "did you mean 'simple-cnn'?"),
+    (["train", "--dataset", "fashion"], "did you mean 'fashion-mnist'?"),
+])
+def test_train_names_fail_in_one_line_before_the_header(args, says):
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and says in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "cnnlab train:" not in r.output
+
+
+def test_python_settings_and_class_names_suggest_the_right_one(lenet_run):
+    import cnnlab
+    from cnnlab.errors import CnnlabError, did_you_mean
+
+    with pytest.raises(CnnlabError, match="unknown setting 'epoch'; did you mean 'epochs'"):
+        cnnlab.train("default", epoch=2)
+    assert did_you_mean("T-shirt", ["T-shirt/top", "Trouser"]) == "did you mean 'T-shirt/top'? "
+    r = CliRunner().invoke(cli, ["visualize", "activations", str(lenet_run), "--layer", "conv3"])
+    assert r.exit_code == 1 and "has no layer 'conv3'" in r.output  # not "give --index"
+
+
+def test_summary_says_where_the_padding_is():
+    r = CliRunner().invoke(cli, ["summary", "mnist-resnet", "--receptive-field"])
+    assert r.exit_code == 0 and "outside 0..27 / 0..27 lie in the zero padding" in r.output
+    r = CliRunner().invoke(cli, ["summary", "mnist-net", "--receptive-field"])
+    assert r.exit_code == 0 and "zero padding" not in r.output
