@@ -258,3 +258,18 @@ def test_a_folder_is_decoded_through_a_scratch_file_into_a_mapped_cache(tmp_path
     plain = read_image_folder(root, "train", bad_files="skip")
     assert np.array_equal(mapped.images.numpy(), plain[0])
     assert mapped.labels.tolist() == plain[1].tolist() == [0] * 5 + [1] * 5
+
+
+def test_photos_turned_by_exif_need_no_resize(tmp_path):
+    """Each picture is decoded upright, so the size every image must share is the upright one."""
+    from cnnlab.data.sources.folder import read_image_folder
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide, 30 high; shown 30 wide, 40 high
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(
+                tmp_path / split / c / "x.jpg", exif=exif)
+    images, labels, classes = read_image_folder(tmp_path, "train", workers=1)
+    assert images.shape[2:] == (40, 30) and len(labels) == 2

@@ -42,3 +42,19 @@ def test_seed_mnist_recipe_short_run(shared_data, tmp_path):
                                       "epochs": 1, "out": str(tmp_path / "run")})
     result = fit(cfg, log=lambda _m: None)
     assert result.history[-1].test_acc > 0.85  # 200 steps of the seed's SGD
+
+
+def test_a_folder_of_the_other_set_is_looked_past(shared_data, monkeypatch):
+    """--data-dir at MNIST's files for fashion-mnist: that place is passed over, and the
+    search goes on ($CNNLAB_DATA holds the real one); `datasets` says why, never fails."""
+    from click.testing import CliRunner
+
+    from cnnlab.cli import cli
+    from cnnlab.data.locate import locate
+
+    monkeypatch.setenv("CNNLAB_DATA", str(shared_data))
+    assert locate("fashion-mnist", shared_data / "mnist") == shared_data / "fashion-mnist"
+    monkeypatch.delenv("CNNLAB_DATA")
+    monkeypatch.setenv("XDG_DATA_HOME", str(shared_data / "nowhere"))
+    r = CliRunner().invoke(cli, ["datasets", "--data-dir", str(shared_data / "mnist")])
+    assert r.exit_code == 0 and "another data set's files" in r.output

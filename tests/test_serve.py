@@ -429,3 +429,22 @@ def test_the_batcher_survives_a_failing_batch():
 
     bad, good = asyncio.run(main())
     assert all(isinstance(e, RuntimeError) for e in bad) and float(good) == 3.0
+
+
+def test_a_progressive_jpeg_counts_at_full_size_and_an_mpo_decodes_reduced(tmp_path):
+    """libjpeg keeps a progressive JPEG's coefficients at full size whatever the output
+    scale, so only baseline JPEGs (and MPO, a phone's JPEG with more pictures inside) get
+    the reduced-scale headroom."""
+    from cnnlab.data.images import read_image
+    from cnnlab.serve.decode import UploadError, decode_upload
+
+    flat = np.full((3000, 4000), 200, np.uint8)
+    assert tuple(decode_upload(_jpeg(flat), 4_000_000).shape) == (1, 750, 1000)
+    with pytest.raises(UploadError) as e:
+        decode_upload(_jpeg(flat, progressive=True), 4_000_000)
+    assert e.value.status == 413 and "4000x3000 (12.0 MP" in e.value.message
+    pic = Image.fromarray(flat)
+    pic.save(tmp_path / "phone.mpo", format="MPO", save_all=True, append_images=[pic])
+    with Image.open(tmp_path / "phone.mpo") as im:
+        assert im.format == "MPO"
+    assert tuple(read_image(tmp_path / "phone.mpo").shape) == (1, 750, 1000)

@@ -378,3 +378,16 @@ def test_a_relative_data_dir_is_saved_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = build_config(None, {"data_dir": "shapes"})
     assert cfg.data_dir == str(tmp_path / "shapes")
+
+
+def test_saved_configs_from_before_the_new_run_checks_still_load():
+    """Options that do nothing are refused for a new run, not when a saved run is read."""
+    from cnnlab.api import train_config
+    from cnnlab.config import build_config
+
+    saved = {"flip": False, "alternate_flip": True, "head_lr_scale": 10.0}
+    assert build_config(None, {}, base=saved).alternate_flip is True
+    with pytest.raises(CnnlabError, match="add --flip"):
+        train_config(None, alternate_flip=True)
+    with pytest.raises(CnnlabError, match="recipe file my/mnist-fast.yaml does not exist"):
+        build_config("my/mnist-fast.yaml")

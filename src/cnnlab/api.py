@@ -45,18 +45,25 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
     if recipe is None and overrides.get("model") is None and overrides.get("dataset") is None:
         recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
     cfg = build_config(recipe, overrides)
-    _check_names(cfg)
+    _check_new_run(cfg)
     return cfg
 
 
-def _check_names(cfg: TrainConfig) -> None:
-    """An unknown model or data set name fails here, in one line (with a did-you-mean),
-    before anything is printed or loaded."""
+def _check_new_run(cfg: TrainConfig) -> None:
+    """What a new run is refused for, in one line, before anything is printed or loaded: an
+    unknown model or data set name (with a did-you-mean), and options that would do nothing.
+    (Not in :meth:`TrainConfig.validate`, which also reads the configs of runs saved before
+    these checks existed.)"""
     from cnnlab.data.registry import get_info
     from cnnlab.models import get_model_info
 
     get_model_info(cfg.model)
     get_info(cfg.dataset)
+    if cfg.head_lr_scale != 1.0 and not cfg.init_from:
+        raise CnnlabError("--head-lr-scale speeds up a new head on trained layers: add "
+                          "--init-from RUN (or leave it at 1)")
+    if cfg.alternate_flip and not cfg.flip:
+        raise CnnlabError("--alternate-flip chooses which images --flip mirrors: add --flip")
 
 
 # what a resumed run may change: how long it trains, where and how fast it runs, what it
@@ -65,16 +72,28 @@ def _check_names(cfg: TrainConfig) -> None:
 RESUMABLE = frozenset({
     "epochs", "data_dir", "data_memory", "device", "precision", "threads", "compile",
     "cuda_graphs", "sync_bn", "dist_backend", "keep_checkpoints", "checkpoint_every",
-    "log_every", "tensorboard", "eval_every", "eval_batch_size", "out"})
+    "log_every", "tensorboard", "eval_every", "eval_batch_size", "out", "channels_last",
+    "init_from"})  # init_from: read by a fresh run only (a resume has its checkpoint)
 
 
 def _refuse_changed_training(saved: Any, given: Any) -> None:
     """One line naming every setting a resume would change that it must not."""
     from dataclasses import fields
 
+    from cnnlab.data.registry import get_info
+
+    def same(name: str, a: Any, b: Any) -> bool:
+        if name == "dataset" and a != b:  # ucr:gunpoint is ucr:GunPoint
+            try:
+                return get_info(a).name == get_info(b).name
+            except CnnlabError:
+                return False
+        return a == b
+
     changed = [f"--{f.name.replace('_', '-')} {getattr(given, f.name)} (the run has "
                f"{getattr(saved, f.name)})" for f in fields(saved)
-               if f.name not in RESUMABLE and getattr(saved, f.name) != getattr(given, f.name)]
+               if f.name not in RESUMABLE
+               and not same(f.name, getattr(saved, f.name), getattr(given, f.name))]
     if changed:
         raise CnnlabError(f"--resume continues a run as it was trained, so it cannot change "
                           f"{'; '.join(changed)}; only --epochs and where and how it runs may "

@@ -166,11 +166,6 @@ class TrainConfig:
         if (self.freeze or self.freeze_until) and not self.init_from:
             raise CnnlabError("--freeze/--freeze-until fix trained layers: add --init-from RUN "
                               "(frozen random weights would learn nothing)")
-        if self.head_lr_scale != 1.0 and not self.init_from:
-            raise CnnlabError("--head-lr-scale speeds up a new head on trained layers: add "
-                              "--init-from RUN (or leave it at 1)")
-        if self.alternate_flip and not self.flip:
-            raise CnnlabError("--alternate-flip chooses which images --flip mirrors: add --flip")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
         return self
@@ -237,9 +232,9 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
 def load_recipe(name: str) -> dict[str, Any]:
     """A recipe by name (``recipes/NAME.yaml``) or by path to a YAML file."""
     path = Path(name)
-    if path.suffix in (".yaml", ".yml"):  # a file: as given, else the bundled one of that name
+    if path.suffix in (".yaml", ".yml"):  # a file: as given, else a bundled one ("x.yaml")
         if not path.is_file():
-            if not (recipes_dir() / path.name).is_file():
+            if path.parent != Path(".") or not (recipes_dir() / path.name).is_file():
                 what = "is a folder, not a recipe file" if path.is_dir() else "does not exist"
                 raise CnnlabError(f"recipe file {name} {what}; give a .yaml file, or a recipe "
                                   f"name ({', '.join(recipe_names())})")

@@ -58,7 +58,7 @@ def main() -> None:
         e.show()
         sys.exit(e.exit_code)
     except SystemExit as e:  # (no import here: Ctrl-C may have cut one short)
-        if e.code == 143 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # rank 0 only
+        if e.code == 143 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not per rank
             click.echo("terminated (SIGTERM)", err=True)
         raise
     sys.exit(code if isinstance(code, int) else 0)

@@ -60,7 +60,7 @@ def reduce_jpeg(im: PILImage, at_least: int = JPEG_DRAFT_SIDE) -> PILImage:
     decoded) while both sides stay at least ``at_least``: a 12 MP phone photo then decodes at
     about 1000x750, 16x less memory and time, for a model that sees 28x28 or 224x224. Other
     formats are returned as they are."""
-    if im.format == "JPEG":
+    if im.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with extra pictures inside
         im.draft(None, (at_least, at_least))
     return im
 

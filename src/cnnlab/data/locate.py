@@ -65,19 +65,28 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> Path | None:
         root = Path(data_dir).expanduser()
         return root if root.exists() else None
     check_data_dir(data_dir, info.name)
+    wrong: CnnlabError | None = None  # a place holding another set's files: looked past
     for root in search_roots(data_dir):
         for sub in info.subdirs:
             candidate = (root / sub) if sub != "." else root
             if _holds(info, candidate):
-                _refuse_another_sets_files(info, candidate)
-                return candidate
+                other = _another_sets_files(info, candidate)
+                if other is None:
+                    return candidate
+                wrong = wrong or CnnlabError(
+                    f"the files in {candidate} are {other}'s, not {info.name}'s (their "
+                    f"checksums say so); use --dataset {other}, or point --data-dir at "
+                    f"{info.name}'s files")
+    if wrong is not None:
+        raise wrong
     return None
 
 
-def _refuse_another_sets_files(info: DatasetInfo, folder: Path) -> None:
+def _another_sets_files(info: DatasetInfo, folder: Path) -> str | None:
     """MNIST and Fashion-MNIST share file names and headers, so ``--data-dir`` pointed at one
-    for the other would train on the wrong images under the right class names. A known file
-    whose md5 is another data set's is refused (the smallest one is read: a few kB)."""
+    for the other would train on the wrong images under the right class names: the data set
+    whose published .gz file (the smallest one here, a few kB, is read) ``folder`` holds
+    instead of ``info``'s, or None."""
     from cnnlab.data.download import md5_of
     from cnnlab.data.registry import dataset_names
 
@@ -91,9 +100,8 @@ def _refuse_another_sets_files(info: DatasetInfo, folder: Path) -> None:
             continue
         smallest = min(shared, key=lambda n: (folder / n).stat().st_size)
         if md5_of(folder / smallest) == theirs[smallest]:
-            raise CnnlabError(f"the files in {folder} are {other}'s, not {info.name}'s (their "
-                              f"checksums say so); use --dataset {other}, or point --data-dir "
-                              f"at {info.name}'s files")
+            return other
+    return None
 
 
 def not_found_error(name: str, data_dir: str | os.PathLike | None) -> CnnlabError:
@@ -111,12 +119,20 @@ def not_found_error(name: str, data_dir: str | os.PathLike | None) -> CnnlabErro
     there = [other for other in dataset_names() if other != name
              and (other.startswith(name) or name.startswith(other))
              and not get_info(other).embedded and not get_info(other).needs_data_dir
-             and locate(other, data_dir) is not None]
+             and _found(other, data_dir)]
     hint = f" ({', '.join(there)} is there: --dataset {there[0]})" if there else ""
     return CnnlabError(
         f"data set '{name}' not found under {searched}{hint}; {how}put its files in "
         f"<root>/{where} and pass --data-dir <root> or set CNNLAB_DATA"
     )
+
+
+def _found(name: str, data_dir: str | os.PathLike | None) -> bool:
+    """Whether :func:`locate` finds ``name`` (a place with another set's files: no)."""
+    try:
+        return locate(name, data_dir) is not None
+    except CnnlabError:
+        return False
 
 
 def describe_location(name: str, data_dir: str | os.PathLike | None = None) -> str:
@@ -126,7 +142,10 @@ def describe_location(name: str, data_dir: str | os.PathLike | None = None) -> s
         return f"embedded ({info.source})"
     if info.needs_data_dir:
         return "--data-dir ROOT"
-    found = locate(name, data_dir)
+    try:
+        found = locate(name, data_dir)
+    except CnnlabError:  # another set's files where this one's should be: say so
+        return "not found (another data set's files are where it would be)"
     return str(found) if found else "not found"
 
 

@@ -93,7 +93,10 @@ class Preprocess:
         if images.dtype != torch.uint8 or images.dim() != 4:
             hint = ("; floats in 0..1 become pixels with (x * 255).round().byte()"
                     if images.dtype.is_floating_point else "")
-            hint += "; one image needs a batch axis: x[None]" if images.dim() == 3 else ""
+            if images.dim() == 3:
+                hint += ("; one image needs a batch axis, x[None]" if images.shape[0] in (1, 3)
+                         else "; channels go first: x.permute(2, 0, 1)[None] for one H x W x C "
+                              "image")
             raise CnnlabError(f"preprocessing takes uint8 images (N, C, H, W), got "
                               f"{images.dtype} {tuple(images.shape)}{hint}")
         return self.layout(self.normalise(self.adapt(images)))

@@ -172,6 +172,9 @@ def _frozen_modules(name: str, model: nn.Module, freeze: str | None,
         target, _ = find_layer(name, model, freeze_until)
         calls = forward_calls(model, input_shape)
         uses = calls.count(target)
+        inside = [i for i, n in enumerate(calls) if n.startswith(target + ".")]
+        if uses == 0 and inside:  # a container whose children run, not it (a ModuleList)
+            return list(dict.fromkeys([*calls[:max(inside) + 1], target]))
         if uses != 1:
             how = "never runs" if not uses else f"runs {uses} times (one module used again)"
             raise CnnlabError(f"--freeze-until {freeze_until}: that layer {how} in the forward "

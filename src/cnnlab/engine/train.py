@@ -191,6 +191,10 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
         stem = run.latest_checkpoint()
         if stem is None:
             raise CnnlabError(f"{run} has no checkpoint to resume from; train it anew")
+        if tuple(run.read_classes()) != tuple(built.classes):  # another folder of images
+            raise CnnlabError(f"the data now has classes {', '.join(built.classes)}, the run "
+                              f"was trained on {', '.join(run.read_classes())}; resume with "
+                              "the run's data (--data-dir), or start a new run")
         meta = load_checkpoint(stem, model, optimizer, ema)
         start_epoch = int(meta["epoch"])
         history = [EpochMetrics(**h) for h in meta["history"]]

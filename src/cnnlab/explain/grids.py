@@ -137,6 +137,8 @@ def write_gif(frames: Sequence[Callable[[], Any]], path: Path, frame_ms: int = F
 
     # every frame gets the axes positions the layout engine found for the last one (the
     # fullest): laid out one by one, the grids moved by a few pixels between frames
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
     ref = frames[-1]()
     ref.canvas.draw()
     boxes = [ax.get_position() for ax in ref.axes]

@@ -52,8 +52,9 @@ def default_max_pixels(input_shape: tuple[int, int, int]) -> int:
     """A pixel cap that suits the model: 4096 times its input area (3.2 MP for 28x28, 4.2 MP
     for 32x32), and never below 4 MP. Anything larger is shrunk to the model's size anyway;
     the drawing page shrinks dropped photos in the browser before sending them. It caps the
-    pixels *decoded*: a JPEG decodes at reduced scale (:func:`reduce_jpeg`), so a phone photo
-    of up to 64 times the cap is accepted."""
+    pixels *decoded*: a baseline JPEG decodes at reduced scale (:func:`reduce_jpeg`), so a
+    phone photo of up to 64 times the cap is accepted; a progressive JPEG counts at full size
+    (libjpeg keeps all its coefficients in memory)."""
     _, h, w = input_shape
     return max(4096 * h * w, 4_000_000)
 
@@ -82,7 +83,10 @@ def decode_upload(data: bytes, max_pixels: int) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data), formats=[fmt]) as im:
             declared = "x".join(map(str, im.size))
-            w, h = reduce_jpeg(im).size  # a JPEG's size at the scale it will decode at
+            # a baseline JPEG decodes at its reduced scale row by row; a progressive one keeps
+            # a full-size coefficient buffer whatever the scale, so it counts at full size
+            progressive = im.info.get("progressive") or im.info.get("progression")
+            w, h = im.size if progressive else reduce_jpeg(im).size
             if w * h > max_pixels:
                 raise UploadError(413, f"the image is {declared} ({w * h / 1e6:.1f} MP to "
                                        f"decode), more than this service accepts "

@@ -139,7 +139,8 @@ def read_image_folder(
         )
     first = _first_readable(tree, entries)
     with Image.open(io.BytesIO(tree.read(first))) as im:
-        size = (resize, resize) if resize else im.size
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF turns it a quarter
+        size = (resize, resize) if resize else (im.size[::-1] if turned else im.size)
     names = [str(f) for _, f in entries]
     start = time.perf_counter()
     good, arrays, bad, grey = _decode_all(str(tree.root), names, size, resize is not None,
