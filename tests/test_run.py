@@ -248,5 +248,5 @@ def test_a_loaded_run_takes_tensors_numpy_and_pillow_images(lenet_run):
         run.logits("a.png")
     with pytest.raises(CnnlabError, match=r"\(x \* 255\)\.round\(\)\.byte\(\)"):
         run.logits(x.float() / 255)
-    with pytest.raises(CnnlabError, match=r"a batch axis: x\[None\]"):
+    with pytest.raises(CnnlabError, match=r"a batch axis, x\[None\]"):
         run.logits(x[0])
