@@ -120,8 +120,8 @@ def test_folder_errors(tmp_path):
 
 def test_layouts_people_make(tmp_path):
     """Subfolders of a class folder belong to it (as in torchvision's ImageFolder); an empty
-    class folder is left out and said; a flat ROOT/<class>/ tree and a tree without test/
-    are refused, before any decoding, saying how to arrange the files."""
+    class folder is left out and said; a tree with train/ but no test/ is refused before any
+    decoding, saying how to arrange the files."""
     from cnnlab.data.sources.folder import read_image_folder
 
     root = _tree(tmp_path / "tree", n=2)
@@ -133,18 +133,43 @@ def test_layouts_people_make(tmp_path):
     images, labels, classes = read_image_folder(root, "train", log=said.append, workers=1)
     assert classes == ["cat", "dog"] and len(labels) == 5 and list(labels).count(0) == 3
     assert any("left out class folder(s) with no images in train/: bird" in m for m in said)
-    flat = tmp_path / "flat"
+    lonely = tmp_path / "lonely"
     for c in ("cat", "dog"):
-        (flat / c).mkdir(parents=True)
-        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(flat / c / "a.png")
-    with pytest.raises(CnnlabError, match=r"holds class folders \(cat, dog\) without train/ "
-                                          r"and test/ splits;.* move most of each class"):
-        read_image_folder(flat, "train", workers=1)
-    (flat / "train").mkdir()
-    for c in ("cat", "dog"):
-        (flat / c).rename(flat / "train" / c)
+        (lonely / "train" / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(lonely / "train" / c / "a.png")
     with pytest.raises(CnnlabError, match="has a train split but no images under 'test/<class>/'"):
-        load_split("folder", "train", flat)
+        load_split("folder", "train", lonely)
+
+
+def test_a_flat_folder_is_split_the_same_way_every_time(tmp_path):
+    """ROOT/<class>/*.png: --test-fraction of each class (at least one image) is the test
+    split, chosen by name hash: the splits are disjoint, cover every file, and do not change
+    with the listing order or between runs; another fraction is another cache entry."""
+    from cnnlab.data.sources.folder import held_out, read_image_folder
+
+    flat = tmp_path / "flat"
+    counts = {"cat": 10, "dog": 7, "owl": 2}
+    for c, n in counts.items():
+        (flat / c).mkdir(parents=True)
+        for i in range(n):
+            value = 40 * list(counts).index(c) + i
+            Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(flat / c / f"{i}.png")
+    said = []
+    train = load_split("folder", "train", flat, log=said.append, use_cache=False)
+    test = load_split("folder", "test", flat, use_cache=False)
+    assert train.classes == test.classes == ("cat", "dog", "owl")
+    assert test.labels.bincount().tolist() == [2, 1, 1]  # round(10 * 0.2), round(1.4), at least 1
+    assert len(train) + len(test) == sum(counts.values())
+    seen = {int(x) for x in train.images[:, 0, 0, 0]} | {int(x) for x in test.images[:, 0, 0, 0]}
+    assert len(seen) == sum(counts.values())  # disjoint and complete
+    assert any("20% of each class is the test split" in m for m in said)
+    entries = [(c, Path(f"{c}/{i}.png")) for c, n in counts.items() for i in range(n)]
+    assert held_out(entries, 0.2) == held_out(entries[::-1], 0.2)  # order does not matter
+    half = load_split("folder", "test", flat, test_fraction=0.5)
+    cached = load_split("folder", "test", flat)
+    assert len(half) == 5 + 4 + 1 and len(cached) == len(test)
+    _, labels, _ = read_image_folder(flat, "test", workers=1, test_fraction=0.5)
+    assert len(labels) == len(half)
 
 
 def test_missing_jpeg_zip_names_a_file_path(tmp_path):

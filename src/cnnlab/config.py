@@ -50,6 +50,9 @@ class TrainConfig:
     drop_last: bool = _f(False, "drop the last incomplete training batch")
     bad_files: BadFiles = _f("fail", "image folders: fail on unreadable files (naming the "
                              "first few) or skip them (saying how many)")
+    test_fraction: float = _f(0.2, "image folders laid out ROOT/<class>/*.png (no train/ and "
+                              "test/): the share of each class held out as the test split "
+                              "(the same files every time)")
     data_memory: DataMemory = _f("auto", "all: the training split on the device; stream: "
                                  "memory-mapped on the host, each batch gathered from it; "
                                  "auto: stream when the split exceeds half the free memory")
@@ -136,6 +139,7 @@ class TrainConfig:
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "0 or more"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("test_fraction", 0 < self.test_fraction < 1, "between 0 and 1"),
             ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "between 0 and --epochs"),
             ("crop_padding", self.crop_padding >= 0, "0 or more"),
@@ -172,6 +176,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def folder_options(self) -> dict[str, Any]:
+        """How an image folder is read for this run (training, eval and every later command
+        must read it alike): resized, bad files, and a flat folder's test share."""
+        return {"resize": self.resize, "bad_files": self.bad_files,
+                "test_fraction": self.test_fraction}
 
 
 def field_types() -> dict[str, Any]:

@@ -55,6 +55,7 @@ def load_split(
     mmap: bool = False,
     resize: int | None = None,
     bad_files: str = "fail",
+    test_fraction: float = 0.2,
 ) -> Split:
     """Load one split of a data set as tensors, decoding and caching on first use.
 
@@ -62,7 +63,8 @@ def load_split(
     (after a first decode, which writes the cache, they are mapped from it too).
     ``resize`` and ``bad_files`` apply to image folders, which are resized as they are
     decoded and may skip unreadable files (other data sets ignore them: they are resized
-    after loading, and have no files to skip)."""
+    after loading, and have no files to skip); ``test_fraction`` is the share of each class
+    a flat image folder (``ROOT/<class>/``) holds out as its test split."""
     if split not in SPLITS:
         raise CnnlabError(f"unknown split '{split}'; choose train or test")
     info = get_info(name)
@@ -71,7 +73,8 @@ def load_split(
         location = locate(name, data_dir)
         if location is None:
             raise not_found_error(name, data_dir)
-    options = {"resize": resize, "bad_files": bad_files} if info.image_tree else {}
+    options = ({"resize": resize, "bad_files": bad_files, "test_fraction": test_fraction}
+               if info.image_tree else {})
     # folder decode 2: EXIF orientation applied, transparency on contrasting paper (as_seen)
     key_options = {**options, "decode": 2} if info.image_tree else options
     cache = cache_path(info.name, split, location, key_options)  # ucr:gunpoint -> ucr:GunPoint

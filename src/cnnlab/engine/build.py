@@ -75,7 +75,7 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split
     for name, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
         mmap = name == "train" and cfg.data_memory != "all"
         split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log, mmap=mmap,
-                                        resize=cfg.resize, bad_files=cfg.bad_files), limit)
+                                        **cfg.folder_options()), limit)
         if split.is_series:  # as stored: SeriesPreprocess z-normalises them
             check_input_shape(cfg.model, split.shape, f"data set '{cfg.dataset}'")
             refuse_image_options(cfg)

@@ -78,8 +78,7 @@ def load_for_run(run: LoadedRun, name: str, split: str, data_dir: str | None = N
     from cnnlab.data import load_split
 
     # an image folder is decoded as training decoded it (resized, bad files skipped or not)
-    same = {"resize": run.config.resize, "bad_files": run.config.bad_files} \
-        if name == run.config.dataset else {}
+    same = run.config.folder_options() if name == run.config.dataset else {}
     if data_dir is not None or run.config.data_dir is None:
         return load_split(name, split, data_dir, **same)
     if name == run.config.dataset:

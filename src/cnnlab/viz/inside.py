@@ -261,7 +261,7 @@ def _from_dataset(run: LoadedRun, indices: Sequence[int], class_names: Sequence[
 
     data = load_split(run.config.dataset, split,  # where training found it, as eval does
                       data_dir=data_dir if data_dir is not None else run.config.data_dir,
-                      resize=run.config.resize, bad_files=run.config.bad_files)
+                      **run.config.folder_options())
     chosen = checked_indices(indices, len(data), split, run.config.dataset, "images")
     for name in class_names:
         k = class_index(data.classes, name, f" in {run.config.dataset}")

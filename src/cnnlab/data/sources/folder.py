@@ -8,6 +8,7 @@ images in a split must share one size, since the loader keeps a split as one ten
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import multiprocessing
 import os
@@ -23,6 +24,26 @@ import numpy as np
 from cnnlab.errors import CnnlabError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+TEST_FRACTION = 0.2  # of each class, held out as the test split of a flat folder
+
+
+def held_out(entries: list[tuple[str, PurePosixPath]], fraction: float) -> set[PurePosixPath]:
+    """The files of a flat folder that form its test split: in each class, the
+    ``round(n * fraction)`` files (at least 1 and at most n - 1, for a class of 2 or more)
+    whose names hash lowest. The same files every time, whatever the order of listing, as
+    with Keras' ``validation_split`` and fastai's ``valid_pct`` but with no seed to keep."""
+    by_class: dict[str, list[PurePosixPath]] = {}
+    for c, f in entries:
+        by_class.setdefault(c, []).append(f)
+    test: set[PurePosixPath] = set()
+    for files in by_class.values():
+        n = len(files)
+        k = min(max(round(n * fraction), 1), n - 1) if n >= 2 else 0
+        ranked = sorted(files, key=lambda f: hashlib.md5(str(f).encode()).hexdigest())
+        test.update(ranked[:k])
+    return test
 
 
 class _Tree:
@@ -52,15 +73,26 @@ class _Tree:
     def _parts(self, f: PurePosixPath) -> tuple[str, ...]:
         return f.parts[1:] if self.prefix else f.parts
 
-    def images(self, split: str) -> list[tuple[str, PurePosixPath]]:
+    @property
+    def flat(self) -> bool:
+        """``ROOT/<class>/*.png`` with no train/ and test/ folders: the splits are made here."""
+        tops = {self._parts(f)[0] for f in self.files if len(self._parts(f)) >= 2}
+        return not ({"train", "test"} & tops) and bool(self.flat_classes())
+
+    def images(self, split: str, test_fraction: float = TEST_FRACTION
+               ) -> list[tuple[str, PurePosixPath]]:
         """(class name, file) pairs under ``split/<class>/`` at any depth (subfolders of a
         class folder belong to it, as in torchvision's ImageFolder), sorted for a stable
-        order."""
-        out = []
-        for f in self.files:
-            parts = self._parts(f)
-            if len(parts) >= 3 and parts[0] == split and f.suffix.lower() in IMAGE_SUFFIXES:
-                out.append((parts[1], f))
+        order. A flat tree's split is made: ``test_fraction`` of each class is the test
+        split (:func:`held_out`)."""
+        if self.flat:
+            every = [(self._parts(f)[0], f) for f in self.files
+                     if len(self._parts(f)) >= 2 and f.suffix.lower() in IMAGE_SUFFIXES]
+            test = held_out(every, test_fraction)
+            out = [cf for cf in every if (cf[1] in test) == (split == "test")]
+        else:
+            out = [(parts[1], f) for f in self.files if len(parts := self._parts(f)) >= 3
+                   and parts[0] == split and f.suffix.lower() in IMAGE_SUFFIXES]
         return sorted(out, key=lambda cf: (cf[0], str(cf[1])))
 
     def class_folders(self, split: str) -> set[str]:
@@ -84,9 +116,10 @@ class _Tree:
         return (self.root / f).read_bytes()
 
 
-def class_names(root: Path, split: str = "train") -> list[str]:
+def class_names(root: Path, split: str = "train", test_fraction: float = TEST_FRACTION
+                ) -> list[str]:
     """Sorted class folder names of one split, without decoding any image."""
-    return sorted({c for c, _ in _Tree(root).images(split)})
+    return sorted({c for c, _ in _Tree(root).images(split, test_fraction)})
 
 
 BadFiles = Literal["fail", "skip"]
@@ -97,8 +130,12 @@ def read_image_folder(
     root: Path, split: str, classes: list[str] | None = None, resize: int | None = None,
     bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
     workers: int | None = None, scratch: Path | None = None,
+    test_fraction: float = TEST_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (N, C, H, W) uint8 images, (N,) labels and class names of one split.
+
+    A flat tree (``ROOT/<class>/*.png``, no train/ and test/) is split here: ``test_fraction``
+    of each class is the test split (:func:`held_out`).
 
     Files are decoded in worker processes (``workers``, default one per core), resized to
     ``resize`` x ``resize`` at decode time when given (so a folder of large photos never
@@ -116,18 +153,14 @@ def read_image_folder(
     if bad_files not in ("fail", "skip"):
         raise CnnlabError(f"--bad-files must be fail or skip, got '{bad_files}'")
     tree = _Tree(root)
-    entries = tree.images(split)
-    layout = "an image folder must look like ROOT/train/<class>/*.png and ROOT/test/<class>/*.png"
+    entries = tree.images(split, test_fraction)
     if not entries:
-        flat = tree.flat_classes()
-        if flat:
-            raise CnnlabError(
-                f"{root} holds class folders ({', '.join(flat[:5])}{', ...' if len(flat) > 5 else ''}) "
-                f"without train/ and test/ splits; {layout}: move most of each class's images "
-                "to train/<class>/ and the rest (a fifth, say) to test/<class>/")
-        raise CnnlabError(f"no images found under '{split}/<class>/' in {root}; {layout}")
+        raise CnnlabError(f"no images found under '{split}/<class>/' in {root}; an image folder "
+                          "must look like ROOT/train/<class>/*.png and ROOT/test/<class>/*.png, "
+                          "or ROOT/<class>/*.png (then --test-fraction of each class is the "
+                          "test split)")
     found = sorted({c for c, _ in entries})
-    empty = sorted(tree.class_folders(split) - set(found))
+    empty = sorted(tree.class_folders(split) - set(found)) if not tree.flat else []
     if empty and classes is None:
         log(f"left out class folder(s) with no images in {split}/: {', '.join(empty)}")
     if classes is None:
@@ -271,16 +304,20 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
 
 def decode_split(split: str, location: Path | None, resize: int | None = None,
                  bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
-                 scratch: Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                 scratch: Path | None = None, test_fraction: float = TEST_FRACTION
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return one split of the tree at ``location``; class names are the train split's folders."""
     assert location is not None, "an image folder is read from files"
     tree = _Tree(location) if split == "train" else None
-    if tree is not None and tree.images("train") and not tree.images("test"):
+    if tree is not None and tree.flat:
+        log(f"{location} has class folders but no train/ and test/: {test_fraction:.0%} of each "
+            "class is the test split (the same files every time; --test-fraction)")
+    elif tree is not None and tree.images("train") and not tree.images("test"):
         raise CnnlabError(  # before the long decode of train, not after it
-            f"{location} has a train split but no images under 'test/<class>/'; an image "
-            "folder must look like ROOT/train/<class>/*.png and ROOT/test/<class>/*.png: move "
-            "a fifth of each class's images to test/<class>/")
+            f"{location} has a train split but no images under 'test/<class>/'; move a fifth "
+            "of each class's images to test/<class>/, or put the class folders directly in "
+            f"{location} (then --test-fraction of each class is the test split)")
     # the test split's labels must index the train split's classes
-    classes = class_names(location, "train") if split != "train" else None
+    classes = class_names(location, "train", test_fraction) if split != "train" else None
     return read_image_folder(location, split, classes or None, resize, bad_files, log,
-                             scratch=scratch)
+                             scratch=scratch, test_fraction=test_fraction)
