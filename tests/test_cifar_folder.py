@@ -298,3 +298,25 @@ def test_photos_turned_by_exif_need_no_resize(tmp_path):
                 tmp_path / split / c / "x.jpg", exif=exif)
     images, labels, classes = read_image_folder(tmp_path, "train", workers=1)
     assert images.shape[2:] == (40, 30) and len(labels) == 2
+
+
+def test_a_changed_folder_leaves_one_cache_file_per_way_of_reading_it(tmp_path, monkeypatch):
+    """An image added: the old cache file of that split goes (nothing reads it again); the
+    same folder read another way (--resize) keeps its own file."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CNNLAB_CACHE", str(cache))
+    root = _tree(tmp_path / "tree", n=2)
+
+    def files(split):
+        return sorted(p.name for p in cache.glob(f"folder-{split}-*.safetensors"))
+
+    load_split("folder", "train", root)
+    load_split("folder", "train", root, resize=4)
+    first = files("train")
+    assert len(first) == 2
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "cat" / "new.png")
+    said = []
+    assert len(load_split("folder", "train", root, log=said.append)) == 5
+    now = files("train")
+    assert len(now) == 2 and len(set(now) & set(first)) == 1  # the resized one stays
+    assert any("removed 1 outdated cache file" in m for m in said)

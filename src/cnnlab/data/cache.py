@@ -61,9 +61,29 @@ def source_key(name: str, split: str, location: Path | None,
 
 def cache_path(name: str, split: str, location: Path | None, options: dict | None = None
                ) -> Path:
-    """The cache file for one split of data set ``name`` read from ``location``."""
+    """The cache file for one split of data set ``name`` read from ``location``:
+    ``NAME-SPLIT-PLACE-KEY.safetensors``, where PLACE says which files decoded how (the
+    location and the options) and KEY what they held (names, sizes, times)."""
+    place = hashlib.sha1(json.dumps([str(location.resolve()) if location else "", options or {}],
+                                    sort_keys=True).encode()).hexdigest()[:8]
     key = source_key(name, split, location, options)
-    return cache_dir() / f"{name.replace(':', '-')}-{split}-{key}.safetensors"
+    return cache_dir() / f"{name.replace(':', '-')}-{split}-{place}-{key}.safetensors"
+
+
+def remove_stale(cache: Path) -> list[Path]:
+    """Delete the cache files of the same place with another key: what the files held before
+    they changed (an image added to a folder), which nothing will read again. Returns them.
+    (A process still mapping one keeps its pages: unlinking does not unmap.)"""
+    stem = cache.name.rsplit("-", 1)[0]  # NAME-SPLIT-PLACE
+    gone = []
+    for old in cache.parent.glob(f"{stem}-*.safetensors"):
+        if old != cache and len(old.name) == len(cache.name):
+            try:
+                old.unlink()
+                gone.append(old)
+            except OSError:  # read-only, or another process removed it first
+                pass
+    return gone
 
 
 def read_cached(path: Path, mmap: bool = False

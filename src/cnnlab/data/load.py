@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data.cache import cache_path, read_cached, write_cached
+from cnnlab.data.cache import cache_path, read_cached, remove_stale, write_cached
 from cnnlab.data.locate import locate, not_found_error
 from cnnlab.data.registry import DatasetInfo, get_info
 from cnnlab.errors import CnnlabError
@@ -97,11 +97,19 @@ def load_split(
         except (OSError, CnnlabError) as e:  # a read-only cache must not stop training
             log(_not_cached(e))
         else:
+            _drop_stale(cache, log)
             if mmap:  # the decoded arrays are dropped: the split lives in the file
                 mapped = read_cached(cache, mmap=True)
                 if mapped is not None:
                     return Split(*mapped)
     return result
+
+
+def _drop_stale(cache: Path, log: Callable[[str], None]) -> None:
+    """After a new cache file: the ones the same files made before they changed go."""
+    gone = remove_stale(cache)
+    if gone:
+        log(f"removed {len(gone)} outdated cache file(s) of the files' earlier contents")
 
 
 def _not_cached(e: Exception) -> str:
@@ -128,6 +136,7 @@ def _decode_folder_to_cache(info: DatasetInfo, split: str, location: Path | None
             log(_not_cached(e))
             return Split(torch.from_numpy(np.ascontiguousarray(images)),
                          torch.from_numpy(labels), tuple(classes))
+        _drop_stale(cache, log)
         del images
     finally:
         scratch.unlink(missing_ok=True)
