@@ -281,10 +281,43 @@ def test_image_commands_refuse_a_series_run_in_one_line(series_run, tmp_path):
     from PIL import Image
 
     Image.new("L", (8, 8)).save(image)
-    for args in (["predict", run, str(image)], ["visualize", "gradcam", run, "--index", "0"],
+    for args in (["visualize", "gradcam", run, "--index", "0"],
                  ["visualize", "filters", run], ["explain", "shapes", run]):
         _one_line_error(CliRunner().invoke(cli, args), "takes images", "1-D series run",
                         "cnnlab visualize cam")
+
+
+def test_predict_on_series_files_agrees_with_the_model(series_run, tmp_path):
+    """.npy (no pickle), .csv and .txt: one series per row, FILE#i each; the answers are the
+    model's on the test split; a wrong length, an image or a pickle is a clear line."""
+    import json
+
+    import numpy as np
+
+    from cnnlab.data.load import load_split
+    from cnnlab.engine.predict import predict
+    from cnnlab.run import load_run
+
+    run = load_run(series_run.run_dir, device="cpu")
+    x = load_split("ucr:italypowerdemand", "test").images[:5]  # (5, 1, 24)
+    want = [run.classes[i] for i in run.logits(x).argmax(1).tolist()]
+    np.save(tmp_path / "five.npy", x[:, 0].numpy())
+    np.savetxt(tmp_path / "five.csv", x[:, 0].numpy(), delimiter=",")
+    np.savetxt(tmp_path / "one.txt", x[0, 0].numpy())
+    got = predict(series_run.run_dir, [tmp_path / "five.npy", tmp_path / "five.csv",
+                                       tmp_path / "one.txt"], top_k=1, device="cpu")
+    assert [p.classes[0] for p in got] == want + want + want[:1]
+    assert got[0].file.endswith("five.npy#0") and got[-1].file.endswith("one.txt")
+    r = CliRunner().invoke(cli, ["predict", str(series_run.run_dir), str(tmp_path / "five.npy"),
+                                 "--json", "--top-k", "all"])
+    assert r.exit_code == 0 and len(json.loads(r.output.splitlines()[0])["top"]) == 2
+    np.save(tmp_path / "short.npy", x[:, 0, :10].numpy())
+    (tmp_path / "x.png").write_bytes(b"\x89PNG")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    for name, says in (("short.npy", "24 steps, got 1x10"), ("x.png", "is an image"),
+                       ("obj.npy", "cannot read")):
+        r = CliRunner().invoke(cli, ["predict", str(series_run.run_dir), str(tmp_path / name)])
+        assert r.exit_code == 1 and says in r.output, r.output
 
 
 def test_serving_a_series_run_is_refused_before_anything_starts(series_run):

@@ -30,7 +30,8 @@ from cnnlab.errors import CnnlabError
               show_default=True)
 def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, invert: str,
             frame: bool, batch_size: int, device: str) -> None:
-    """The top-k classes of image files (PNG, JPEG, ...; any size or mode) and folders.
+    """The top-k classes of image files (PNG, JPEG, ...; any size or mode) and folders; for
+    a time-series run, of the series in .npy, .csv or .txt files (one series per row).
 
     Each image is resized and converted as the run's preprocessing says, exactly as in
     training (a picture that is not square is stretched, as training images were). Folders
@@ -39,13 +40,14 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, 
     from rich.progress import Progress
     from rich.table import Table
 
-    from cnnlab.engine.predict import collect_files, predict_files
+    from cnnlab.data.images import IMAGE_SUFFIXES
+    from cnnlab.engine.predict import SERIES_SUFFIXES, collect_files, predict_files
     from cnnlab.run import load_run
     from cnnlab.viz.plots import percent
 
     k = _top_k(top_k)
     run = load_run(run_dir, device)
-    files = collect_files(inputs)
+    files = collect_files(inputs, SERIES_SUFFIXES if run.is_series else IMAGE_SUFFIXES)
     k = len(run.classes) if k is None else k
     con = console()
     failed = 0

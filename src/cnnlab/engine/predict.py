@@ -37,17 +37,23 @@ class Prediction:
                         for c, p in zip(self.classes, self.probabilities, strict=True)]}
 
 
-def collect_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and the image files inside any folder (recursively, sorted)."""
+SERIES_SUFFIXES = {".npy", ".csv", ".tsv", ".txt"}
+
+
+def collect_files(inputs: Sequence[str | Path], suffixes: set[str] = IMAGE_SUFFIXES
+                  ) -> list[Path]:
+    """Files as given, and the files with ``suffixes`` (images by default) inside any folder
+    (recursively, sorted)."""
     files: list[Path] = []
+    what = "image" if suffixes is IMAGE_SUFFIXES else "series"
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file()
-                           and f.suffix.lower() in IMAGE_SUFFIXES)
+                           and f.suffix.lower() in suffixes)
             if not found:
-                raise CnnlabError(f"folder {p} has no image files "
-                                  f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise CnnlabError(f"folder {p} has no {what} files "
+                                  f"({', '.join(sorted(suffixes))})")
             files.extend(found)
         elif p.is_file():
             files.append(p)
@@ -66,7 +72,6 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None
     None: every class). A file that cannot be read gets a :class:`Prediction` with ``error``
     set, and the others go on. ``frame``: frame each digit as MNIST's were
     (:func:`cnnlab.data.images.frame_digit`)."""
-    run.require_images("`cnnlab predict`")
     top_k = len(run.classes) if top_k is None else top_k
     if top_k < 1:
         raise CnnlabError(f"top_k (--top-k) must be at least 1, got {top_k}")
@@ -74,6 +79,11 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None
         raise CnnlabError(f"invert must be auto, yes or no, got '{invert}'")
     if batch_size < 1:
         raise CnnlabError(f"batch_size (--batch-size) must be at least 1, got {batch_size}")
+    if run.is_series:
+        if frame:
+            raise CnnlabError("--frame frames pictures of digits; this is a time-series run")
+        yield from _predict_series(run, files, top_k, progress)
+        return
     if frame and run.preprocess.channels != 1:
         raise CnnlabError("framing a digit like MNIST (--frame) is for grey models; this run "
                           "takes colour images")
@@ -104,6 +114,57 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None
             progress(len(chunk))
 
 
+def read_series(path: str | Path, channels: int) -> torch.Tensor:
+    """A file of series -> float32 (N, C, L): ``.npy`` (read without pickle), or text with one
+    series per row (``.csv``: commas; ``.tsv``/``.txt``: tabs or spaces). 1-D is one series;
+    2-D is one series per row for a one-channel run, or one (C, L) series otherwise."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            arr = np.loadtxt(path, delimiter="," if path.suffix.lower() == ".csv" else None,
+                             dtype=np.float64, ndmin=1)
+    except (OSError, ValueError, EOFError) as e:
+        raise CnnlabError(f"cannot read {path} as series ({type(e).__name__}: "
+                          f"{(str(e).splitlines() or [''])[0]}); give .npy, or numbers in "
+                          "rows separated by commas (.csv) or spaces (.txt)") from None
+    if arr.dtype.kind not in "fiu" or arr.ndim > 3 or arr.size == 0:
+        raise CnnlabError(f"{path} holds {arr.dtype} of shape {arr.shape}; give numbers as "
+                          "(L,), (N, L) or (N, C, L)")
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    if x.dim() == 1:
+        return x[None, None]
+    if x.dim() == 2:
+        return x[:, None] if channels == 1 else x[None]
+    return x
+
+
+def _predict_series(run: LoadedRun, files: Sequence[str | Path], top_k: int,
+                    progress: Callable[[int], None] | None) -> Iterator[Prediction]:
+    """Each series in each file, classified: ``FILE#i`` for the i-th series of a file."""
+    k = min(top_k, len(run.classes))
+    for f in files:
+        try:
+            if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                raise CnnlabError(f"{f} is an image, and {run.run_dir} is a time-series run "
+                                  f"({run.config.dataset}); give series in .npy, .csv or .txt "
+                                  "files, one per row")
+            series = read_series(f, run.preprocess.channels)
+            run.preprocess.check(series)
+        except CnnlabError as e:
+            yield Prediction(str(f), [], [], False, str(e))
+            continue
+        p, idx = run.logits(series).float().softmax(1).topk(k, dim=1)
+        for i, (pi, ii) in enumerate(zip(p.tolist(), idx.tolist(), strict=True)):
+            name = str(f) if len(series) == 1 else f"{f}#{i}"
+            yield Prediction(name, [run.classes[j] for j in ii], pi, False)
+        if progress is not None:
+            progress(1)
+
+
 def predict(run_dir: str | Path, inputs: str | Path | Sequence[str | Path],
             top_k: int | None = 3, invert: str = "auto", device: str = "auto",
             frame: bool = False) -> list[Prediction]:
@@ -114,5 +175,6 @@ def predict(run_dir: str | Path, inputs: str | Path | Sequence[str | Path],
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     run = load_run(run_dir, device)
-    return list(predict_files(run, collect_files(inputs), top_k, invert, frame=frame))
+    suffixes = SERIES_SUFFIXES if run.is_series else IMAGE_SUFFIXES
+    return list(predict_files(run, collect_files(inputs, suffixes), top_k, invert, frame=frame))
 
