@@ -94,6 +94,7 @@ def test_ctrl_c_anywhere_exits_130_with_one_word(monkeypatch, capsys):
     (["train", "--recipe", "missing.yaml"], "recipe file missing.yaml does not exist"),
     (["train", "--model", "simplecnn"], "did you mean 'simple-cnn'?"),
     (["train", "--dataset", "fashion"], "did you mean 'fashion-mnist'?"),
+    (["train", "--optimizer", "adam", "--momentum", "0.5"], "--momentum is SGD's; adam keeps"),
 ])
 def test_train_names_fail_in_one_line_before_the_header(args, says):
     r = CliRunner().invoke(cli, args)

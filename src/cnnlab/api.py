@@ -46,6 +46,9 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
         recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
     cfg = build_config(recipe, overrides)
     _check_new_run(cfg)
+    if overrides.get("momentum") is not None and cfg.optimizer != "sgd":  # typed, not a recipe's
+        raise CnnlabError(f"--momentum is SGD's; {cfg.optimizer} keeps its own moving averages "
+                          "(betas 0.9, 0.999): drop --momentum, or use --optimizer sgd")
     return cfg
 
 
