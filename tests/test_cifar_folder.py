@@ -320,3 +320,31 @@ def test_a_changed_folder_leaves_one_cache_file_per_way_of_reading_it(tmp_path, 
     now = files("train")
     assert len(now) == 2 and len(set(now) & set(first)) == 1  # the resized one stays
     assert any("removed 1 outdated cache file" in m for m in said)
+
+
+def test_a_flat_folder_splits_alike_zipped_or_wrapped_and_says_what_it_leaves_out(tmp_path):
+    """The split hashes the path below the class folder's parent, so the folder, a zip of it
+    and the same tree inside a wrapper folder give the same test files; a class with only
+    nested images is still a class; a one-image class and an empty folder are said."""
+    flat = tmp_path / "wrap" / "shapes"
+    for c, n in (("cat", 6), ("dog", 5), ("owl", 1)):
+        (flat / c / "2024").mkdir(parents=True)
+        for i in range(n):
+            where = flat / c / ("2024" if c == "dog" else "")  # dog: only nested images
+            Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(where / f"{c}{i}.png")
+    (flat / "empty").mkdir()
+    zipped = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for f in flat.rglob("*.png"):
+            z.write(f, f"shapes/{f.relative_to(flat)}")
+    runs = [load_split("folder", "test", root, use_cache=False)
+            for root in (flat, zipped, tmp_path / "wrap")]
+    for split in runs:
+        assert split.classes == ("cat", "dog", "owl")
+        assert split.labels.tolist() == runs[0].labels.tolist()
+        assert np.array_equal(split.images.numpy(), runs[0].images.numpy())
+    assert runs[0].labels.tolist() == [0, 1]  # one cat, one dog; the single owl trains
+    notes = []
+    load_split("folder", "train", flat, log=notes.append, use_cache=False)
+    assert any("single image, kept for training, so not tested: owl" in m for m in notes)
+    assert any("left out class folder(s) with no images" in m and "empty" in m for m in notes)

@@ -44,6 +44,8 @@ def test_every_mode_and_size_gives_the_training_view(lenet_run, digit, tmp_path)
     files = collect_files([tmp_path])
     assert [f.name for f in files] == ["grey.png", "ink-on-paper.png", "palette.png",
                                        "rgb.jpg", "rgba.png", "sixteen.png"]  # no .txt
+    assert collect_files([tmp_path / "rgb.jpg", tmp_path]) == [tmp_path / "rgb.jpg"] + [
+        f for f in files if f.name != "rgb.jpg"]  # a file given twice is classified once
     preds = {p.file.rsplit("/", 1)[1]: p for p in predict_files(run, files, top_k=3,
                                                                   batch_size=4)}
     expect = run.logits(torch.from_numpy(big.copy())[None, None]).softmax(1)[0]

@@ -42,6 +42,17 @@ def digits():
     return [_png(np.asarray(Image.fromarray(a).resize((40, 40), Image.BILINEAR))) for a in imgs]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _pillow_limits_restored():
+    """The service sets Pillow's process-wide pixel limit; other test modules get theirs back."""
+    import warnings
+
+    before = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        yield
+    Image.MAX_IMAGE_PIXELS = before
+
+
 @pytest.fixture(scope="module")
 def run(lenet_run):
     return load_run(lenet_run, device="cpu")
@@ -201,6 +212,8 @@ def test_options_beside_the_image_and_unknown_options_are_refused(client, digits
     assert r.status_code == 400 and "put top_k in the query string" in r.json()["error"]
     r = client.post("/predict", files={"file": ("d.png", digits[0])}, data={"top_k": "1"})
     assert r.status_code == 400 and "top_k" in r.json()["error"]
+    r = client.post("/predict?top_k=1&top_k=2", content=digits[0])
+    assert r.status_code == 400 and "top_k given more than once" in r.json()["error"]
     r = client.post("/predict?topk=1", content=digits[0])
     assert r.status_code == 400 and "unknown query parameter(s) topk" in r.json()["error"]
     r = client.post("/predict?show_input=maybe", content=digits[0])

@@ -92,15 +92,15 @@ def test_drawing_a_stroke_shows_probabilities_and_the_model_input(lenet_run, tmp
 
 
 def test_on_a_phone_the_answer_is_in_view_under_the_canvas(lenet_run, tmp_path):
-    """390x844 at 3 device pixels per CSS pixel: the pad draws at the screen's density (capped
+    """360x640 at 3 device pixels per CSS pixel: the pad draws at the screen's density (capped
     at 1024), the digits run offers MNIST framing (ticked, done by the server), and the top
-    class is on screen without scrolling once a digit is drawn."""
+    class is on screen without scrolling once a digit is drawn: on the canvas's corner."""
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("no chromium on this machine (apt-get install chromium)")
     run = load_run(lenet_run, device="cpu")
     with _Server(run) as url:
-        browser = Browser(chromium, width=390, height=844, scale=3, mobile=True)
+        browser = Browser(chromium, width=360, height=640, scale=3, mobile=True)
         try:
             browser.open(url + "/")
             browser.wait_for("document.querySelectorAll('#bars .name').length === 10")
@@ -111,7 +111,9 @@ def test_on_a_phone_the_answer_is_in_view_under_the_canvas(lenet_run, tmp_path):
             _draw_a_seven(browser)
             browser.wait_for("!document.getElementById('top-class').classList.contains('waiting')")
             top = json.loads(browser.eval("""JSON.stringify({
-                box: document.getElementById('top-class').getBoundingClientRect(),
+                box: document.getElementById('badge').getBoundingClientRect(),
+                badge: document.getElementById('badge').textContent,
+                top: document.getElementById('top-class').textContent,
                 width: document.documentElement.scrollWidth,
                 note: document.getElementById('seen-note').textContent})"""))
             browser.screenshot(tmp_path / "phone.png")
@@ -119,6 +121,7 @@ def test_on_a_phone_the_answer_is_in_view_under_the_canvas(lenet_run, tmp_path):
         finally:
             browser.close()
     assert pad["w"] == min(1024, round(pad["css"] * 3)) and pad["frame"] and pad["ticked"]
-    assert top["box"]["top"] > 0 and top["box"]["bottom"] < 844
-    assert top["width"] <= 390  # no sideways scrolling
+    assert top["box"]["top"] > 0 and top["box"]["bottom"] < 640 and top["box"]["height"] > 10
+    assert top["badge"].startswith(top["top"]) and "%" in top["badge"]
+    assert top["width"] <= 360  # no sideways scrolling
     assert "framed like MNIST" in top["note"] and errors == []

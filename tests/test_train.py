@@ -391,3 +391,11 @@ def test_saved_configs_from_before_the_new_run_checks_still_load():
         train_config(None, alternate_flip=True)
     with pytest.raises(CnnlabError, match="recipe file my/mnist-fast.yaml does not exist"):
         build_config("my/mnist-fast.yaml")
+
+
+def test_a_resume_refusal_names_switches_as_on_and_off():
+    from cnnlab.api import _refuse_changed_training
+    from cnnlab.config import build_config
+
+    with pytest.raises(CnnlabError, match=r"--flip on \(the run has off\)"):
+        _refuse_changed_training(build_config(None, {}), build_config(None, {"flip": True}))

@@ -93,8 +93,12 @@ def _refuse_changed_training(saved: Any, given: Any) -> None:
                 return False
         return a == b
 
-    changed = [f"--{f.name.replace('_', '-')} {getattr(given, f.name)} (the run has "
-               f"{getattr(saved, f.name)})" for f in fields(saved)
+    def shown(value: Any) -> str:
+        return {True: "on", False: "off", None: "unset"}.get(value, str(value)) \
+            if isinstance(value, bool) or value is None else str(value)
+
+    changed = [f"--{f.name.replace('_', '-')} {shown(getattr(given, f.name))} (the run has "
+               f"{shown(getattr(saved, f.name))})" for f in fields(saved)
                if f.name not in RESUMABLE
                and not same(f.name, getattr(saved, f.name), getattr(given, f.name))]
     if changed:

@@ -139,7 +139,7 @@ class TrainConfig:
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "0 or more"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-            ("test_fraction", 0 < self.test_fraction < 1, "between 0 and 1"),
+            ("test_fraction", 0 < self.test_fraction < 1, "above 0 and below 1"),
             ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
             ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs, "between 0 and --epochs"),
             ("crop_padding", self.crop_padding >= 0, "0 or more"),

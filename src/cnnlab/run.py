@@ -353,8 +353,8 @@ class LoadedRun:
 
         if isinstance(images, torch.Tensor):
             return images
-        if isinstance(images, np.ndarray):
-            return torch.from_numpy(np.ascontiguousarray(images))
+        if isinstance(images, np.ndarray):  # a copy: a read-only array (np.asarray(pil))
+            return torch.from_numpy(np.array(images, order="C", copy=True))
         pictures = images if isinstance(images, (list, tuple)) else [images]
         if pictures and all(hasattr(p, "getbands") for p in pictures):  # Pillow images
             self.require_images("Pillow images")

@@ -76,7 +76,9 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, 
             table.add_row(name, *[f"{c} {percent(q)}" for c, q in zip(p.classes, p.probabilities,
                                                                       strict=True)])
     con.print(table)
-    if inverted:
+    if inverted and invert == "yes":
+        con.print(f"{inverted} image(s) were inverted, as --invert yes asks")
+    elif inverted:
         con.print(f"{inverted} dark-on-light image(s) were inverted to match the training data "
                   "(light on dark); --invert no keeps them as they are")
     if blank:

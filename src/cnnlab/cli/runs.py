@@ -40,7 +40,7 @@ def eval_cmd(run_dir: Path, dataset: str | None, data_dir: str | None, split: st
     per.add_column("n", justify="right")
     for name, acc, n in zip(classes, res.per_class_accuracy(), res.confusion.sum(1).tolist(),
                             strict=True):
-        per.add_row(name, f"{acc:.4f}", str(n))
+        per.add_row(name, "—" if acc is None else f"{acc:.4f}", str(n))
     con.print(per)
     con.print(confusion_table(res.confusion.tolist(), classes, con.width))
     run = RunDir(run_dir)

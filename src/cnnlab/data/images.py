@@ -96,6 +96,8 @@ def frame_digit(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     ink = 255 - grey if dark_on_light else grey
     border = torch.cat([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
     ink = (ink - border.median()).clamp_min(0)  # grey paper, a dim board: background is 0
+    if float(ink.max()) >= INK:  # pencil on grey paper: the strongest stroke becomes full ink
+        ink = ink * (255.0 / float(ink.max()))
     h, w = size
     strong = ink > INK
     if float(ink.max()) < INK or not strong.any():

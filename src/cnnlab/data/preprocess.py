@@ -191,8 +191,10 @@ def adapt_images(images: torch.Tensor, size: int | tuple[int, int] | None,
             w = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32, device=images.device)
             images = (images.float() * w[:, None, None]).sum(1, keepdim=True).round().byte()
         else:
-            raise CnnlabError(f"cannot convert {images.shape[1]} channels to {channels}; "
-                              "use --channels 1 or 3")
+            hint = ("; the array looks channels-last (N, H, W, C): x.permute(0, 3, 1, 2)"
+                    if images.dim() == 4 and images.shape[-1] in (1, 3) else
+                    "; use --channels 1 or 3")
+            raise CnnlabError(f"cannot convert {images.shape[1]} channels to {channels}{hint}")
     if isinstance(size, int):
         size = (size, size)
     if size is not None and tuple(images.shape[2:]) != tuple(size):

@@ -24,9 +24,11 @@ class EvalResult:
     loss: float
     confusion: torch.Tensor  # (K, K) int64, rows = true class, columns = predicted
 
-    def per_class_accuracy(self) -> list[float]:
-        totals = self.confusion.sum(1).clamp_min(1)
-        return (self.confusion.diag().double() / totals).tolist()
+    def per_class_accuracy(self) -> list[float | None]:
+        """Each class's accuracy; None for a class with no examples in the split (not 0)."""
+        totals = self.confusion.sum(1)
+        acc = (self.confusion.diag().double() / totals.clamp_min(1)).tolist()
+        return [a if n else None for a, n in zip(acc, totals.tolist(), strict=True)]
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, level: int, mirror: bool = True

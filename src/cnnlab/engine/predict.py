@@ -61,7 +61,8 @@ def collect_files(inputs: Sequence[str | Path], suffixes: set[str] = IMAGE_SUFFI
             raise CnnlabError(f"{p} does not exist; give image files or folders")
     if not files:
         raise CnnlabError("no image files given")
-    return files
+    unique = {f.resolve(): f for f in reversed(files)}  # a file given twice (and in its folder)
+    return [f for f in files if unique.get(f.resolve()) is f]
 
 
 def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None = 3,

@@ -202,6 +202,9 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             raise CnnlabError(f"{run} already finished {start_epoch} epochs; pass a larger "
                               f"--epochs to train further")
         log(f"resuming {run} after epoch {start_epoch}")
+        before = run.read_config().get("data_dir")
+        if before and cfg.data_dir and Path(before) != Path(cfg.data_dir):
+            log(f"the data is now read from {cfg.data_dir} (the run read {before} until now)")
         planned = run.read_config().get("epochs")
         if planned and planned != cfg.epochs and cfg.schedule not in ("constant", "step"):
             log(f"(the {cfg.schedule} learning-rate schedule was laid out over {planned} "

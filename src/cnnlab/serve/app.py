@@ -383,6 +383,10 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
             raise UploadError(400, f"invert must be auto, yes or no, got '{invert}'")
         frame = _query_bool(request, "frame", False)
         show_input = _query_bool(request, "show_input", False)
+        twice = [k for k in OPTIONS if len(request.query_params.getlist(k)) > 1]
+        if twice:
+            raise UploadError(400, f"{', '.join(twice)} given more than once; give each "
+                                   "option once")
         unknown = set(request.query_params) - set(OPTIONS)
         if unknown:
             raise UploadError(400, f"unknown query parameter(s) {', '.join(sorted(unknown))}; "

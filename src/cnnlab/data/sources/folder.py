@@ -85,29 +85,32 @@ class _Tree:
         class folder belong to it, as in torchvision's ImageFolder), sorted for a stable
         order. A flat tree's split is made: ``test_fraction`` of each class is the test
         split (:func:`held_out`)."""
-        if self.flat:
+        if self.flat:  # hashed without a wrapper folder: the same split from a zip of it
             every = [(self._parts(f)[0], f) for f in self.files
                      if len(self._parts(f)) >= 2 and f.suffix.lower() in IMAGE_SUFFIXES]
-            test = held_out(every, test_fraction)
-            out = [cf for cf in every if (cf[1] in test) == (split == "test")]
+            names = {f: PurePosixPath(*self._parts(f)) for _, f in every}
+            test = {f for f in held_out([(c, names[f]) for c, f in every], test_fraction)}
+            out = [cf for cf in every if (names[cf[1]] in test) == (split == "test")]
         else:
             out = [(parts[1], f) for f in self.files if len(parts := self._parts(f)) >= 3
                    and parts[0] == split and f.suffix.lower() in IMAGE_SUFFIXES]
         return sorted(out, key=lambda cf: (cf[0], str(cf[1])))
 
     def class_folders(self, split: str) -> set[str]:
-        """Every folder directly under ``split/`` (a directory root; in a zip, those holding
-        files), images in it or not."""
+        """Every folder directly under ``split/`` (of a flat tree: under the root; a
+        directory root; in a zip, those holding files), images in it or not."""
+        flat = self.flat
         if self.zip is None:
-            base = self.root / self.prefix / split
+            base = self.root / self.prefix / ("" if flat else split)
             return {d.name for d in base.iterdir() if d.is_dir()} if base.is_dir() else set()
-        return {parts[1] for f in self.files if len(parts := self._parts(f)) >= 3
-                and parts[0] == split}
+        depth = 2 if flat else 3
+        return {parts[0 if flat else 1] for f in self.files
+                if len(parts := self._parts(f)) >= depth and (flat or parts[0] == split)}
 
     def flat_classes(self) -> list[str]:
-        """The folders holding images directly under the root (``ROOT/<class>/x.png``): a
-        tree without train/ and test/."""
-        return sorted({parts[0] for f in self.files if len(parts := self._parts(f)) == 2
+        """The folders under the root holding images at any depth (``ROOT/<class>/x.png``,
+        ``ROOT/<class>/2024/x.png``): the classes of a tree without train/ and test/."""
+        return sorted({parts[0] for f in self.files if len(parts := self._parts(f)) >= 2
                        and f.suffix.lower() in IMAGE_SUFFIXES})
 
     def read(self, f: PurePosixPath) -> bytes:
@@ -160,7 +163,7 @@ def read_image_folder(
                           "or ROOT/<class>/*.png (then --test-fraction of each class is the "
                           "test split)")
     found = sorted({c for c, _ in entries})
-    empty = sorted(tree.class_folders(split) - set(found)) if not tree.flat else []
+    empty = sorted(tree.class_folders(split) - set(found))
     if empty and classes is None:
         log(f"left out class folder(s) with no images in {split}/: {', '.join(empty)}")
     if classes is None:
@@ -312,6 +315,11 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
     if tree is not None and tree.flat:
         log(f"{location} has class folders but no train/ and test/: {test_fraction:.0%} of each "
             "class is the test split (the same files every time; --test-fraction)")
+        tested = {c for c, _ in tree.images("test", test_fraction)}
+        untested = sorted({c for c, _ in tree.images("train", test_fraction)} - tested)
+        if untested:
+            log(f"class(es) with a single image, kept for training, so not tested: "
+                f"{', '.join(untested)}")
     elif tree is not None and tree.images("train") and not tree.images("test"):
         raise CnnlabError(  # before the long decode of train, not after it
             f"{location} has a train split but no images under 'test/<class>/'; move a fifth "
