@@ -77,6 +77,19 @@ def test_conv_frames_show_each_windows_products_and_sum():
         ops.conv_figure(padding=1, step=25)
 
 
+def test_conv_frames_share_one_layout():
+    """Every frame of the animation has the same size, so nothing moves but the window (the
+    widest products, 9x9, and the widest sum set it for all)."""
+    import matplotlib.pyplot as plt
+
+    sizes = set()
+    for n in range(25):
+        fig = ops.conv_figure(padding=1, step=n)
+        sizes.add(tuple(fig.get_size_inches().round(4)))
+        plt.close(fig)
+    assert len(sizes) == 1
+
+
 def test_conv_of_fractions_and_a_rectangle():
     x = torch.tensor([[0.5, -1.0, 2.0, 0.25], [1.5, 0.0, -0.5, 3.0], [2.0, 1.0, 0.0, -2.0]])
     k = torch.tensor([[0.5, -1.0], [2.0, 0.0]])

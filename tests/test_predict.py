@@ -168,7 +168,7 @@ def test_framing_scales_the_drawing_into_20x20_centred_on_its_mass():
     assert torch.equal(frame_digit(blank, (28, 28)), torch.full((1, 28, 28), 255,
                                                                 dtype=torch.uint8))
     colour = Preprocess(channels=3, size=(32, 32))
-    with pytest.raises(Exception, match="framing a digit like MNIST is for grey models"):
+    with pytest.raises(Exception, match=r"framing a digit like MNIST \(--frame\) is for grey"):
         model_view(page.expand(3, -1, -1), colour, frame=True)
 
 

@@ -94,8 +94,11 @@ def _refuse_changed_training(saved: Any, given: Any) -> None:
         return a == b
 
     def shown(value: Any) -> str:
-        return {True: "on", False: "off", None: "unset"}.get(value, str(value)) \
-            if isinstance(value, bool) or value is None else str(value)
+        if value is None:
+            return "unset"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return str(value)
 
     changed = [f"--{f.name.replace('_', '-')} {shown(getattr(given, f.name))} (the run has "
                f"{shown(getattr(saved, f.name))})" for f in fields(saved)

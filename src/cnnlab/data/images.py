@@ -23,9 +23,8 @@ from cnnlab.errors import CnnlabError
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-__all__ = ["IMAGE_SUFFIXES", "frame_digit", "load_images", "looks_blank", "looks_dark_on_light",
-           "model_view",
-           "pil_to_tensor", "read_image", "reduce_jpeg"]
+__all__ = ["IMAGE_SUFFIXES", "check_frame", "frame_digit", "load_images", "looks_blank",
+           "looks_dark_on_light", "model_view", "pil_to_tensor", "read_image", "reduce_jpeg"]
 
 JPEG_DRAFT_SIDE = 512  # a JPEG decodes at reduced scale down to this side (reduce_jpeg)
 INK = 30  # a pixel this far from the background (of 255) is part of the drawing
@@ -100,7 +99,7 @@ def frame_digit(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         ink = ink * (255.0 / float(ink.max()))
     h, w = size
     strong = ink > INK
-    if float(ink.max()) < INK or not strong.any():
+    if not strong.any():
         return adapt_images(image[None], size, 1)[0]
     rows, cols = strong.any(1).nonzero()[:, 0], strong.any(0).nonzero()[:, 0]
     crop = ink[int(rows[0]):int(rows[-1]) + 1, int(cols[0]):int(cols[-1]) + 1]
@@ -122,6 +121,13 @@ def frame_digit(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.round().clamp(0, 255).to(torch.uint8)[None]
 
 
+def check_frame(preprocess: Preprocess) -> None:
+    """A one-line error unless framing like MNIST fits the run: grey images only."""
+    if preprocess.channels != 1:
+        raise CnnlabError("framing a digit like MNIST (--frame) is for grey models; this run "
+                          "takes colour images, so leave framing off")
+
+
 def looks_blank(image: torch.Tensor) -> bool:
     """Whether a uint8 model input is almost one colour (every pixel within ``INK`` of 255
     of the others): an empty canvas, a lens cap. The model still answers, and the answer
@@ -141,9 +147,8 @@ def model_view(image: torch.Tensor, preprocess: Preprocess, invert: str = "auto"
     """
     if invert not in ("auto", "yes", "no"):
         raise CnnlabError(f"invert must be auto, yes or no, got '{invert}'")
-    if frame and preprocess.channels != 1:
-        raise CnnlabError("framing a digit like MNIST is for grey models; this run takes "
-                          "colour images, so leave framing off")
+    if frame:
+        check_frame(preprocess)
     img = frame_digit(image, preprocess.size) if frame else preprocess.adapt(image[None])[0]
     flip = invert == "yes" or (invert == "auto" and preprocess.light_on_dark
                                and looks_dark_on_light(img))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.images import IMAGE_SUFFIXES, looks_blank, model_view, read_image
+from cnnlab.data.images import IMAGE_SUFFIXES, check_frame, looks_blank, model_view, read_image
 from cnnlab.errors import CnnlabError
 from cnnlab.run import LoadedRun
 
@@ -58,11 +58,16 @@ def collect_files(inputs: Sequence[str | Path], suffixes: set[str] = IMAGE_SUFFI
         elif p.is_file():
             files.append(p)
         else:
-            raise CnnlabError(f"{p} does not exist; give image files or folders")
+            raise CnnlabError(f"{p} does not exist; give {what} files or folders")
     if not files:
-        raise CnnlabError("no image files given")
-    unique = {f.resolve(): f for f in reversed(files)}  # a file given twice (and in its folder)
-    return [f for f in files if unique.get(f.resolve()) is f]
+        raise CnnlabError(f"no {what} files given")
+    seen: set[Path] = set()  # a file given twice (or also in a folder given) is read once
+    unique = []
+    for f in files:
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    return unique
 
 
 def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None = 3,
@@ -85,9 +90,8 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None
             raise CnnlabError("--frame frames pictures of digits; this is a time-series run")
         yield from _predict_series(run, files, top_k, progress)
         return
-    if frame and run.preprocess.channels != 1:
-        raise CnnlabError("framing a digit like MNIST (--frame) is for grey models; this run "
-                          "takes colour images")
+    if frame:  # once, not as an error row per file
+        check_frame(run.preprocess)
     k = min(top_k, len(run.classes))
     for start in range(0, len(files), batch_size):
         chunk = list(files[start:start + batch_size])
@@ -157,11 +161,11 @@ def _predict_series(run: LoadedRun, files: Sequence[str | Path], top_k: int,
             run.preprocess.check(series)
         except CnnlabError as e:
             yield Prediction(str(f), [], [], False, str(e))
-            continue
-        p, idx = run.logits(series).float().softmax(1).topk(k, dim=1)
-        for i, (pi, ii) in enumerate(zip(p.tolist(), idx.tolist(), strict=True)):
-            name = str(f) if len(series) == 1 else f"{f}#{i}"
-            yield Prediction(name, [run.classes[j] for j in ii], pi, False)
+        else:
+            p, idx = run.logits(series).float().softmax(1).topk(k, dim=1)
+            for i, (pi, ii) in enumerate(zip(p.tolist(), idx.tolist(), strict=True)):
+                name = str(f) if len(series) == 1 else f"{f}#{i}"
+                yield Prediction(name, [run.classes[j] for j in ii], pi, False)
         if progress is not None:
             progress(1)
 

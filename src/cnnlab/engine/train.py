@@ -191,9 +191,10 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
         stem = run.latest_checkpoint()
         if stem is None:
             raise CnnlabError(f"{run} has no checkpoint to resume from; train it anew")
-        if tuple(run.read_classes()) != tuple(built.classes):  # another folder of images
+        trained_on = run.read_classes()
+        if tuple(trained_on) != tuple(built.classes):  # another folder of images
             raise CnnlabError(f"the data now has classes {', '.join(built.classes)}, the run "
-                              f"was trained on {', '.join(run.read_classes())}; resume with "
+                              f"was trained on {', '.join(trained_on)}; resume with "
                               "the run's data (--data-dir), or start a new run")
         meta = load_checkpoint(stem, model, optimizer, ema)
         start_epoch = int(meta["epoch"])
@@ -202,10 +203,11 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             raise CnnlabError(f"{run} already finished {start_epoch} epochs; pass a larger "
                               f"--epochs to train further")
         log(f"resuming {run} after epoch {start_epoch}")
-        before = run.read_config().get("data_dir")
+        saved = run.read_config()
+        before = saved.get("data_dir")
         if before and cfg.data_dir and Path(before) != Path(cfg.data_dir):
             log(f"the data is now read from {cfg.data_dir} (the run read {before} until now)")
-        planned = run.read_config().get("epochs")
+        planned = saved.get("epochs")
         if planned and planned != cfg.epochs and cfg.schedule not in ("constant", "step"):
             log(f"(the {cfg.schedule} learning-rate schedule was laid out over {planned} "
                 f"epochs and is now laid out over {cfg.epochs}: epoch {start_epoch + 1} starts "

@@ -135,21 +135,9 @@ def write_gif(frames: Sequence[Callable[[], Any]], path: Path, frame_ms: int = F
 
     from cnnlab.fileio import atomic_path
 
-    # every frame gets the axes positions the layout engine found for the last one (the
-    # fullest): laid out one by one, the grids moved by a few pixels between frames
-    if not frames:
-        raise ValueError("an animation needs at least one frame")
-    ref = frames[-1]()
-    ref.canvas.draw()
-    boxes = [ax.get_position() for ax in ref.axes]
-    plt.close(ref)
     images = []
     for make in frames:
         fig = make()
-        if len(fig.axes) == len(boxes):
-            fig.set_layout_engine("none")
-            for ax, box in zip(fig.axes, boxes, strict=True):
-                ax.set_position(box)
         buf = BytesIO()
         try:
             fig.savefig(buf, format="png", dpi=GIF_DPI, facecolor="white")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.inspect.receptive import LayerField, receptive_fields
+from cnnlab.inspect.receptive import LayerField, reaches_padding, receptive_fields
 from cnnlab.viz.plots import save_png
 
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6",
@@ -67,7 +67,7 @@ def plot_receptive_field(model: nn.Module, model_name: str, image: torch.Tensor,
     hi_r = max(h, *(r[0][1] for r in regions)) + 1
     hi_c = max(w, *(r[1][1] for r in regions)) + 1
 
-    padded = lo < -1 or hi_r > h + 1 or hi_c > w + 1  # some field reaches past the image
+    padded = reaches_padding(regions, (h, w))
 
     fig, (ax, ax_txt) = plt.subplots(1, 2, figsize=(9.6, 5.2), layout="constrained",
                                      gridspec_kw={"width_ratios": [1.25, 1]})

@@ -177,7 +177,7 @@ def conv_figure(input: Matrix = None, kernel: Matrix = None, padding: int = 0, s
         return _conv_picture(op)
     if not 0 <= step < op.out.numel():
         raise CnnlabError(f"step {step} is not an output cell (0 to {op.out.numel() - 1})")
-    return _conv_frame(op, *divmod(step, op.ow))
+    return _conv_frame(op, *divmod(step, op.ow), _frame_widths(op))
 
 
 def _notes(stride: int | None, unused: bool) -> list[tuple[str, str]]:
@@ -250,20 +250,34 @@ def _conv_picture(op: _Conv) -> Any:
     return cv.fig
 
 
-def _conv_frame(op: _Conv, i: int, j: int) -> Any:
+def _pairs(op: _Conv, i: int, j: int) -> list[list[str]]:
+    """The ``a×b`` texts of output (i, j)'s window and the kernel."""
+    return [[f"{op.fx(float(a))}×{_signed(op.fk(float(b)))}" for a, b in zip(ra, rb, strict=True)]
+            for ra, rb in zip(op.window(i, j).tolist(), op.k.tolist(), strict=True)]
+
+
+def _frame_widths(op: _Conv) -> tuple[float, int]:
+    """The product cell width and the longest sum's length over every frame: one layout for
+    the whole animation, so that nothing moves from frame to frame but the window."""
+    cells = [(i, j) for i in range(op.oh) for j in range(op.ow)]
+    longest = max(len(t) for i, j in cells for row in _pairs(op, i, j) for t in row)
+    return (max(1.5, 0.22 * longest + 0.5),
+            max(len(op.fo(float(op.out[i, j]))) for i, j in cells))
+
+
+def _conv_frame(op: _Conv, i: int, j: int, widths: tuple[float, int]) -> Any:
     gap, top = 1.6, 3.2
     prods = op.products(i, j)
     fp = C.number_format(prods)
-    pair = [[f"{op.fx(float(a))}×{_signed(op.fk(float(b)))}" for a, b in zip(ra, rb, strict=True)]
-            for ra, rb in zip(op.window(i, j).tolist(), op.k.tolist(), strict=True)]
-    pw = max(1.5, 0.22 * max(len(t) for row in pair for t in row) + 0.5)   # product cell width
+    pair = _pairs(op, i, j)
+    pw, total_len = widths   # product cell width, room for the longest sum
     mid_w = max(op.kw * pw, op.kw)
     mid_h = op.kh + 1.2 + op.kh
     tall = max(op.ph, mid_h, op.oh)
     total = op.fo(float(op.out[i, j]))
     xm = 0.6 + op.pw + gap
     xs = xm + mid_w + 0.4              # "= sum"
-    xo = xs + 0.45 * (len(total) + 2) + gap
+    xo = xs + 0.45 * (total_len + 2) + gap
     width = max(xo + op.ow * op.cw + 0.6, 22.0)
     cv = Canvas(width, top + tall + 0.6)
     cv.write(width / 2, 0.7, op.title(), size=0.5, weight="bold")
@@ -308,8 +322,10 @@ def explain_conv(input: Matrix = None, kernel: Matrix = None, padding: int = 0,
     the kernel and the output, or a .gif with one frame per output number. Returns ``path``."""
     path = check_out(path)
     op = _conv_op(input, kernel, padding, stride)
+    widths = _frame_widths(op)
     return _write(path, lambda: _conv_picture(op),
-                  [lambda n=n: _conv_frame(op, *divmod(n, op.ow)) for n in range(op.out.numel())])
+                  [lambda n=n: _conv_frame(op, *divmod(n, op.ow), widths)
+                   for n in range(op.out.numel())])
 
 
 def _write(path: Path, picture: Any, frames: list[Any]) -> Path:

@@ -139,6 +139,14 @@ def _bbox(grad: torch.Tensor) -> tuple[tuple[int, int], tuple[int, int], bool]:
     return (r0, c0), (r1 - r0, c1 - c0), touches
 
 
+def reaches_padding(regions: list[tuple[tuple[int, int], tuple[int, int]]],
+                    input_hw: tuple[int, int]) -> bool:
+    """Whether any ``((row0, row1), (col0, col1))`` region (from :meth:`Field.region`)
+    reaches past the input, into the zero padding around it."""
+    h, w = input_hw
+    return any(r0 < 0 or c0 < 0 or r1 > h or c1 > w for (r0, r1), (c0, c1) in regions)
+
+
 def receptive_fields(model: nn.Module, input_shape: tuple[int, int, int]) -> list[LayerField]:
     """The field of every leaf layer call, in call order (a module called twice appears
     twice, as in `cnnlab summary`)."""

@@ -160,11 +160,11 @@ def _summary_text(net: nn.Module, name: str, description: str, shape: tuple[int,
     text = head + "\n" + format_summary(rows, sum(p.numel() for p in net.parameters()),
                                         readable, fields)
     if receptive:
+        from cnnlab.inspect.receptive import reaches_padding
+
         h, w = shape[1:]
-        beyond = any(lf.field.size is not None and (
-            min(r0, c0) < 0 or r1 > h or c1 > w)
-            for lf in measured for (r0, r1), (c0, c1) in [lf.field.region(lf.centre, (h, w))])
-        if beyond:
+        if reaches_padding([lf.field.region(lf.centre, (h, w)) for lf in measured
+                            if lf.field.size is not None], (h, w)):
             text += (f"\nrows or columns outside 0..{h - 1} / 0..{w - 1} lie in the zero "
                      "padding around the input")
     return text

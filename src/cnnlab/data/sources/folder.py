@@ -16,6 +16,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -67,13 +68,14 @@ class _Tree:
         # A zip may wrap the tree in one top folder (cifar10-jpeg/train/...): strip it.
         tops = {f.parts[0] for f in self.files if len(f.parts) > 1}
         self.prefix = ""
+        self._splits: dict[float, tuple[list[tuple[str, PurePosixPath]], set[PurePosixPath]]] = {}
         if len(tops) == 1 and not ({"train", "test"} & tops):
             self.prefix = next(iter(tops))
 
     def _parts(self, f: PurePosixPath) -> tuple[str, ...]:
         return f.parts[1:] if self.prefix else f.parts
 
-    @property
+    @cached_property
     def flat(self) -> bool:
         """``ROOT/<class>/*.png`` with no train/ and test/ folders: the splits are made here."""
         tops = {self._parts(f)[0] for f in self.files if len(self._parts(f)) >= 2}
@@ -85,16 +87,27 @@ class _Tree:
         class folder belong to it, as in torchvision's ImageFolder), sorted for a stable
         order. A flat tree's split is made: ``test_fraction`` of each class is the test
         split (:func:`held_out`)."""
-        if self.flat:  # hashed without a wrapper folder: the same split from a zip of it
-            every = [(self._parts(f)[0], f) for f in self.files
-                     if len(self._parts(f)) >= 2 and f.suffix.lower() in IMAGE_SUFFIXES]
-            names = {f: PurePosixPath(*self._parts(f)) for _, f in every}
-            test = {f for f in held_out([(c, names[f]) for c, f in every], test_fraction)}
-            out = [cf for cf in every if (names[cf[1]] in test) == (split == "test")]
+        if self.flat:
+            every, test = self._flat_split(test_fraction)
+            out = [cf for cf in every if (cf[1] in test) == (split == "test")]
         else:
             out = [(parts[1], f) for f in self.files if len(parts := self._parts(f)) >= 3
                    and parts[0] == split and f.suffix.lower() in IMAGE_SUFFIXES]
         return sorted(out, key=lambda cf: (cf[0], str(cf[1])))
+
+    def _flat_split(self, test_fraction: float
+                    ) -> tuple[list[tuple[str, PurePosixPath]], set[PurePosixPath]]:
+        """Every (class, file) of a flat tree, and the files of its test split: hashed by
+        the path below the class folders' parent, so a zip of the folder, or the folder in
+        a wrapper folder, gives the same split. Worked out once per fraction."""
+        if test_fraction in self._splits:
+            return self._splits[test_fraction]
+        every = [(self._parts(f)[0], f) for f in self.files
+                 if len(self._parts(f)) >= 2 and f.suffix.lower() in IMAGE_SUFFIXES]
+        names = {f: PurePosixPath(*self._parts(f)) for _, f in every}
+        test_names = held_out([(c, names[f]) for c, f in every], test_fraction)
+        self._splits[test_fraction] = every, {f for _, f in every if names[f] in test_names}
+        return self._splits[test_fraction]
 
     def class_folders(self, split: str) -> set[str]:
         """Every folder directly under ``split/`` (of a flat tree: under the root; a
@@ -119,10 +132,11 @@ class _Tree:
         return (self.root / f).read_bytes()
 
 
-def class_names(root: Path, split: str = "train", test_fraction: float = TEST_FRACTION
+def class_names(root: Path | _Tree, split: str = "train", test_fraction: float = TEST_FRACTION
                 ) -> list[str]:
     """Sorted class folder names of one split, without decoding any image."""
-    return sorted({c for c, _ in _Tree(root).images(split, test_fraction)})
+    tree = root if isinstance(root, _Tree) else _Tree(root)
+    return sorted({c for c, _ in tree.images(split, test_fraction)})
 
 
 BadFiles = Literal["fail", "skip"]
@@ -133,7 +147,7 @@ def read_image_folder(
     root: Path, split: str, classes: list[str] | None = None, resize: int | None = None,
     bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
     workers: int | None = None, scratch: Path | None = None,
-    test_fraction: float = TEST_FRACTION,
+    test_fraction: float = TEST_FRACTION, tree: _Tree | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (N, C, H, W) uint8 images, (N,) labels and class names of one split.
 
@@ -155,7 +169,7 @@ def read_image_folder(
 
     if bad_files not in ("fail", "skip"):
         raise CnnlabError(f"--bad-files must be fail or skip, got '{bad_files}'")
-    tree = _Tree(root)
+    tree = tree or _Tree(root)
     entries = tree.images(split, test_fraction)
     if not entries:
         raise CnnlabError(f"no images found under '{split}/<class>/' in {root}; an image folder "
@@ -311,8 +325,8 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return one split of the tree at ``location``; class names are the train split's folders."""
     assert location is not None, "an image folder is read from files"
-    tree = _Tree(location) if split == "train" else None
-    if tree is not None and tree.flat:
+    tree = _Tree(location)  # listed once for this split: the checks, classes and decode
+    if split == "train" and tree.flat:
         log(f"{location} has class folders but no train/ and test/: {test_fraction:.0%} of each "
             "class is the test split (the same files every time; --test-fraction)")
         tested = {c for c, _ in tree.images("test", test_fraction)}
@@ -320,12 +334,12 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
         if untested:
             log(f"class(es) with a single image, kept for training, so not tested: "
                 f"{', '.join(untested)}")
-    elif tree is not None and tree.images("train") and not tree.images("test"):
+    elif split == "train" and tree.images("train") and not tree.images("test"):
         raise CnnlabError(  # before the long decode of train, not after it
             f"{location} has a train split but no images under 'test/<class>/'; move a fifth "
             "of each class's images to test/<class>/, or put the class folders directly in "
             f"{location} (then --test-fraction of each class is the test split)")
     # the test split's labels must index the train split's classes
-    classes = class_names(location, "train", test_fraction) if split != "train" else None
+    classes = class_names(tree, "train", test_fraction) if split != "train" else None
     return read_image_folder(location, split, classes or None, resize, bad_files, log,
-                             scratch=scratch, test_fraction=test_fraction)
+                             scratch=scratch, test_fraction=test_fraction, tree=tree)
