@@ -90,6 +90,22 @@ def test_folder_mixed_sizes_and_corrupt_images(tmp_path):
     assert any("skipped 2 of 8 train files" in n for n in notes)
 
 
+def test_every_folder_problem_is_named_in_one_message(tmp_path):
+    """Mostly other sizes plus unreadable files: one message names --resize and the
+    unreadable files, so one rerun with both options is enough."""
+    root = _tree(tmp_path / "t", n=1)
+    for c in ("cat", "dog"):
+        for i in range(3):
+            Image.new("RGB", (9, 9)).save(root / "train" / c / f"big{i}.png")
+        (root / "train" / c / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(CnnlabError, match=r"different sizes \(6 of 10 .*--resize SIZE.*; 2 "
+                                          r"file\(s\) cannot be read either .*junk.png.*"
+                                          r"--bad-files skip"):
+        load_split("folder", "train", root, use_cache=False)
+    assert len(load_split("folder", "train", root, use_cache=False, resize=8,
+                          bad_files="skip")) == 8
+
+
 def test_parallel_decode_with_resize_equals_one_process(tmp_path):
     """Hundreds of JPEGs of mixed sizes: worker processes give exactly what one process
     gives, in file order, resized at decode time."""
@@ -348,3 +364,19 @@ def test_a_flat_folder_splits_alike_zipped_or_wrapped_and_says_what_it_leaves_ou
     load_split("folder", "train", flat, log=notes.append, use_cache=False)
     assert any("single image, kept for training, so not tested: owl" in m for m in notes)
     assert any("left out class folder(s) with no images" in m and "empty" in m for m in notes)
+
+
+def test_test_fraction_is_said_or_refused_where_it_does_nothing(tmp_path):
+    """--test-fraction splits only a flat folder: refused for a data set with its own test
+    split, and said for a folder that has train/ and test/."""
+    from cnnlab.api import train_config
+
+    with pytest.raises(CnnlabError, match="mnist has its own test split: drop --test-fraction"):
+        train_config(dataset="mnist", model="lenet5", test_fraction=0.3)
+    assert train_config(dataset="folder", model="lenet5", data_dir=str(tmp_path),
+                        test_fraction=0.3).test_fraction == 0.3
+    said = []
+    load_split("folder", "train", _tree(tmp_path / "t"), log=said.append, use_cache=False,
+               test_fraction=0.3)
+    assert any("own train/ and test/ folders: --test-fraction 0.3 is not used" in m
+               for m in said), said

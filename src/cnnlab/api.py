@@ -45,23 +45,27 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
     if recipe is None and overrides.get("model") is None and overrides.get("dataset") is None:
         recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
     cfg = build_config(recipe, overrides)
-    _check_new_run(cfg)
-    if overrides.get("momentum") is not None and cfg.optimizer != "sgd":  # typed, not a recipe's
-        raise CnnlabError(f"--momentum is SGD's; {cfg.optimizer} keeps its own moving averages "
-                          "(betas 0.9, 0.999): drop --momentum, or use --optimizer sgd")
+    _check_new_run(cfg, overrides)
     return cfg
 
 
-def _check_new_run(cfg: TrainConfig) -> None:
+def _check_new_run(cfg: TrainConfig, typed: dict[str, Any]) -> None:
     """What a new run is refused for, in one line, before anything is printed or loaded: an
-    unknown model or data set name (with a did-you-mean), and options that would do nothing.
-    (Not in :meth:`TrainConfig.validate`, which also reads the configs of runs saved before
-    these checks existed.)"""
+    unknown model or data set name (with a did-you-mean), and options that would do nothing
+    (``typed``: the options given, as opposed to a recipe's). (Not in
+    :meth:`TrainConfig.validate`, which also reads the configs of runs saved before these
+    checks existed.)"""
     from cnnlab.data.registry import get_info
     from cnnlab.models import get_model_info
 
     get_model_info(cfg.model)
-    get_info(cfg.dataset)
+    info = get_info(cfg.dataset)
+    if typed.get("test_fraction") is not None and not info.image_tree:
+        raise CnnlabError(f"--test-fraction splits an image folder that has no test split; "
+                          f"{info.name} has its own test split: drop --test-fraction")
+    if typed.get("momentum") is not None and cfg.optimizer != "sgd":
+        raise CnnlabError(f"--momentum is SGD's; {cfg.optimizer} keeps its own moving averages "
+                          "(betas 0.9, 0.999): drop --momentum, or use --optimizer sgd")
     if cfg.head_lr_scale != 1.0 and not cfg.init_from:
         raise CnnlabError("--head-lr-scale speeds up a new head on trained layers: add "
                           "--init-from RUN (or leave it at 1)")

@@ -196,20 +196,29 @@ def read_image_folder(
     good, arrays, bad, grey = _decode_all(str(tree.root), names, size, resize is not None,
                                           workers, f"decoding {split}", scratch)
     seconds = time.perf_counter() - start
-    sizes = sum("pass --resize" in why for _, why in bad)
-    if bad and resize is None and sizes > len(names) // 2:
-        raise CnnlabError(f"the images in {root} ({split}) have different sizes ({sizes} of "
-                          f"{len(names)} differ from the first, {size[0]}x{size[1]}); pass "
-                          "--resize SIZE to resize them as they are decoded")
+    sized = [(i, why) for i, why in bad if "pass --resize" in why]
+    broken = [(i, why) for i, why in bad if "pass --resize" not in why]
+
+    def listed(some: list[tuple[int, str]]) -> str:
+        more = f" and {len(some) - 3} more" if len(some) > 3 else ""
+        return "; ".join(f"{names[i]} ({why})" for i, why in some[:3]) + more
+
+    # every problem in one message, so that one rerun with the right options is enough
+    if bad and resize is None and len(sized) > len(names) // 2:
+        also = (f"; {len(broken)} file(s) cannot be read either ({listed(broken)}): fix or "
+                "remove them, or add --bad-files skip" if broken and bad_files == "fail" else "")
+        raise CnnlabError(f"the images in {root} ({split}) have different sizes ({len(sized)} "
+                          f"of {len(names)} differ from the first, {size[0]}x{size[1]}); pass "
+                          f"--resize SIZE to resize them as they are decoded{also}")
     if bad:
-        listed = "; ".join(f"{names[i]} ({why})" for i, why in bad[:3])
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         if bad_files == "fail":
+            fix = ("fix or remove them, pass --resize SIZE for the ones of another size, or "
+                   "pass --bad-files skip to leave them out" if sized else
+                   "fix or remove them, or pass --bad-files skip to leave them out")
             raise CnnlabError(f"{len(bad)} of {len(names)} files in {root} ({split}) cannot be "
-                              f"used: {listed}{more}; fix or remove them, or pass "
-                              "--bad-files skip to leave them out")
+                              f"used: {listed(bad)}; {fix}")
         log(f"skipped {len(bad)} of {len(names)} {split} files that cannot be used: "
-            f"{listed}{more}")
+            f"{listed(bad)}")
     log(f"decoded {len(good):,} {split} images in {seconds:.1f} s "
         f"({len(names) / max(seconds, 1e-9):,.0f} files/s)")
     if not good:
@@ -334,7 +343,10 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
         if untested:
             log(f"class(es) with a single image, kept for training, so not tested: "
                 f"{', '.join(untested)}")
-    elif split == "train" and tree.images("train") and not tree.images("test"):
+    elif split == "train" and test_fraction != TEST_FRACTION:
+        log(f"{location} has its own train/ and test/ folders: --test-fraction "
+            f"{test_fraction:g} is not used")
+    if split == "train" and not tree.flat and tree.images("train") and not tree.images("test"):
         raise CnnlabError(  # before the long decode of train, not after it
             f"{location} has a train split but no images under 'test/<class>/'; move a fifth "
             "of each class's images to test/<class>/, or put the class folders directly in "
