@@ -380,3 +380,43 @@ def test_test_fraction_is_said_or_refused_where_it_does_nothing(tmp_path):
                test_fraction=0.3)
     assert any("own train/ and test/ folders: --test-fraction 0.3 is not used" in m
                for m in said), said
+
+
+def test_the_folder_cache_is_kept_unless_the_split_changes(tmp_path, monkeypatch):
+    """A split is decoded again only when its own files or the classes change: not for
+    another --bad-files, a --test-fraction a train/test tree does not use, or an edit of the
+    other split. A split cached with skipped files is refused by --bad-files fail without
+    decoding, as its decode would be, and a scratch file of a killed decode is removed."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CNNLAB_CACHE", str(cache))
+    root = _tree(tmp_path / "tree", n=2)
+
+    def decoded(**options):
+        said = []
+        load_split("folder", "train", root, log=said.append, **options)
+        return any(m.startswith("decoding folder train") for m in said)
+
+    assert decoded()
+    assert not decoded(bad_files="skip") and not decoded(test_fraction=0.4)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "test" / "cat" / "9.png")
+    assert not decoded()
+    (root / "train" / "cat" / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(CnnlabError, match="1 of 5 files .*junk.png"):
+        decoded()
+    assert decoded(bad_files="skip")
+    with pytest.raises(CnnlabError, match=r"1 of 5 files .*cat/junk.png \(not an image"):
+        decoded()  # from the cache's record, not a decode
+    said = []
+    assert len(load_split("folder", "train", root, bad_files="skip", log=said.append)) == 4
+    assert any("skipped 1 of 5 train files" in m for m in said)
+    assert not any(m.startswith("decoding") for m in said)
+    test_said: list[str] = []
+    load_split("folder", "test", root, log=test_said.append)
+    (root / "train" / "owl").mkdir()  # a new class: the test split's labels index it too
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "owl" / "0.png")
+    load_split("folder", "test", root, log=test_said.append)
+    assert sum(m.startswith("decoding folder test") for m in test_said) == 2
+    leftover = next(cache.glob("folder-train-*.safetensors"))
+    dead = leftover.with_name(leftover.name + ".decode.tmp.999999999")
+    dead.write_bytes(b"x")
+    assert decoded(bad_files="skip") and not dead.exists()

@@ -35,13 +35,17 @@ def cache_dir() -> Path:
 
 
 def source_key(name: str, split: str, location: Path | None,
-               options: dict | None = None) -> str:
+               options: dict | None = None, signature: list[str] | None = None) -> str:
     """Cache key from the source files' names, sizes and modification times, and the decode
-    options (an image folder resized at decode time is another cache file)."""
+    options (an image folder resized at decode time is another cache file). ``signature``:
+    what the split depends on, when the caller knows better than "every file under
+    ``location``" (an image folder: the split's own files and classes)."""
     parts = [name, split, "v1", str(location.resolve()) if location else ""]
     if options:
         parts.append(json.dumps(options, sort_keys=True))
-    if location is None:  # embedded data: the package's own files, when it names them
+    if signature is not None:
+        parts.extend(signature)
+    elif location is None:  # embedded data: the package's own files, when it names them
         for p in get_info(name).files:
             st = p.stat()
             parts.append(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}")
@@ -59,31 +63,58 @@ def source_key(name: str, split: str, location: Path | None,
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
-def cache_path(name: str, split: str, location: Path | None, options: dict | None = None
-               ) -> Path:
+def cache_path(name: str, split: str, location: Path | None, options: dict | None = None,
+               signature: list[str] | None = None) -> Path:
     """The cache file for one split of data set ``name`` read from ``location``:
     ``NAME-SPLIT-PLACE-KEY.safetensors``, where PLACE says which files decoded how (the
-    location and the options) and KEY what they held (names, sizes, times)."""
+    location and the options) and KEY what they held (names, sizes, times; or
+    ``signature``, see :func:`source_key`)."""
     place = hashlib.sha1(json.dumps([str(location.resolve()) if location else "", options or {}],
                                     sort_keys=True).encode()).hexdigest()[:8]
-    key = source_key(name, split, location, options)
+    key = source_key(name, split, location, options, signature)
     return cache_dir() / f"{name.replace(':', '-')}-{split}-{place}-{key}.safetensors"
 
 
 def remove_stale(cache: Path) -> list[Path]:
     """Delete the cache files of the same place with another key: what the files held before
-    they changed (an image added to a folder), which nothing will read again. Returns them.
+    they changed (an image added to a folder), which nothing will read again; and scratch
+    files (``.decode.tmp.PID``) whose process is gone (killed mid-decode). Returns them.
     (A process still mapping one keeps its pages: unlinking does not unmap.)"""
     stem = cache.name.rsplit("-", 1)[0]  # NAME-SPLIT-PLACE
     gone = []
     for old in cache.parent.glob(f"{stem}-*.safetensors"):
         if old != cache and len(old.name) == len(cache.name):
-            try:
-                old.unlink()
-                gone.append(old)
-            except OSError:  # read-only, or another process removed it first
-                pass
+            gone += _unlink(old)
+    for scratch in cache.parent.glob(f"{stem}-*.safetensors.decode.tmp*"):
+        pid = scratch.name.rsplit(".", 1)[-1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            gone += _unlink(scratch)
     return gone
+
+
+def scratch_path(cache: Path) -> Path:
+    """Where a folder is decoded before its cache file is written: named with this process's
+    id, so that a later run can tell a scratch file left by a killed decode from one that
+    another process is still writing."""
+    return cache.with_name(f"{cache.name}.decode.tmp.{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _unlink(path: Path) -> list[Path]:
+    try:
+        path.unlink()
+        return [path]
+    except OSError:  # read-only, or another process removed it first
+        return []
 
 
 def read_cached(path: Path, mmap: bool = False
@@ -112,11 +143,14 @@ def read_cached(path: Path, mmap: bool = False
 
 
 def write_cached(path: Path, images: torch.Tensor | np.ndarray,
-                 labels: torch.Tensor | np.ndarray, classes: tuple[str, ...]) -> None:
+                 labels: torch.Tensor | np.ndarray, classes: tuple[str, ...],
+                 skipped: list[str] | None = None) -> None:
     """Write one decoded split atomically, in the safetensors format, a few thousand images
     at a time: ``images`` may be a memory map or a strided view (a decoded folder larger than
     memory), and no second full copy is made. ``images`` are uint8 (N, C, H, W) or float32
-    (N, C, L) series. Raises OSError or CnnlabError when the cache is not writable."""
+    (N, C, L) series. ``skipped``: the files left out (``--bad-files skip``), kept in the
+    header so that a later reader can say so, or refuse the split (:func:`read_skipped`).
+    Raises OSError or CnnlabError when the cache is not writable."""
     import numpy as np
 
     from cnnlab.fileio import atomic_path
@@ -130,7 +164,10 @@ def write_cached(path: Path, images: torch.Tensor | np.ndarray,
         raise ValueError(f"expected uint8 (N, C, H, W) images or float32 (N, C, L) series "
                          f"and N labels, got {images.dtype} {images.shape} and {labels.shape}")
     n_bytes = int(np.prod(images.shape)) * images.dtype.itemsize
-    header = {"__metadata__": {"classes": json.dumps(list(classes))},
+    meta = {"classes": json.dumps(list(classes))}
+    if skipped:
+        meta["skipped"] = json.dumps(list(skipped))
+    header = {"__metadata__": meta,
               "images": {"dtype": kind, "shape": list(images.shape),
                          "data_offsets": [0, n_bytes]},
               "labels": {"dtype": "I64", "shape": [len(labels)],
@@ -173,3 +210,15 @@ def _read_mapped(path: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...
 
     labels = torch.from_numpy(np.array(mapped("labels")))  # small: read into memory
     return torch.from_numpy(mapped("images")), labels, tuple(json.loads(meta["classes"]))
+
+
+def read_skipped(path: Path) -> list[str]:
+    """The files a cached split left out as unusable (``--bad-files skip``), as "name (why)";
+    empty when it left none out or the header cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(min(size, 2**26))).get("__metadata__", {})
+        return list(json.loads(meta.get("skipped", "[]")))
+    except (OSError, ValueError, AttributeError):
+        return []

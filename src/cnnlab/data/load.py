@@ -16,9 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data.cache import cache_path, read_cached, remove_stale, write_cached
+from cnnlab.data.cache import (
+    cache_path,
+    read_cached,
+    read_skipped,
+    remove_stale,
+    scratch_path,
+    write_cached,
+)
 from cnnlab.data.locate import locate, not_found_error
 from cnnlab.data.registry import DatasetInfo, get_info
+from cnnlab.data.sources import folder
 from cnnlab.errors import CnnlabError
 
 SPLITS = ("train", "test")
@@ -75,12 +83,18 @@ def load_split(
             raise not_found_error(name, data_dir)
     options = ({"resize": resize, "bad_files": bad_files, "test_fraction": test_fraction}
                if info.image_tree else {})
-    # folder decode 2: EXIF orientation applied, transparency on contrasting paper (as_seen)
-    key_options = {**options, "decode": 2} if info.image_tree else options
-    cache = cache_path(info.name, split, location, key_options)  # ucr:gunpoint -> ucr:GunPoint
+    key_options, signature = options, None
+    if info.image_tree:  # keyed by what the split's pixels depend on, not by every option
+        assert location is not None
+        # folder decode 2: EXIF orientation applied, transparency on contrasting paper (as_seen)
+        key_options = {"resize": resize, "decode": 2}
+        signature = folder.split_signature(location, split, test_fraction)
+    cache = cache_path(info.name, split, location, key_options, signature)  # ucr:gunpoint
     if use_cache and cache.is_file():
         cached = read_cached(cache, mmap)
         if cached is not None:
+            if info.image_tree:
+                _recall_skipped(cache, split, location, bad_files, len(cached[1]), log)
             return Split(*cached)
         log(f"ignoring unreadable cache file {cache}")
     log(f"decoding {name} {split} from {location or info.source}")
@@ -105,6 +119,20 @@ def load_split(
     return result
 
 
+def _recall_skipped(cache: Path, split: str, location: Path | None, bad_files: str,
+                    kept: int, log: Callable[[str], None]) -> None:
+    """A cached folder split that left files out (decoded with ``--bad-files skip``) is
+    refused under ``--bad-files fail`` as its decode would be, and said under ``skip``."""
+    skipped = read_skipped(cache)
+    if not skipped:
+        return
+    total = kept + len(skipped)
+    if bad_files == "fail":
+        raise folder.unusable_files(location or cache, split, total, skipped)
+    log(f"skipped {len(skipped)} of {total} {split} files that cannot be used: "
+        f"{folder.listed(skipped)}")
+
+
 def _drop_stale(cache: Path, log: Callable[[str], None]) -> None:
     """After a new cache file: the ones the same files made before they changed go."""
     gone = remove_stale(cache)
@@ -125,13 +153,14 @@ def _decode_folder_to_cache(info: DatasetInfo, split: str, location: Path | None
     """An image folder decoded into a scratch file beside the cache (so a split larger than
     memory can be decoded), the cache written from it in chunks, and the split read back
     (memory-mapped when ``mmap``). The scratch file goes in every case, Ctrl-C included."""
-    scratch = cache.with_name(cache.name + ".decode.tmp")
+    scratch = scratch_path(cache)
+    skipped: list[str] = []
     try:
         images, labels, classes = info.decoder(split, location, **options, log=log,
-                                               scratch=scratch)
+                                               scratch=scratch, skipped=skipped)
         _note_size(info, split, location, len(labels), log)
         try:
-            write_cached(cache, images, labels, tuple(classes))
+            write_cached(cache, images, labels, tuple(classes), skipped)
         except (OSError, CnnlabError) as e:  # a read-only cache must not stop training
             log(_not_cached(e))
             return Split(torch.from_numpy(np.ascontiguousarray(images)),

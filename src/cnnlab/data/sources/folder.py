@@ -148,6 +148,7 @@ def read_image_folder(
     bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
     workers: int | None = None, scratch: Path | None = None,
     test_fraction: float = TEST_FRACTION, tree: _Tree | None = None,
+    skipped: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (N, C, H, W) uint8 images, (N,) labels and class names of one split.
 
@@ -158,7 +159,8 @@ def read_image_folder(
     ``resize`` x ``resize`` at decode time when given (so a folder of large photos never
     exists in memory at full size), with a progress bar on an interactive terminal.
     ``bad_files``: ``fail`` refuses a split with unreadable files (or files of another size
-    without ``resize``), naming the first few; ``skip`` leaves them out and says how many.
+    without ``resize``), naming the first few; ``skip`` leaves them out, says how many, and
+    adds them to ``skipped`` when given.
     Ctrl-C stops the workers; nothing is cached from an interrupted decode.
 
     ``scratch``: decode into this file (memory-mapped) rather than into memory, and return
@@ -196,15 +198,11 @@ def read_image_folder(
     good, arrays, bad, grey = _decode_all(str(tree.root), names, size, resize is not None,
                                           workers, f"decoding {split}", scratch)
     seconds = time.perf_counter() - start
-    sized = [(i, why) for i, why in bad if "pass --resize" in why]
-    broken = [(i, why) for i, why in bad if "pass --resize" not in why]
-
-    def listed(some: list[tuple[int, str]]) -> str:
-        more = f" and {len(some) - 3} more" if len(some) > 3 else ""
-        return "; ".join(f"{names[i]} ({why})" for i, why in some[:3]) + more
-
+    unusable = [f"{names[i]} ({why})" for i, why in bad]
+    sized = [u for u in unusable if "pass --resize" in u]
+    broken = [u for u in unusable if "pass --resize" not in u]
     # every problem in one message, so that one rerun with the right options is enough
-    if bad and resize is None and len(sized) > len(names) // 2:
+    if sized and resize is None and 2 * len(sized) >= len(names):
         also = (f"; {len(broken)} file(s) cannot be read either ({listed(broken)}): fix or "
                 "remove them, or add --bad-files skip" if broken and bad_files == "fail" else "")
         raise CnnlabError(f"the images in {root} ({split}) have different sizes ({len(sized)} "
@@ -212,13 +210,11 @@ def read_image_folder(
                           f"--resize SIZE to resize them as they are decoded{also}")
     if bad:
         if bad_files == "fail":
-            fix = ("fix or remove them, pass --resize SIZE for the ones of another size, or "
-                   "pass --bad-files skip to leave them out" if sized else
-                   "fix or remove them, or pass --bad-files skip to leave them out")
-            raise CnnlabError(f"{len(bad)} of {len(names)} files in {root} ({split}) cannot be "
-                              f"used: {listed(bad)}; {fix}")
+            raise unusable_files(root, split, len(names), unusable)
         log(f"skipped {len(bad)} of {len(names)} {split} files that cannot be used: "
-            f"{listed(bad)}")
+            f"{listed(unusable)}")
+        if skipped is not None:
+            skipped.extend(unusable)
     log(f"decoded {len(good):,} {split} images in {seconds:.1f} s "
         f"({len(names) / max(seconds, 1e-9):,.0f} files/s)")
     if not good:
@@ -230,6 +226,40 @@ def read_image_folder(
     if isinstance(arrays, np.memmap):
         return images, labels, list(classes)  # a view of the scratch file: written in chunks
     return np.ascontiguousarray(images), labels, list(classes)
+
+
+def listed(items: list[str], first: int = 3) -> str:
+    """The first few of a list, and how many more: "a; b; c and 12 more"."""
+    more = f" and {len(items) - first} more" if len(items) > first else ""
+    return "; ".join(items[:first]) + more
+
+
+def unusable_files(root: Path, split: str, total: int, unusable: list[str]) -> CnnlabError:
+    """The refusal of a split with files that cannot be used (``--bad-files fail``), each
+    given as "name (why)": also when they were found by an earlier decode that skipped them."""
+    fix = ("fix or remove them, pass --resize SIZE for the ones of another size, or pass "
+           "--bad-files skip to leave them out" if any("pass --resize" in u for u in unusable)
+           else "fix or remove them, or pass --bad-files skip to leave them out")
+    return CnnlabError(f"{len(unusable)} of {total} files in {root} ({split}) cannot be "
+                       f"used: {listed(unusable)}; {fix}")
+
+
+def split_signature(location: Path, split: str, test_fraction: float = TEST_FRACTION
+                    ) -> list[str]:
+    """What one split's decode depends on, for its cache key: its own files (path, size and
+    time; in a zip, size and CRC) and the train split's class names, which its labels index.
+    Nothing else: ``--bad-files``, a ``--test-fraction`` that a tree with train/ and test/
+    does not use, or a change to the other split keep the cache."""
+    tree = _Tree(location)
+    out = [",".join(class_names(tree, "train", test_fraction))]
+    for _, f in tree.images(split, test_fraction):
+        if tree.zip is not None:
+            info = tree.zip.getinfo(str(f))
+            out.append(f"{f}:{info.file_size}:{info.CRC}")
+        else:
+            st = (tree.root / f).stat()
+            out.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+    return out
 
 
 def _first_readable(tree: _Tree, entries: list[tuple[str, PurePosixPath]]) -> PurePosixPath:
@@ -330,9 +360,11 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
 
 def decode_split(split: str, location: Path | None, resize: int | None = None,
                  bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
-                 scratch: Path | None = None, test_fraction: float = TEST_FRACTION
+                 scratch: Path | None = None, test_fraction: float = TEST_FRACTION,
+                 skipped: list[str] | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Return one split of the tree at ``location``; class names are the train split's folders."""
+    """Return one split of the tree at ``location``; class names are the train split's folders.
+    (``skipped``: see :func:`read_image_folder`.)"""
     assert location is not None, "an image folder is read from files"
     tree = _Tree(location)  # listed once for this split: the checks, classes and decode
     if split == "train" and tree.flat:
@@ -354,4 +386,5 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
     # the test split's labels must index the train split's classes
     classes = class_names(tree, "train", test_fraction) if split != "train" else None
     return read_image_folder(location, split, classes or None, resize, bad_files, log,
-                             scratch=scratch, test_fraction=test_fraction, tree=tree)
+                             scratch=scratch, test_fraction=test_fraction, tree=tree,
+                             skipped=skipped)
