@@ -140,6 +140,38 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
 
 
+def test_a_lost_rank_or_launcher_ends_the_job_in_a_few_lines(tmp_path):
+    """A rank killed (out of memory, say) after a saved epoch: no traceback from the ranks
+    that lose it, one line on why, and how to continue. The launcher killed (and left
+    unreaped, so a zombie): its ranks end instead of training on as orphans."""
+    psutil = pytest.importorskip("psutil")
+    cut = tmp_path / "cut"
+    proc = _cli(*RESUME, "--out", str(cut))
+    deadline = time.monotonic() + 240
+    while not (cut / "checkpoints" / "epoch-001.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.005)
+    ranks = [c for c in psutil.Process(proc.pid).children(recursive=True)
+             if c.environ().get("RANK") == "1"]
+    ranks[0].send_signal(signal.SIGKILL)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert "another training process stopped" in out
+    assert f"killed by SIGKILL (out of memory?); continue from its last epoch with " \
+           f"`cnnlab train --resume {cut} --nproc 2`" in out
+
+    proc = _cli(*RESUME, "--out", str(tmp_path / "orphans"))
+    deadline = time.monotonic() + 240
+    while len(ranks := [c for c in psutil.Process(proc.pid).children(recursive=True)
+                        if "RANK" in c.environ()]) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # not waited for yet: a zombie
+    gone, alive = psutil.wait_procs(ranks, timeout=15)
+    assert not alive
+    proc.communicate(timeout=60)
+
+
 def test_sync_bn_is_refused_on_cpu():
     r = CliRunner().invoke(cli, ["train", "--sync-bn", "--device", "cpu", "--epochs", "1"])
     assert r.exit_code == 1 and "--sync-bn needs CUDA" in r.output
@@ -235,3 +267,21 @@ def test_two_nodes_meet_through_torchruns_rendezvous(tmp_path):
     assert r.exit_code == 0, r.output
     two, one = (load_file(tmp_path / d / "model.safetensors") for d in ("nodes", "one"))
     assert max((two[k] - one[k]).abs().max().item() for k in one) < 2e-5
+
+
+def test_other_commands_refuse_to_run_under_torchrun(lenet_run):
+    r = CliRunner().invoke(cli, ["eval", str(lenet_run)], env={"WORLD_SIZE": "2", "RANK": "0"})
+    assert r.exit_code == 1 and "only `cnnlab train` runs in several processes" in r.output
+    r = CliRunner().invoke(cli, ["eval", str(lenet_run)], env={"WORLD_SIZE": "2", "RANK": "1"})
+    assert r.exit_code == 1 and r.output == ""  # said once, by rank 0
+
+
+def test_more_threads_than_cores_is_said(tmp_path):
+    threads, before = 2 * (os.cpu_count() or 1), torch.get_num_threads()
+    try:
+        r = CliRunner().invoke(cli, ["train", "--threads", str(threads), "--epochs", "1",
+                                     "--limit-train", "64", "--out", str(tmp_path / "r")])
+    finally:
+        torch.set_num_threads(before)  # the process's setting: later tests must not share it
+    assert r.exit_code == 0, r.output
+    assert f"--threads {threads} asks for {threads} CPU threads on" in r.output

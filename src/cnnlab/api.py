@@ -38,6 +38,10 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
         stem = run.latest_checkpoint()
         if stem is not None:  # before the data is loaded: a pickled checkpoint is one line
             refuse_pickled_weights(stem.with_suffix(".safetensors"))
+            done = _epochs_done(stem)
+            if done is not None and done >= cfg.epochs:
+                raise CnnlabError(f"{run} already finished {done} epoch{'s' * (done != 1)}; "
+                                  "pass a larger --epochs to train further")
         cfg.out = str(resume)
         return cfg
     if overrides.get("init_from") is not None:
@@ -46,7 +50,20 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
         recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
     cfg = build_config(recipe, overrides)
     _check_new_run(cfg, overrides)
+    if cfg.out and RunDir(cfg.out).latest_checkpoint() is not None:  # before the data loads
+        raise CnnlabError(f"{cfg.out} already holds a run; use --resume {cfg.out} or pick "
+                          "another --out")
     return cfg
+
+
+def _epochs_done(stem: Path) -> int | None:
+    """The epoch a checkpoint was saved after (its JSON side file), or None if unreadable."""
+    import json
+
+    try:
+        return int(json.loads(stem.with_suffix(".json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _check_new_run(cfg: TrainConfig, typed: dict[str, Any]) -> None:

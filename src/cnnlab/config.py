@@ -150,6 +150,8 @@ class TrainConfig:
             ("head_lr_scale", self.head_lr_scale > 0, "positive"),
             ("ema_every", self.ema_every >= 0, "0 or more"),
             ("tta", self.tta in (0, 1, 2), "0, 1 or 2"),
+            # a split is one tensor of N x S x S pixels: 4096 is already 50 MB an image
+            ("resize", self.resize is None or self.resize <= 4096, "at most 4096"),
         ]
         for name, ok, what in checks:
             if not ok:

@@ -9,6 +9,10 @@ package imports torch) so that each freshly spawned worker starts in a fraction 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,3 +99,18 @@ def decode_chunk(root: str, names: list[str], size: tuple[int, int], resize: boo
     grey = stacked is None or bool((stacked[..., 0] == stacked[..., 1]).all()
                                    and (stacked[..., 1] == stacked[..., 2]).all())
     return good, stacked, bad, grey
+
+
+def worker_start(parent: int) -> None:
+    """Set up a decode worker process (the pool's initializer). Ctrl-C is the parent's to
+    handle (it stops the pool; a worker's own KeyboardInterrupt would only print a
+    traceback), and the worker ends as soon as its parent is gone: a parent killed with
+    SIGKILL cannot stop the pool, and its workers would wait on a pipe nobody reads."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -145,7 +145,7 @@ def setup(device: torch.device, backend: str = "auto") -> tuple[Dist, torch.devi
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(name)
-    _exit_with_launcher()
+    watch_launcher()
     return info, device
 
 
@@ -157,26 +157,46 @@ def backend_name() -> str:
     return "NCCL + gloo" if "nccl" in name and "gloo" in name else name.replace("nccl", "NCCL")
 
 
-def _exit_with_launcher() -> None:
-    """Under ``cnnlab train --nproc``: end this rank if the launching process disappears
-    (killed with SIGKILL, it cannot stop its children), instead of training on as an orphan."""
+_watching: list[bool] = []
+
+
+def watch_launcher() -> None:
+    """Under ``cnnlab train --nproc``: end this rank as soon as the launching process is gone
+    (killed with SIGKILL, it cannot stop its children), instead of training on as an orphan.
+    A dead launcher is seen as this process's parent changing (reparented at the parent's
+    death, even while the dead parent waits, unreaped, as a zombie). The rank is sent
+    SIGTERM, so that it unwinds (temporary files go); one stuck in a collective with a dead
+    peer is ended 5 s later. Started once per process, as early as possible."""
     launcher = os.environ.get(LAUNCHER_ENV)
-    if not launcher:
+    if not launcher or _watching or not launcher.isdigit():
         return
+    _watching.append(True)
+    import signal
     import threading
     import time
 
     def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(int(launcher), 0)
-            except ProcessLookupError:
-                os._exit(1)
-            except (PermissionError, ValueError):
-                return
+        while os.getppid() == int(launcher):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5.0)
+        os._exit(143)
 
     threading.Thread(target=watch, name="cnnlab-launcher-watch", daemon=True).start()
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process of the job stopped
+    (its own error, a kill, out of memory): gloo's closed connection, NCCL's abort."""
+    import torch.distributed as dist
+
+    text = str(error)
+    kinds = tuple(getattr(dist, k) for k in ("DistBackendError", "DistNetworkError")
+                  if hasattr(dist, k))
+    return isinstance(error, kinds) or (
+        isinstance(error, RuntimeError)
+        and any(s in text for s in ("Connection closed by peer", "Connection reset by peer",
+                                    "NCCL communicator was aborted", "gloo", "Gloo")))
 
 
 def teardown() -> None:
@@ -215,7 +235,9 @@ def launch(nproc: int, argv: list[str]) -> int:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=f"cnnlab-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report
+    for name in ["torch.distributed.elastic", *list(logging.root.manager.loggerDict)]:
+        if name.startswith("torch.distributed.elastic"):  # each module sets its own level
+            logging.getLogger(name).setLevel(logging.CRITICAL)  # we report
     try:
         elastic_launch(config, sys.executable)("-u", "-m", "cnnlab", *argv)
     except SignalException as e:  # Ctrl-C or kill of this launcher: the ranks were stopped
@@ -224,8 +246,10 @@ def launch(nproc: int, argv: list[str]) -> int:
         raise SystemExit(128 + int(e.sigval)) from None
     except ChildFailedError as e:
         codes = [f.exitcode for f in e.failures.values()]
-        killed = [c for c in codes if c < 0]
-        if killed and not any(c > 0 for c in codes):  # else the others were stopped after it
+        # SIGKILL is never the launcher's doing (it stops the others with SIGTERM): a kill
+        # or the out-of-memory killer, which the others then fail on, with exit 1
+        killed = sorted((c for c in codes if c < 0), key=lambda c: c != -signal.SIGKILL)
+        if killed and (killed[0] == -signal.SIGKILL or not any(c > 0 for c in codes)):
             name = signal.Signals(-killed[0]).name
             raise CnnlabError(f"a training process was killed by {name}"
                               + (" (out of memory?)" if name == "SIGKILL" else "")) from None

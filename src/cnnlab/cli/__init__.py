@@ -37,8 +37,15 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
                                            "max_content_width": 100})
 @click.version_option(__version__, prog_name="cnnlab")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Build, inspect, train, evaluate and visualise CNNs in PyTorch."""
+    import os
+
+    command = ctx.invoked_subcommand
+    if command not in (None, "train") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CnnlabError(f"only `cnnlab train` runs in several processes; run `cnnlab "
+                          f"{command}` as one process (without torchrun)")
 
 
 def main() -> None:

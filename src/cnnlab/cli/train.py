@@ -40,12 +40,16 @@ def train(recipe: str | None, resume: Path | None, nproc: int | None, **override
             raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
                               f"{nproc} processes; make it at least {nproc}")
         _check_devices(cfg, nproc)
+        _note_oversubscribed(cfg, nproc)
         try:
             code = launch(nproc, _without_nproc(sys.argv[1:]))
         except KeyboardInterrupt:
             raise Interrupted(_interrupted(cfg, resume, f" --nproc {nproc}")) from None
+        except CnnlabError as e:  # a process was killed
+            raise CnnlabError(f"{e}{_resume_hint(cfg, resume, nproc)}") from None
         if code:
-            raise CnnlabError(f"a training process failed (exit {code}); its error is above")
+            raise CnnlabError(f"a training process failed (exit {code}); its error is above"
+                              f"{_resume_hint(cfg, resume, nproc)}")
         return
     _run_training(cfg, resume)
 
@@ -69,6 +73,22 @@ def _check_devices(cfg: Any, nproc: int) -> None:
         check_gpu_count(nproc, torch.cuda.device_count(), backend)
 
 
+def _note_oversubscribed(cfg: Any, nproc: int = 1) -> None:
+    """Say so when the CPU processes and threads asked for outnumber the cores: they then
+    take turns, and the run is slower than with fewer."""
+    from cnnlab.device import resolve_device
+
+    cores = os.cpu_count() or 1
+    if resolve_device(cfg.device).type != "cpu" or nproc * (cfg.threads or 1) <= cores:
+        return
+    asked = (f"--nproc {nproc}" if nproc > 1 else "") + \
+        (" x " if nproc > 1 and cfg.threads else "") + \
+        (f"--threads {cfg.threads}" if cfg.threads else "")
+    console().print(f"(note: {asked} asks for {nproc * (cfg.threads or 1)} CPU threads on "
+                    f"{cores} core{'s' * (cores != 1)}: they take turns, so this runs slower "
+                    "than with fewer)", style="dim")
+
+
 def _interrupted(cfg: Any, resume: Path | None, extra: str = "") -> str:
     """What to say after Ctrl-C: how to continue, when there is something to continue."""
     from cnnlab.run import RunDir
@@ -81,6 +101,15 @@ def _interrupted(cfg: Any, resume: Path | None, extra: str = "") -> str:
                 f"runs/<the run>{extra}`")
     return ("interrupted before the first epoch finished; nothing was saved (continue later "
             "with `cnnlab train --resume RUN_DIR` once a run has a checkpoint)")
+
+
+def _resume_hint(cfg: Any, resume: Path | None, nproc: int) -> str:
+    """After a failed `--nproc` job: how to continue it, when an epoch was saved."""
+    from cnnlab.run import RunDir
+
+    saved = [d for d in (resume, cfg.out) if d and RunDir(d).latest_checkpoint() is not None]
+    return (f"; continue from its last epoch with `cnnlab train --resume {saved[0]} --nproc "
+            f"{nproc}`" if saved else "")
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -101,9 +130,10 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
     from rich.table import Table
 
     from cnnlab.device import describe, resolve_device, resolve_precision, set_threads
-    from cnnlab.distributed import LAUNCHER_ENV, current
+    from cnnlab.distributed import LAUNCHER_ENV, current, peer_lost, watch_launcher
     from cnnlab.engine.train import fit
 
+    watch_launcher()  # under --nproc: stop with the launcher, even during a long decode
     con = console()
     if not current().is_main:  # under torchrun only rank 0 prints
         con.quiet = True
@@ -113,6 +143,8 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
                             f", {_epochs(cfg.epochs)}, batch {cfg.batch_size}, {cfg.optimizer} "
                             f"lr {cfg.lr}, {cfg.schedule}, "
                             f"{resolve_precision(cfg.precision, device)} on {describe(device)}"))
+    if not current().enabled:
+        _note_oversubscribed(cfg)
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                    TextColumn("{task.fields[info]}", markup=False), TimeRemainingColumn(),
                    console=con, transient=True, disable=not con.is_terminal)
@@ -137,6 +169,13 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
         if not current().is_main or os.environ.get(LAUNCHER_ENV):  # said once, by the
             raise SystemExit(130) from None                        # launcher or rank 0
         raise Interrupted(_interrupted(cfg, resume)) from None
+    except Exception as e:
+        if not (current().enabled and peer_lost(e)):
+            raise
+        if not current().is_main:  # said once, by rank 0 (and the launcher says why)
+            raise SystemExit(1) from None
+        raise CnnlabError("another training process stopped (its error, a kill, or out of "
+                          "memory), so this one stops too") from None
     h = result.history
     table = Table(title=f"{cfg.model} on {cfg.dataset}", show_edge=False)
     for col in ("epoch", "train loss", "train acc", "test acc", "examples/s", "time (s)"):

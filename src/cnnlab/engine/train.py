@@ -200,8 +200,9 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
         start_epoch = int(meta["epoch"])
         history = [EpochMetrics(**h) for h in meta["history"]]
         if start_epoch >= cfg.epochs:
-            raise CnnlabError(f"{run} already finished {start_epoch} epochs; pass a larger "
-                              f"--epochs to train further")
+            raise CnnlabError(f"{run} already finished {start_epoch} epoch"
+                              f"{'s' * (start_epoch != 1)}; pass a larger --epochs to train "
+                              "further")
         log(f"resuming {run} after epoch {start_epoch}")
         saved = run.read_config()
         before = saved.get("data_dir")

@@ -12,10 +12,13 @@ import hashlib
 import io
 import multiprocessing
 import os
+import sys
 import time
+import types
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -281,7 +284,7 @@ def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool
                 ) -> tuple[list[int], np.ndarray, list[tuple[int, str]], bool]:
     """Decode every file, in worker processes when there are many; results in file order,
     in memory or in the memory-mapped ``scratch`` file."""
-    from cnnlab.decode_worker import decode_chunk
+    from cnnlab.decode_worker import decode_chunk, worker_start
 
     chunks = [list(range(i, min(i + CHUNK, len(names)))) for i in range(0, len(names), CHUNK)]
     workers = workers or min(os.cpu_count() or 1, 16)
@@ -314,13 +317,19 @@ def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool
                 advance(len(chunk))
         else:
             ctx = multiprocessing.get_context("spawn")  # no fork of a threaded torch process
-            pool = ProcessPoolExecutor(workers, mp_context=ctx)
+            pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=worker_start,
+                                       initargs=(os.getpid(),))
             try:
-                futures = {pool.submit(decode_chunk, root, [names[i] for i in chunk], size,
-                                       resize): chunk for chunk in chunks}
+                with _main_hidden():  # the workers start as the chunks are submitted
+                    futures = {pool.submit(decode_chunk, root, [names[i] for i in chunk], size,
+                                           resize): chunk for chunk in chunks}
                 for future in as_completed(futures):
                     take(futures[future], future.result())
                     advance(len(futures[future]))
+            except BrokenProcessPool as e:
+                raise CnnlabError(
+                    f"a process decoding {root} died ({e}); out of memory? Try a smaller "
+                    "--resize, or fewer files at a time") from None
             finally:  # Ctrl-C or an error: drop the queued chunks, stop the workers
                 pool.shutdown(wait=True, cancel_futures=True)
     good = np.flatnonzero(ok).tolist()
@@ -330,6 +339,22 @@ def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool
                 out[j] = out[i]
         out = out[:len(good)]
     return good, out, sorted(bad), grey[0]
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start worker processes without the main script. A spawned process first runs the
+    parent's ``__main__`` again (as ``__mp_main__``): a user's script without an
+    ``if __name__ == "__main__":`` guard would then start training in every worker (and
+    fail), and any script's imports (torch) cost each worker seconds. The workers need only
+    :mod:`cnnlab.decode_worker`, found by its module name, so an empty stand-in is shown
+    while they start."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 @contextlib.contextmanager
