@@ -423,3 +423,17 @@ def test_the_folder_cache_is_kept_unless_the_split_changes(tmp_path, monkeypatch
     dead = leftover.with_name(leftover.name + ".decode.tmp.999999999")
     dead.write_bytes(b"x")
     assert decoded(bad_files="skip") and not dead.exists()
+
+
+def test_a_test_split_of_another_size_is_named(tmp_path, monkeypatch):
+    from cnnlab.config import build_config
+    from cnnlab.engine.build import load_train_test
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = _tree(tmp_path / "t", size=(32, 32))
+    for f in (root / "test").rglob("*.png"):
+        Image.fromarray(np.zeros((10, 12, 3), np.uint8) + 9).save(f)
+    cfg = build_config(None, {"model": "simple-cnn", "dataset": "folder", "data_dir": str(root)})
+    with pytest.raises(CnnlabError, match="the test split's images are 3x10x12 but the "
+                                          "training split's are 3x32x32; pass --resize"):
+        load_train_test(cfg)

@@ -82,13 +82,29 @@ def test_stream_mode_trains_exactly_like_the_in_memory_path(model, tmp_path):
 def test_auto_streams_only_what_does_not_fit(monkeypatch):
     from cnnlab.engine import build
 
-    images = torch.zeros(1000, 1, 28, 28, dtype=torch.uint8)  # 784 kB
+    size = 1000 * 28 * 28  # bytes: 784 kB
     monkeypatch.setattr(build, "free_memory", lambda _d: 10**9)
-    assert not build.streams("auto", images, torch.device("cpu"))
+    assert not build.streams("auto", size, torch.device("cpu"))
     monkeypatch.setattr(build, "free_memory", lambda _d: 10**6)
-    assert build.streams("auto", images, torch.device("cpu"))
-    assert build.streams("stream", images, torch.device("cpu"))
-    assert not build.streams("all", images, torch.device("cpu"))
+    assert build.streams("auto", size, torch.device("cpu"))
+    assert build.streams("stream", size, torch.device("cpu"))
+    assert not build.streams("all", size, torch.device("cpu"))
+
+
+def test_a_streamed_split_stays_mapped_when_resized_or_recoloured(tmp_path):
+    """--channels/--resize on a streamed split: the adapted copy goes to a mapped scratch
+    file (unlinked), not into memory, and holds what adapt_images gives."""
+    from cnnlab.data.preprocess import adapt_images, adapt_mapped
+
+    images = torch.randint(0, 256, (5000, 3, 12, 12), dtype=torch.uint8)
+    assert adapt_mapped(images, None, 3, tmp_path) is images  # nothing to adapt
+    grey = adapt_mapped(images, 8, 1, tmp_path)
+    assert torch.equal(grey, adapt_images(images, 8, 1)) and grey.shape == (5000, 1, 8, 8)
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert any(str(tmp_path) in line and "(deleted)" in line
+                   for line in maps.read_text().splitlines())
+    assert not any(tmp_path.iterdir())  # nothing left on disk
 
 
 def test_a_garbage_mapped_header_is_ignored(tmp_path):

@@ -89,15 +89,16 @@ def _note_oversubscribed(cfg: Any, nproc: int = 1) -> None:
                     "than with fewer)", style="dim")
 
 
-def _interrupted(cfg: Any, resume: Path | None, extra: str = "") -> str:
+def _interrupted(cfg: Any, resume: Path | None, extra: str = "",
+                 command: str = "cnnlab train") -> str:
     """What to say after Ctrl-C: how to continue, when there is something to continue."""
     from cnnlab.run import RunDir
 
     saved = [d for d in (resume, cfg.out) if d and RunDir(d).latest_checkpoint() is not None]
     if saved:
-        return f"interrupted; continue with `cnnlab train --resume {saved[0]}{extra}`"
+        return f"interrupted; continue with `{command} --resume {saved[0]}{extra}`"
     if not (cfg.out or resume):  # the run directory's name was chosen inside fit
-        return (f"interrupted; if an epoch finished, continue with `cnnlab train --resume "
+        return (f"interrupted; if an epoch finished, continue with `{command} --resume "
                 f"runs/<the run>{extra}`")
     return ("interrupted before the first epoch finished; nothing was saved (continue later "
             "with `cnnlab train --resume RUN_DIR` once a run has a checkpoint)")
@@ -168,7 +169,9 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
     except KeyboardInterrupt:
         if not current().is_main or os.environ.get(LAUNCHER_ENV):  # said once, by the
             raise SystemExit(130) from None                        # launcher or rank 0
-        raise Interrupted(_interrupted(cfg, resume)) from None
+        by_hand = "torchrun [the same options] -m cnnlab train" if current().enabled else None
+        raise Interrupted(_interrupted(cfg, resume, command=by_hand or "cnnlab train")) \
+            from None
     except Exception as e:
         if not (current().enabled and peer_lost(e)):
             raise

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -205,6 +206,31 @@ def adapt_images(images: torch.Tensor, size: int | tuple[int, int] | None,
             out.append(f.round_().clamp_(0, 255).byte())
         images = torch.cat(out)
     return images
+
+
+def adapt_mapped(images: torch.Tensor, size: int | tuple[int, int] | None,
+                 channels: int | None, scratch_dir: Path) -> torch.Tensor:
+    """:func:`adapt_images` for a split memory-mapped from the cache (a split that may not
+    fit in memory): adapted a few thousand images at a time into an unlinked scratch file
+    in ``scratch_dir``, itself memory-mapped, so that the adapted split stays out of memory
+    too. (The scratch file vanishes with the process.) In memory where the folder cannot
+    take the file."""
+    import tempfile
+
+    import numpy as np
+
+    first = adapt_images(images[:1], size, channels)
+    if first.shape[1:] == images.shape[1:]:
+        return images
+    try:
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=scratch_dir, prefix="cnnlab-adapted-") as f:
+            out = np.memmap(f, np.uint8, "w+", shape=(len(images), *first.shape[1:]))
+    except OSError:
+        return adapt_images(images, size, channels)
+    for i in range(0, len(images), 4096):
+        out[i:i + 4096] = adapt_images(images[i:i + 4096], size, channels).numpy()
+    return torch.from_numpy(out)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from torch import nn
 from cnnlab.config import TrainConfig, build_config
 from cnnlab.data import Split, get_info, load_split
 from cnnlab.data.augment import Augment
+from cnnlab.data.cache import cache_dir
 from cnnlab.data.loader import DeviceLoader, HostLoader
-from cnnlab.data.preprocess import Preprocess, SeriesPreprocess, adapt_images
+from cnnlab.data.preprocess import Preprocess, SeriesPreprocess, adapt_images, adapt_mapped
 from cnnlab.device import auto_channels_last, resolve_device, resolve_precision, set_threads
 from cnnlab.distributed import Dist, setup, wrap_model
 from cnnlab.engine.finetune import prepare
@@ -67,10 +68,14 @@ def fixed_subset(split: Split, n: int | None) -> Split:
     return Split(split.images[idx], split.labels[idx], split.classes)
 
 
-def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split, Split]:
+def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None,
+                    streamed: Callable[[int], bool] = lambda _bytes: False
+                    ) -> tuple[Split, Split]:
     """Both splits of ``cfg.dataset``, limited and adapted as ``cfg`` asks, checked against
     the model's input shape (an error names the options that fix it). Unless
-    ``cfg.data_memory`` is ``all``, the training images come memory-mapped from the cache."""
+    ``cfg.data_memory`` is ``all``, the training images come memory-mapped from the cache;
+    when ``streamed`` says a training split of that many bytes (once adapted) will be
+    streamed, a resized or recoloured copy of it is memory-mapped too."""
     splits = []
     for name, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
         mmap = name == "train" and cfg.data_memory != "all"
@@ -83,7 +88,15 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None) -> tuple[Split
             continue
         # the test split takes the training split's channel count unless --channels says
         channels = cfg.channels or (splits[0].images.shape[1] if splits else None)
-        images = adapt_images(split.images, cfg.resize, channels)
+        adapted = adapt_images(split.images[:1], cfg.resize, channels)
+        if mmap and streamed(len(split) * adapted.numel()):
+            images = adapt_mapped(split.images, cfg.resize, channels, cache_dir())
+        else:
+            images = adapt_images(split.images, cfg.resize, channels)
+        if splits and images.shape[1:] != splits[0].images.shape[1:]:
+            have, want = ("x".join(map(str, x.shape[1:])) for x in (images, splits[0].images))
+            raise CnnlabError(f"the test split's images are {have} but the training split's "
+                              f"are {want}; pass --resize SIZE to give both one size")
         check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
         splits.append(Split(images, split.labels, split.classes))
     return splits[0], splits[1]
@@ -119,13 +132,13 @@ def free_memory(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def streams(mode: str, images: torch.Tensor, device: torch.device, sharing: int = 1) -> bool:
-    """Whether the training split is streamed from the host (``--data-memory``); with
-    ``auto``, when it is more than half of what is free, divided among the ``sharing``
-    processes of this machine that each hold a copy."""
+def streams(mode: str, size: int, device: torch.device, sharing: int = 1) -> bool:
+    """Whether a training split of ``size`` bytes is streamed from the host
+    (``--data-memory``); with ``auto``, when it is more than half of what is free, divided
+    among the ``sharing`` processes of this machine that each hold a copy."""
     if mode == "auto":
         budget = free_memory(device) // 2 // (1 if device.type == "cuda" else max(sharing, 1))
-        return images.numel() * images.element_size() > budget
+        return size > budget
     return mode == "stream"
 
 
@@ -166,13 +179,18 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     # rank 0 decodes and caches first, the others then read the cache; a bad option found
     # on the way (an input shape that does not fit, a missing file) stops every rank with
     # rank 0's one-line error, instead of the others failing in a barrier it never reaches
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
+
+    def streamed(size: int) -> bool:
+        return streams(cfg.data_memory, size, device, local)
+
     if dist.enabled and not dist.is_main:
         dist.agree(None)
-        train, test = load_train_test(cfg, log)
+        train, test = load_train_test(cfg, log, streamed)
     else:
         failure = None
         try:
-            train, test = load_train_test(cfg, log)
+            train, test = load_train_test(cfg, log, streamed)
         except CnnlabError as e:
             failure = e
         dist.agree(failure)  # raises rank 0's error, on rank 0 and (as a note) on the others
@@ -207,8 +225,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     if dist.enabled and cfg.batch_size < dist.world:
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
                           f"{dist.world} processes; make it at least {dist.world}")
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
-    stream = streams(cfg.data_memory, train.images, device, local)
+    stream = streamed(train.images.numel() * train.images.element_size())
     if stream:
         mib = train.images.numel() * train.images.element_size() / 2**20
         shown = f"{mib / 1024:.2f} GiB" if mib >= 1024 else f"{mib:.1f} MiB"
