@@ -437,3 +437,22 @@ def test_a_test_split_of_another_size_is_named(tmp_path, monkeypatch):
     with pytest.raises(CnnlabError, match="the test split's images are 3x10x12 but the "
                                           "training split's are 3x32x32; pass --resize"):
         load_train_test(cfg)
+
+
+def test_a_test_loss_that_overflows_is_said(tmp_path, monkeypatch):
+    """Solid-colour images: airbench's BatchNorm (eps 1e-12) sees zero variance and its
+    test outputs overflow although training stays finite; the run says so."""
+    from cnnlab.config import build_config
+    from cnnlab.engine.train import fit
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    for c, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+        (tmp_path / "solid" / c).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (32, 32), colour).save(tmp_path / "solid" / c / f"{i}.png")
+    said: list[str] = []
+    cfg = build_config(None, {"model": "airbench-small", "dataset": "folder", "epochs": 1,
+                              "data_dir": str(tmp_path / "solid"), "out": str(tmp_path / "r")})
+    result = fit(cfg, log=said.append)
+    assert not result.history[-1].test_loss < 1e4
+    assert sum("the model's outputs overflow" in m for m in said) == 1

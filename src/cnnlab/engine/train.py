@@ -7,6 +7,7 @@ every ``log_every`` steps, to update the progress bar and to stop on a NaN/inf l
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -261,6 +262,7 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
         tb = TensorboardLogger(run.tensorboard_dir,
                                purge_step=start_epoch * steps + 1 if resume is not None else None)
     try:
+        warned_test = False
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             if on_epoch_start is not None:
@@ -279,6 +281,13 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
                 ev = evaluate(built.step_model, built.test, len(built.classes), cfg.precision,
                               cfg.tta if last else 0, mirror=cfg.flip)
                 test_loss, test_acc = ev.loss, ev.accuracy
+                # a cross-entropy of 1e4 needs logits of that size: overflow, not learning
+                if not (math.isfinite(test_loss) and test_loss < 1e4) and not warned_test:
+                    warned_test = True
+                    log(f"(note: the test loss is {test_loss:.3g}: the model's outputs overflow on "
+                        "the test images although training stayed finite; BatchNorm "
+                        "statistics of near-constant images can do this. Test accuracy is not "
+                        "meaningful; check the data, or try another model)")
             row = EpochMetrics(
                 epoch=epoch + 1, train_loss=tr.loss, train_acc=tr.accuracy, test_loss=test_loss,
                 test_acc=test_acc, lr=base_lr(optimizer),
