@@ -266,7 +266,7 @@ def test_recipe_then_overrides(tmp_path):
     (["--dataset", "mnist"], "data set 'mnist' not found"),
     (["--model", "simple-cnn"], "pass --channels 3 --resize 32"),
     (["--epochs", "-1"], "--epochs must be at least 1"),
-    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "0"], "--lr must be a positive number"),
     (["--optimizer", "rmsprop"], "'rmsprop' is not one of 'sgd', 'adam', 'adamw'"),
     (["--schedule", "linear"], "Invalid value for '--schedule'"),
     (["--precision", "fp16"], "'fp16' is not one of 'fp32', 'bf16', 'auto'"),
@@ -276,7 +276,17 @@ def test_recipe_then_overrides(tmp_path):
     (["--resume", "nowhere"], "nowhere does not exist"),
     (["--cutout", "40"], "--cutout 40 is larger than the 28-pixel images"),
     (["--cutout", "-2"], "--cutout must be 0 or more"),
-    (["--crop-padding", "28", "--crop-pad-mode", "reflect"], "use at most 27"),
+    (["--crop-padding", "28", "--crop-pad-mode", "reflect"], "use at most 14"),
+    (["--lr", "inf"], "--lr must be a positive number, got inf"),
+    (["--optimizer", "adam", "--nesterov"], "--nesterov is SGD's momentum variant"),
+    (["--optimizer", "adam", "--cuda-graphs"], "--cuda-graphs captures plain SGD steps"),
+    (["--gamma", "0.5"], "--gamma and --step-size shape the step schedule, not cosine"),
+    (["--triangle", "0.1,0.5,0.1"], "add --schedule triangle"),
+    (["--schedule", "onecycle", "--warmup-epochs", "0.5"], "onecycle rises to its peak"),
+    (["--ema-start-epoch", "2"], "add --ema-every N"),
+    (["--crop-pad-mode", "reflect"], "add --crop-padding N"),
+    (["-r", "mnist-fast", "--momentum", "0"], "--nesterov comes from the recipe 'mnist-fast'; "
+                                              "give --no-nesterov to change it"),
 ])
 def test_train_bad_input_errors_and_writes_nothing(tmp_path, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)
@@ -399,3 +409,37 @@ def test_a_resume_refusal_names_switches_as_on_and_off():
 
     with pytest.raises(CnnlabError, match=r"--flip on \(the run has off\)"):
         _refuse_changed_training(build_config(None, {}), build_config(None, {"flip": True}))
+
+
+def test_a_recipes_sgd_only_settings_give_way_to_another_optimizer(tmp_path):
+    """mnist-fast sets Nesterov momentum and CUDA graphs: --optimizer adam (or --compile)
+    is taken, those settings simply do not apply; lr-find takes it too."""
+    from cnnlab.api import train_config
+    from cnnlab.cli.lr_find import resolve_target
+
+    for extra in ({"optimizer": "adam"}, {"optimizer": "adamw"}, {"compile": True}):
+        cfg = train_config("mnist-fast", **extra)
+        assert cfg.nesterov and cfg.cuda_graphs  # kept as the recipe says, unused
+    cfg, _ = resolve_target("mnist-fast", {"optimizer": "adam"})
+    assert cfg.optimizer == "adam"
+    with pytest.raises(CnnlabError, match="--momentum is SGD's"):
+        resolve_target("mnist-net", {"optimizer": "adam", "momentum": 0.9})
+
+
+def test_resume_refuses_init_from(lenet_run):
+    from cnnlab.api import train_config
+
+    with pytest.raises(CnnlabError, match=r"cannot change --init-from .* \(the run has unset\)"):
+        train_config(resume=str(lenet_run), epochs=2, init_from=str(lenet_run))
+
+
+def test_typing_the_main_jobs_own_model_or_data_is_still_the_main_job():
+    from cnnlab.api import train_config
+
+    main = train_config()
+    for typed in ({"model": "mnist-net"}, {"dataset": "digits"},
+                  {"model": "mnist-net", "dataset": "digits"}):
+        assert train_config(**typed) == main
+    with pytest.raises(CnnlabError, match="finetune recipe continues from a trained run: add "
+                                          "--init-from RUN"):
+        train_config("finetune")

@@ -24,7 +24,7 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
                  **overrides: Any) -> TrainConfig:
     """The config `cnnlab train` runs: defaults < recipe < overrides, or a run's saved
     config (plus overrides such as a larger ``epochs``) when resuming."""
-    from cnnlab.config import build_config
+    from cnnlab.config import build_config, load_recipe
     from cnnlab.run import RunDir
     from cnnlab.safety import refuse_pickled_weights
 
@@ -46,8 +46,13 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
         return cfg
     if overrides.get("init_from") is not None:
         overrides = _fit_to_source(recipe, overrides)
-    if recipe is None and overrides.get("model") is None and overrides.get("dataset") is None:
-        recipe = "default"  # `cnnlab train --epochs 3` is still the main job, shorter
+    if recipe == "finetune" and overrides.get("init_from") is None:
+        raise CnnlabError("the finetune recipe continues from a trained run: add --init-from "
+                          "RUN (and --dataset/--data-dir for the new data)")
+    main_job = load_recipe("default")  # `cnnlab train --epochs 3` is still the main job,
+    if recipe is None and all(overrides.get(k) in (None, main_job[k])  # and so is typing
+                              for k in ("model", "dataset")):          # its own defaults
+        recipe = "default"
     cfg = build_config(recipe, overrides)
     _check_new_run(cfg, overrides)
     if cfg.out and RunDir(cfg.out).latest_checkpoint() is not None:  # before the data loads
@@ -80,9 +85,43 @@ def _check_new_run(cfg: TrainConfig, typed: dict[str, Any]) -> None:
     if typed.get("test_fraction") is not None and not info.image_tree:
         raise CnnlabError(f"--test-fraction splits an image folder that has no test split; "
                           f"{info.name} has its own test split: drop --test-fraction")
-    if typed.get("momentum") is not None and cfg.optimizer != "sgd":
-        raise CnnlabError(f"--momentum is SGD's; {cfg.optimizer} keeps its own moving averages "
-                          "(betas 0.9, 0.999): drop --momentum, or use --optimizer sgd")
+    check_typed_options(cfg, typed)
+
+
+def check_typed_options(cfg: TrainConfig, typed: dict[str, Any]) -> None:
+    """Refuse options given (``typed``, as opposed to a recipe's, which may not all apply
+    once another option is given) that would do nothing with the rest of ``cfg``: one line
+    that says what to add or drop. `train` and `lr-find` check alike."""
+    def given(name: str) -> bool:
+        return typed.get(name) not in (None, False)
+
+    sgd = cfg.optimizer == "sgd"
+    refusals = [
+        (given("momentum") and not sgd,
+         f"--momentum is SGD's; {cfg.optimizer} keeps its own moving averages (betas 0.9, "
+         "0.999): drop --momentum, or use --optimizer sgd"),
+        (given("nesterov") and not sgd,
+         f"--nesterov is SGD's momentum variant; drop it with --optimizer {cfg.optimizer}"),
+        (given("cuda_graphs") and (not sgd or cfg.compile),
+         "--cuda-graphs captures plain SGD steps: use --optimizer sgd without --compile, or "
+         "drop --cuda-graphs"),
+        ((given("gamma") or given("step_size")) and cfg.schedule != "step",
+         f"--gamma and --step-size shape the step schedule, not {cfg.schedule}: add "
+         "--schedule step, or drop them"),
+        (given("triangle") and cfg.schedule != "triangle",
+         f"--triangle shapes the triangle schedule, not {cfg.schedule}: add --schedule "
+         "triangle, or drop --triangle"),
+        (given("warmup_epochs") and cfg.schedule in ("onecycle", "triangle"),
+         f"{cfg.schedule} rises to its peak by itself: drop --warmup-epochs (it applies to "
+         "constant, step and cosine)"),
+        (given("ema_start_epoch") and not cfg.ema_every,
+         "--ema-start-epoch says when --ema-every's averaging starts: add --ema-every N"),
+        (given("crop_pad_mode") and not cfg.crop_padding,
+         "--crop-pad-mode says how --crop-padding pads: add --crop-padding N"),
+    ]
+    for refused, why in refusals:
+        if refused:
+            raise CnnlabError(why)
     if cfg.head_lr_scale != 1.0 and not cfg.init_from:
         raise CnnlabError("--head-lr-scale speeds up a new head on trained layers: add "
                           "--init-from RUN (or leave it at 1)")
@@ -96,8 +135,7 @@ def _check_new_run(cfg: TrainConfig, typed: dict[str, Any]) -> None:
 RESUMABLE = frozenset({
     "epochs", "data_dir", "data_memory", "device", "precision", "threads", "compile",
     "cuda_graphs", "sync_bn", "dist_backend", "keep_checkpoints", "checkpoint_every",
-    "log_every", "tensorboard", "eval_every", "eval_batch_size", "out", "channels_last",
-    "init_from"})  # init_from: read by a fresh run only (a resume has its checkpoint)
+    "log_every", "tensorboard", "eval_every", "eval_batch_size", "out", "channels_last"})
 
 
 def _refuse_changed_training(saved: Any, given: Any) -> None:

@@ -133,8 +133,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise CnnlabError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
-        if not self.lr > 0:
-            raise CnnlabError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise CnnlabError(f"--lr must be a positive number, got {self.lr}")
         checks = [
             ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, "0 or more"),
@@ -163,8 +163,6 @@ class TrainConfig:
                 raise CnnlabError("--triangle must be START,PEAK,END with 0 < PEAK < 1, "
                                   f"got {self.triangle}")
             self.triangle = (float(t[0]), float(t[1]), float(t[2]))
-        if self.cuda_graphs and (self.optimizer != "sgd" or self.compile):
-            raise CnnlabError("--cuda-graphs works with --optimizer sgd and without --compile")
         if self.data_dir is not None:  # saved absolute: eval, resume and report may run elsewhere
             self.data_dir = str(Path(self.data_dir).expanduser().absolute())
         if self.freeze and self.freeze_until:
@@ -172,8 +170,8 @@ class TrainConfig:
         if (self.freeze or self.freeze_until) and not self.init_from:
             raise CnnlabError("--freeze/--freeze-until fix trained layers: add --init-from RUN "
                               "(frozen random weights would learn nothing)")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
-            raise CnnlabError("--nesterov needs --optimizer sgd and a --momentum above 0")
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            raise CnnlabError("--nesterov needs a --momentum above 0")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,8 +287,12 @@ def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = N
         found = re.match(r"--([a-z-]+)", str(e))
         field = found[1].replace("-", "_") if found else None
         if recipe and field and field not in given and field in load_recipe(recipe):
-            raise CnnlabError(f"{e} (--{found[1]} {load_recipe(recipe)[field]} comes from the "
-                              f"recipe '{recipe}'; give --{found[1]} to change it)") from None
+            value = load_recipe(recipe)[field]
+            fix = (f"--{'no-' * bool(value)}{found[1]}" if isinstance(value, bool)
+                   else f"--{found[1]}")
+            shown = f"--{found[1]}" if value is True else f"--{found[1]} {value}"
+            raise CnnlabError(f"{e} ({shown} comes from the recipe '{recipe}'; give {fix} to "
+                              "change it)") from None
         raise
 
 

@@ -60,11 +60,13 @@ def map_cmd(npz: Path, method: str, limit: int, out: Path | None) -> None:
     """A 2-D map of the features, coloured by class."""
     from cnnlab.engine.features import Features
     from cnnlab.viz.feature_map import plot_feature_map
+    from cnnlab.viz.plots import check_png_path
 
     if limit < 3:
         raise click.ClickException(f"--limit must be at least 3, got {limit}")
     feats = Features.load(npz)
     out = out or npz.with_name(f"{npz.stem}-{method}.png")
+    check_png_path(out)  # before t-SNE's minute, not after it
     if method == "tsne":  # the slow one: say what is happening before the wait
         n = min(limit, len(feats.labels))
         click.echo(f"t-SNE of {n:,} points (this can take a minute; --limit for fewer) ...",

@@ -22,7 +22,7 @@ _OVERRIDES = ["dataset", "data_dir", "resize", "channels", "limit_train", "batch
 def resolve_target(name: str, overrides: dict[str, Any]) -> tuple[Any, list[str]]:
     """The config for ``name`` (a recipe, a .yaml path or a model) and the `cnnlab train`
     arguments that rebuild it; a one-line error naming both lists otherwise."""
-    from cnnlab.api import train_config
+    from cnnlab.api import check_typed_options, train_config
     from cnnlab.config import recipe_names
     from cnnlab.engine.build import model_config
     from cnnlab.models import model_names
@@ -32,6 +32,7 @@ def resolve_target(name: str, overrides: dict[str, Any]) -> tuple[Any, list[str]
         return train_config(name, None, **given), ["--recipe", name, *_flags(given)]
     if name in model_names():
         cfg = model_config(name, given)
+        check_typed_options(cfg, given)
         fitted = {k: getattr(cfg, k) for k in ("resize", "channels") if getattr(cfg, k) is not None}
         rest = {k: v for k, v in given.items() if k not in ("dataset", *fitted)}
         return cfg, ["--model", name, "--dataset", cfg.dataset, *_flags({**fitted, **rest})]
@@ -71,10 +72,12 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
 
     from cnnlab.device import describe, resolve_device
     from cnnlab.engine.lr_find import check_sweep, lr_find_config, plot_lr_find
+    from cnnlab.viz.plots import check_png_path
 
     check_sweep(start_lr, end_lr, steps)
     cfg, train_args = resolve_target(model_or_recipe, overrides)
     out = out or Path(f"lr-find-{cfg.model}-{cfg.dataset}.png")
+    check_png_path(out)  # before the sweep, not after it
     con = console()
     con.print(Text.assemble("cnnlab lr-find: ", (cfg.model, "bold"), " on ", (cfg.dataset, "bold"),
                             f", batch {cfg.batch_size}, {cfg.optimizer}, lr {start_lr:g} -> "

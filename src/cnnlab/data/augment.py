@@ -26,16 +26,18 @@ class Augment:
     cutout: int = 0  # side of the square zeroed (after normalisation) in each image
 
     def check_fits(self, size: tuple[int, ...]) -> None:
-        """Crop reflection and cutout squares must fit inside the images."""
+        """Crop shifts and cutout squares must fit inside the images (a reflected pad also needs
+        less padding than the image: half the side at most covers both)."""
         from cnnlab.errors import CnnlabError
 
         side = min(size)
         if self.cutout > side:
             raise CnnlabError(f"--cutout {self.cutout} is larger than the {side}-pixel images; "
                               f"use at most {side}")
-        if self.crop_pad_mode == "reflect" and self.crop_padding >= side:
-            raise CnnlabError(f"--crop-padding {self.crop_padding} with reflect padding needs "
-                              f"images larger than that ({side} pixels); use at most {side - 1}")
+        if self.crop_padding > side // 2:
+            raise CnnlabError(f"--crop-padding {self.crop_padding} shifts the {side}-pixel "
+                              "images by up to that many pixels, so many crops would be mostly "
+                              f"padding; use at most {side // 2} (2 to 4 is usual)")
 
 
 @dataclass

@@ -236,7 +236,10 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             f" global batch {cfg.batch_size}, {torch.get_num_threads()} CPU thread(s) each")
 
     graphed = None
-    if cfg.cuda_graphs and built.device.type == "cuda" and dist.enabled:
+    if cfg.cuda_graphs and (cfg.optimizer != "sgd" or cfg.compile):  # a recipe's, changed
+        log(f"(cuda_graphs captures plain SGD steps without --compile: training eagerly with "
+            f"{cfg.optimizer}{' and --compile' if cfg.compile else ''})")
+    elif cfg.cuda_graphs and built.device.type == "cuda" and dist.enabled:
         log("(cuda_graphs is not used under DDP, whose gradient all-reduce runs outside a "
             "captured graph: training eagerly)")
     elif cfg.cuda_graphs and built.device.type == "cuda":

@@ -55,6 +55,16 @@ def percent(p: float) -> str:
     return f"{p:.1%}" if p >= 0.001 else "<0.1%"
 
 
+def check_png_path(path: str | Path) -> None:
+    """Refuse an ``--out`` that cannot take a PNG, in one line; commands that compute for a
+    while call it first, so that a typo does not cost the computation."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() != ".png":
+        what = "is a directory" if path.is_dir() else "does not end in .png"
+        raise CnnlabError(f"--out {path} {what}; the picture is a PNG: give a file name ending "
+                          "in .png")
+
+
 def save_png(fig, path: str | Path, dpi: int | None = None, tight: bool = False) -> Path:
     """Write a matplotlib figure to ``path`` atomically (no half-written PNG if it fails)
     and close it. ``tight`` crops or grows the canvas to what is drawn (for figures whose
@@ -62,11 +72,11 @@ def save_png(fig, path: str | Path, dpi: int | None = None, tight: bool = False)
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    if path.is_dir() or path.suffix.lower() != ".png":
+    try:
+        check_png_path(path)
+    except CnnlabError:
         plt.close(fig)
-        what = "is a directory" if path.is_dir() else "does not end in .png"
-        raise CnnlabError(f"--out {path} {what}; the picture is a PNG: give a file name ending "
-                          "in .png")
+        raise
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi,
