@@ -105,6 +105,7 @@ def test_summary_receptive_field_and_explain_commands(tmp_path):
 @pytest.mark.parametrize("args,msg", [
     (["receptive-field", "nonet"], "unknown model"),
     (["receptive-field", "lenet5", "--layer", "conv9"], "no layer with feature maps called 'conv9'"),
+    (["receptive-field", "lenet5", "--layer", "conv2,fc1"], "'fc1' (it comes after the flatten)"),
     (["receptive-field", "lenet5", "--index", "999"], "out of range"),
     (["receptive-field", "lenet5", "--out", "x.jpg"], "must end in .png"),
     (["shapes", "lenet5", "--input", "1,8,8"], "does not fit"),

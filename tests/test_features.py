@@ -74,7 +74,12 @@ def test_cli_extract_map_and_bad_input(lenet_run, tmp_path):
     pic = np.asarray(Image.open(tmp_path / "f-pca.png").convert("RGB"))
     colours = {tuple(p) for p in pic.reshape(-1, 3)[::7].tolist()}
     assert len(colours) > 30  # ten class colours and their blends, not an empty plot
+    r = CliRunner().invoke(cli, ["features", "map", str(npz), "--method", "tsne", "--limit",
+                                 "20", "--out", str(tmp_path / "t.png")])  # fewer than 50 rows
+    assert r.exit_code == 0 and (tmp_path / "t.png").exists(), r.output
     for args, msg in [(["features", str(lenet_run), "--out", str(tmp_path / "x.csv")], ".npz"),
+                      (["features", "map", str(npz), "--method", "tsne", "--out",
+                        str(tmp_path / "x.jpg")], "does not end in .png"),
                       (["features", str(lenet_run), "--out", str(tmp_path / "x.npz"),
                         "--layer", "nope"], "no layer 'nope'"),
                       (["features", str(tmp_path), "--out", str(tmp_path / "x.npz")],

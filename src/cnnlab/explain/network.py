@@ -47,12 +47,13 @@ def plot_receptive_field(model: nn.Module, model_name: str, image: torch.Tensor,
     c, h, w = image.shape
     named = _named_fields(receptive_fields(model, (c, h, w)), aliases or {})
     if layers:
-        known = {n: lf for n, lf in named}
+        known = {n: lf for n, lf in named if lf.field.size is not None}  # with feature maps
         missing = [layer for layer in layers if layer not in known]
         if missing:
-            choices = ", ".join(n for n, lf in named if lf.field.size is not None)
+            flat = any(n == missing[0] for n, _ in named)  # a layer after the flatten
             raise CnnlabError(f"model '{model_name}' has no layer with feature maps called "
-                              f"'{missing[0]}'; choose from: {choices}")
+                              f"'{missing[0]}'{' (it comes after the flatten)' * flat}; "
+                              f"choose from: {', '.join(known)}")
         chosen = [(layer, known[layer]) for layer in layers]
     else:
         chosen = [(n, lf) for n, lf in named if lf.field.size

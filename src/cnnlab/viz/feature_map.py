@@ -31,8 +31,9 @@ def embed(x: np.ndarray, method: str = "pca", seed: int = 0) -> tuple[np.ndarray
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    if x.shape[1] > 50:  # the usual t-SNE recipe: PCA to 50 dims first (faster, less noise)
-        x = PCA(n_components=50, random_state=seed).fit_transform(x)
+    dims = min(50, len(x))  # PCA gives at most one component per point
+    if x.shape[1] > dims:  # the usual t-SNE recipe: PCA to 50 dims first (faster, less noise)
+        x = PCA(n_components=dims, random_state=seed).fit_transform(x)
     perplexity = float(min(30, max(2, (len(x) - 1) // 3)))
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
     return xy, f"t-SNE, perplexity {perplexity:g}"

@@ -317,7 +317,8 @@ def _overlaid_curves(runs: Sequence[LoadedRun], names: Sequence[str], path: Path
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for run, name in zip(runs, names, strict=True):
         h = run.history
-        line, = ax_loss.plot([m.epoch for m in h], [m.train_loss for m in h], label=name)
+        line, = ax_loss.plot([m.epoch for m in h], [m.train_loss for m in h], label=name,
+                             marker="." if len(h) < 12 else None)  # one epoch: one dot
         tested = [m for m in h if m.test_acc is not None]
         ax_acc.plot([m.epoch for m in tested], [m.test_acc for m in tested], color=line.get_color(),
                     marker="." if len(tested) < 12 else None, label=name)
