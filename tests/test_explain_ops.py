@@ -243,3 +243,28 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and needle in lines[0], res.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ops.conv_figure(kernel=[[1, 2], [3, 4], [5, 6]]),  # two size formulas in a line
+    lambda: ops.pool_figure(kernel_size=3),  # nine numbers in each mode's example
+    lambda: ops.pool_figure(input=[[float(i + j) for j in range(6)] for i in range(6)],
+                            kernel_size=3, stride=2),
+])
+def test_every_text_stays_on_the_picture_and_off_its_neighbours(make):
+    """Long formulas are made smaller rather than run off the edge or into each other."""
+    from matplotlib.text import Text
+
+    fig = make()
+    renderer = fig.canvas.get_renderer()
+    width = fig.get_size_inches()[0] * fig.dpi
+    texts = [t for t in fig.findobj(Text) if t.get_text().strip()]
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= width, (t.get_text(), box)
+    boxes = {t.get_gid(): t.get_window_extent(renderer) for t in texts if t.get_gid()}
+    if "example-max" in boxes and "example-avg" in boxes:
+        assert boxes["example-max"].x1 < boxes["example-avg"].x0
+        sizes = {t.get_fontsize() for t in fig.findobj(Text)
+                 if t.get_gid() in ("example-max", "example-avg")}
+        assert len(sizes) == 1  # side by side, alike

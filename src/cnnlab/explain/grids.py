@@ -65,6 +65,7 @@ class Canvas:
         self.ax.set_ylim(height, 0)
         self.ax.set_axis_off()
         self.pt = 72 * inch    # points per cell
+        self.width, self.inch = width, inch
 
     def font(self, texts: Sequence[str], cell_w: float = 1.0, size: float = 0.38) -> float:
         """A font size (points) at which the longest of ``texts`` fits a cell ``cell_w`` wide."""
@@ -108,10 +109,19 @@ class Canvas:
 
     def write(self, x: float, y: float, text: str, *, size: float = 0.38, ha: str = "center",
               va: str = "center", color: str = "black", weight: str = "normal",
-              gid: str | None = None) -> None:
-        """Text at (x, y) in cells; ``size`` is a fraction of a cell's height."""
-        self.ax.text(x, y, text, ha=ha, va=va, fontsize=size * self.pt, color=color,
-                     weight=weight, gid=gid, zorder=5)
+              gid: str | None = None, room: float | None = None) -> None:
+        """Text at (x, y) in cells; ``size`` is a fraction of a cell's height. The text is
+        made smaller where it would be wider than ``room`` cells (default: what the canvas
+        leaves it), so a long formula never runs off the picture or into its neighbour."""
+        t = self.ax.text(x, y, text, ha=ha, va=va, fontsize=size * self.pt, color=color,
+                         weight=weight, gid=gid, zorder=5)
+        if room is None:
+            left, right = x, self.width - x
+            room = {"center": 2 * min(left, right), "left": right, "right": left}[ha] - 0.4
+        have = t.get_window_extent(self.fig.canvas.get_renderer()).width  # pixels
+        allowed = room * self.inch * self.fig.dpi
+        if have > allowed > 0:
+            t.set_fontsize(t.get_fontsize() * allowed / have)
 
 
 def text_width(text: str, size: float = 0.38, bold: bool = False) -> float:

@@ -436,7 +436,8 @@ class _Pool:
                  bold={(ci, cj)} if step is not None else None)
         cv.box(xo + cj * self.cw, yo + ci, self.cw, 1, HI_EDGE)
         cv.write(x0 + bw / 2, y0 + self.h + 0.75, f"output[{ci}, {cj}] = "
-                 f"{self.example(mode, ci, cj)}", size=0.4, color=HI_EDGE, gid=f"example-{mode}")
+                 f"{self.example(mode, ci, cj)}", size=0.4, color=HI_EDGE, gid=f"example-{mode}",
+                 room=bw + 1.8)  # its half of the gap to the other mode's block
 
 
 def _pool_op(input: Matrix, kernel_size: int, stride: int | None, mode: str | None) -> _Pool:
@@ -473,7 +474,20 @@ def _pool_draw(op: _Pool, step: int | None) -> Any:
             op.draw(cv, mode, x0, top + m * (bh + 1.6), step)
     for n, (note, color) in enumerate(notes):
         cv.write(width / 2, top + content_h + 0.75 * n, note, size=0.38, color=color)
+    _same_size(cv.fig, [f"example-{mode}" for mode in op.modes])
     return cv.fig
+
+
+def _same_size(fig: Any, gids: list[str]) -> None:
+    """The texts ``gids`` at the smallest of their sizes: side by side, one was made
+    smaller to fit its room, and the pair should read alike."""
+    from matplotlib.text import Text
+
+    texts = [t for t in fig.findobj(Text) if t.get_gid() in gids]
+    if texts:
+        size = min(t.get_fontsize() for t in texts)
+        for t in texts:
+            t.set_fontsize(size)
 
 
 def pool_figure(input: Matrix = None, kernel_size: int = 2, stride: int | None = None,

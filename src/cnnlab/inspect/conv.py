@@ -57,7 +57,8 @@ def explain_size(axis: str, size: int, kernel: int, stride: int, padding: int) -
     return (f"{axis}: floor(({size} + 2*{padding} - {kernel}) / {stride}) + 1 = {out}")
 
 
-def _check(size: tuple[int, int], kernel: tuple[int, int], stride: int, padding: int) -> None:
+def _check(size: tuple[int, int], kernel: tuple[int, int], stride: int, padding: int,
+           can_pad: bool = True) -> None:
     if stride < 1:
         raise CnnlabError(f"stride must be at least 1, got {stride}")
     if padding < 0:
@@ -66,7 +67,8 @@ def _check(size: tuple[int, int], kernel: tuple[int, int], stride: int, padding:
         if output_size(s, k, stride, padding) < 1:
             raise CnnlabError(
                 f"kernel {kernel[0]}x{kernel[1]} does not fit input {size[0]}x{size[1]} "
-                f"with padding {padding}; use a smaller kernel or more padding"
+                f"with padding {padding}; use a smaller kernel"
+                + (", a larger input or more padding" if can_pad else " or a larger input")
             )
 
 
@@ -83,7 +85,7 @@ def pool2d(x: torch.Tensor, kernel_size: int, stride: int | None = None, padding
     if kernel_size < 1:
         raise CnnlabError(f"--kernel-size must be at least 1, got {kernel_size}")
     stride = kernel_size if stride is None else stride
-    _check(tuple(x.shape), (kernel_size, kernel_size), stride, padding)
+    _check(tuple(x.shape), (kernel_size, kernel_size), stride, padding, can_pad=False)
     if padding * 2 > kernel_size:
         raise CnnlabError(f"padding {padding} must be at most half the kernel size {kernel_size}")
     fn = {"max": F.max_pool2d, "avg": F.avg_pool2d}.get(mode)
