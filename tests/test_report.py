@@ -76,7 +76,7 @@ def test_one_run_report_is_self_contained_and_holds_the_runs_numbers(two_runs):
     t, p, n = truth.most_confused()[0]
     assert f"{truth.classes[t]} taken for {truth.classes[p]}: {n} images" in doc
     for heading in ("Training curves", "Confusion matrix", "Most-confused pairs",
-                    "Top losses, with Grad-CAM", "filters of <code>conv1</code>",
+                    "Top losses, and where the model looked", "filters of <code>conv1</code>",
                     "filters of <code>conv2</code>", "for one example of each class"):
         assert heading in doc
 

@@ -227,8 +227,9 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Mo
     if not suggestions:
         warning = (f"only {len(lrs)} steps before the sweep stopped: too few points to suggest "
                    "an lr; lower --start-lr or raise --steps")
-    return LRFindResult(lrs, losses, smoothed, steps, suggestions, reason is not None, reason,
-                        warning, skip)
+    early = reason is not None and len(lrs) < steps  # a climb at the very last step ends
+    return LRFindResult(lrs, losses, smoothed, steps, suggestions, early,  # the sweep anyway
+                        reason if early else None, warning, skip)
 
 
 def lr_find_config(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0,

@@ -207,7 +207,7 @@ class _RunReport:
         if not top:
             return '<p class="note">No images.</p>'
         ex = Examples(torch.stack([it.image(m) for m in top]),
-                      [f"#{m.index} {it.classes[m.true]} (loss {m.loss:.2f})" for m in top],
+                      [f"#{m.index} true {it.classes[m.true]} (loss {m.loss:.2f})" for m in top],
                       [m.true for m in top])
         try:
             default_cam_layer(self.run)
@@ -227,8 +227,9 @@ class _RunReport:
                    f"<code>{_e(res.layer)}</code>). A flat map means no region at that layer "
                    "raises the class's logit." if method == "gradcam" else
                    "<p>The images with the largest loss, with saliency maps.")
+        shown = "Grad-CAM" if method == "gradcam" else "saliency maps"
         return caption + "</p>" + _img(plot_attribution(self.run, ex, res, self.path("cam"),
-                                                        compact=True), "top losses with Grad-CAM")
+                                                        compact=True), f"top losses with {shown}")
 
     def inside(self) -> str:
         from cnnlab.viz.inside import conv_layer_names, pick_examples, plot_activations, plot_filters
@@ -293,7 +294,7 @@ class _RunReport:
                     + _section("Most-confused classes and mistakes", self.series_mistakes))
         return (common
                 + _section("Most-confused pairs", self.confused_pairs)
-                + _section("Top losses, with Grad-CAM", self.top_losses)
+                + _section("Top losses, and where the model looked", self.top_losses)
                 + _section("Inside the network: filters and activations", self.inside))
 
 
