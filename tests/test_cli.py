@@ -30,6 +30,11 @@ def test_datasets_and_recipes_list_everything():
     for name in ("default", "seed-mnist", "d2l-lenet-fashion", "seed-cifar", "mnist-fast",
                  "fashion-fast", "cifar-fast"):
         assert name in res.output
+    res = CliRunner().invoke(cli, ["recipes", "mnist-fast"])  # one recipe's settings
+    assert res.exit_code == 0 and "model: fastnet-white" in res.output and "nesterov: true" \
+        in res.output
+    res = CliRunner().invoke(cli, ["recipes", "mnist-fst"])
+    assert res.exit_code == 1 and "did you mean 'mnist-fast'?" in res.output
 
 
 def test_every_recipe_builds_a_valid_config():

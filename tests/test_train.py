@@ -443,3 +443,25 @@ def test_typing_the_main_jobs_own_model_or_data_is_still_the_main_job():
     with pytest.raises(CnnlabError, match="finetune recipe continues from a trained run: add "
                                           "--init-from RUN"):
         train_config("finetune")
+
+
+def test_a_plain_kill_says_how_to_continue(tmp_path):
+    """SIGTERM after a saved epoch: exit 143 and the same resume hint as Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--epochs", "200",
+                             "--limit-train", "256", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "epoch-001.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    said = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, said
+    assert f"terminated (SIGTERM); continue with `cnnlab train --resume {out}`" in said
+    assert "Traceback" not in said

@@ -235,6 +235,7 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(field_names()))
     if unknown:
         raise CnnlabError(f"{path} has unknown field(s) {', '.join(unknown)}; "
+                          f"{did_you_mean(unknown[0], field_names())}"
                           f"valid fields: {', '.join(field_names())}")
     return data
 

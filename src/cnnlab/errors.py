@@ -19,6 +19,12 @@ class Interrupted(CnnlabError):
     exit_code = 130
 
 
+class Terminated(Interrupted):
+    """A plain ``kill`` (SIGTERM), said like Ctrl-C: exit status 143."""
+
+    exit_code = 143
+
+
 def did_you_mean(name: str, known: list[str]) -> str:
     """``"did you mean 'lenet5'? "`` for a near miss of one of ``known`` (a case slip, a
     typo, the start of a longer name), else ``""``: put before the full list in an

@@ -92,9 +92,19 @@ def download(name: str, directory: Path | None, mirror: tuple[str, ...], timeout
 
 
 @cli.command()
-def recipes() -> None:
-    """List the named recipes for `cnnlab train --recipe NAME`."""
-    from cnnlab.config import recipe_description, recipe_names
+@click.argument("name", required=False)
+def recipes(name: str | None) -> None:
+    """List the named recipes for `cnnlab train --recipe NAME`; with NAME, show that
+    recipe's settings (every one can be overridden by the option of the same name)."""
+    from cnnlab.config import load_recipe, recipe_description, recipe_names, recipes_dir
 
-    for name in recipe_names():
-        click.echo(f"{name:<20} {recipe_description(name)}")
+    if name is None:
+        for recipe in recipe_names():
+            click.echo(f"{recipe:<20} {recipe_description(recipe)}")
+        return
+    from pathlib import Path
+
+    load_recipe(name)  # an unknown name: one line with a did-you-mean
+    path = Path(name) if Path(name).is_file() else recipes_dir() / Path(name).with_suffix(
+        ".yaml").name
+    click.echo(f"# {path}\n{path.read_text(encoding='utf-8').rstrip()}")

@@ -13,7 +13,7 @@ from rich.text import Text
 from cnnlab.cli import cli
 from cnnlab.cli.console import console
 from cnnlab.cli.options import config_options
-from cnnlab.errors import CnnlabError, Interrupted
+from cnnlab.errors import CnnlabError, Interrupted, Terminated
 
 
 @cli.command()
@@ -89,6 +89,21 @@ def _note_oversubscribed(cfg: Any, nproc: int = 1) -> None:
                     "than with fewer)", style="dim")
 
 
+def _cpu_notes(cfg: Any, device: Any) -> None:
+    """What a CPU run should know before it waits: bf16 without bf16 units, and the GPU-sized
+    inputs of d2l's full nets."""
+    from cnnlab.device import bf16_is_fast
+
+    con = console()
+    if cfg.precision == "bf16" and not bf16_is_fast(device):
+        con.print("(note: this CPU has no bf16 units, so bf16 is emulated and slower than fp32 "
+                  "here; --precision auto picks the faster one)", style="dim")
+    if (cfg.resize or 0) >= 96 and not cfg.limit_train:
+        con.print(f"(note: {cfg.resize}x{cfg.resize} inputs make this a GPU-sized job: on a "
+                  "CPU an epoch can take tens of minutes to hours; --limit-train N for a "
+                  "quick look, or a fashion-*-small recipe)", style="dim")
+
+
 def _interrupted(cfg: Any, resume: Path | None, extra: str = "",
                  command: str = "cnnlab train") -> str:
     """What to say after Ctrl-C: how to continue, when there is something to continue."""
@@ -146,6 +161,8 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
                             f"{resolve_precision(cfg.precision, device)} on {describe(device)}"))
     if not current().enabled:
         _note_oversubscribed(cfg)
+    if device.type == "cpu":
+        _cpu_notes(cfg, device)
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                    TextColumn("{task.fields[info]}", markup=False), TimeRemainingColumn(),
                    console=con, transient=True, disable=not con.is_terminal)
@@ -172,6 +189,11 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
         by_hand = "torchrun [the same options] -m cnnlab train" if current().enabled else None
         raise Interrupted(_interrupted(cfg, resume, command=by_hand or "cnnlab train")) \
             from None
+    except SystemExit as e:  # a plain kill (SIGTERM): the same hint as Ctrl-C
+        if e.code != 143 or current().enabled or os.environ.get(LAUNCHER_ENV):
+            raise
+        raise Terminated(_interrupted(cfg, resume).replace("interrupted", "terminated (SIGTERM)",
+                                                           1)) from None
     except Exception as e:
         if not (current().enabled and peer_lost(e)):
             raise
