@@ -130,3 +130,10 @@ def timed(fn: Callable[[], object]) -> tuple[object, float]:
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit("baselines.py is the tutorials' pipelines for the other benchmarks to import; run "
+             "benchmarks/loader.py or benchmarks/time_to_accuracy.py instead")

@@ -75,7 +75,8 @@ def make_folder(root: Path, data_dir: str, per_class: int, test_per_class: int =
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                   help="the data root [../shared/data next to the repository]")
     p.add_argument("--work", type=Path, default=Path("runs/finetune-demo"))
     p.add_argument("--source", type=Path, help="a trained CIFAR-10 run (skips step 1)")
     p.add_argument("--source-epochs", type=int, default=5)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -34,6 +35,9 @@ D2L = ["d2l-lenet-bn-fashion", "d2l-alexnet-fashion", "d2l-vgg-fashion", "d2l-ni
 
 
 def run(recipe: str, out: Path, *extra: str) -> tuple[list[dict], float]:
+    if (out / "config.yaml").is_file():  # this script's own earlier run of the recipe
+        print(f"(replacing the earlier run in {out})", flush=True)
+        shutil.rmtree(out)
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "cnnlab", "train", "-r", recipe, "--out", str(out),
                         *extra], capture_output=True, text=True)
@@ -45,9 +49,10 @@ def run(recipe: str, out: Path, *extra: str) -> tuple[list[dict], float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="../shared/data", help="where Fashion-MNIST is")
+    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                   help="where Fashion-MNIST is [../shared/data next to the repository]")
     p.add_argument("--work", type=Path, default=Path("runs/modern-bench"),
-                   help="where the runs go (each recipe's run directory must not exist yet)")
+                   help="where the runs go (a rerun replaces a recipe's earlier run there)")
     p.add_argument("--only", choices=["small", "d2l"],
                    help="only the -small recipes, or only the d2l ones [both]")
     p.add_argument("--d2l-images", type=int, default=2560,
