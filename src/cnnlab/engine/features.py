@@ -66,6 +66,9 @@ class Features:
         except FileNotFoundError:
             raise CnnlabError(f"{path} does not exist; write it with `cnnlab features RUN "
                               f"--out {path.name}`") from None
+        except IsADirectoryError:
+            raise CnnlabError(f"{path} is a folder (a run?); `features map` takes the .npz "
+                              f"file that `cnnlab features {path} --out F.npz` writes") from None
         except (OSError, ValueError, KeyError) as e:
             why = ("it is not an .npz of plain arrays; cnnlab never loads pickled data"
                    if "pickled" in str(e) else f"{type(e).__name__}: {e}")

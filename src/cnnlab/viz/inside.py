@@ -162,7 +162,10 @@ def activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
         if out.dim() != 4:
             raise CnnlabError(f"layer '{layer}' gives {tuple(out.shape[1:])} per image, not "
                               f"feature maps; choose a convolution, pooling or activation "
-                              f"layer before the flatten (conv layers: {convs})")
+                              "layer before the flatten "
+                              + (f"(conv layers: {convs})" if convs else
+                                 f"({run.config.model} has none: try `cnnlab visualize "
+                                 "saliency`)"))
     return {layer: outputs[layer][0].float().cpu().contiguous() for layer in layers}
 
 

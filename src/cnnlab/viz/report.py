@@ -138,7 +138,7 @@ class _RunReport:
         items = [(f"{it.accuracy:.2%}", f"{it.split} accuracy ({it.total:,} {what})"),
                  (f"{len(hist)}", "epochs" if len(hist) >= planned else
                   f"epochs of {planned} planned: unfinished"),
-                 (f"{train_s:.1f} s", "training time"),
+                 (f"{train_s:.1f} s", "training time (steps, without evaluation)"),
                  (f"{params:,}", "parameters")]
         kpis = '<div class="kpis">' + "".join(
             f'<div class="kpi"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in items) + "</div>"
@@ -345,7 +345,7 @@ def _comparison(runs: Sequence[LoadedRun], interps: Sequence[Interpretation], na
                      f"{sum(m.train_time for m in h):.1f} s",
                      f"{sum(p.numel() for p in run.model.parameters()):,}"))
     results = _table(["run", "model", "data set", "epochs", f"{interps[0].split} accuracy",
-                      "best epoch acc", "training time", "parameters"], rows,
+                      "best epoch acc", "training time (steps)", "parameters"], rows,
                      numeric={3, 4, 5, 6, 7})
     diff = _differing_config(runs)
     if diff:
