@@ -76,6 +76,7 @@ def make_folder(root: Path, n_train: int, n_test: int = 1000, workers: int = 2) 
     for split in ("train", "test"):
         for c in CLASSES:
             (root / split / c).mkdir(parents=True, exist_ok=True)
+    done.write_text("partial")  # this script's folder, even if the writing is interrupted
     t0 = time.perf_counter()
     jobs = [(str(root), True, s, min(s + 1000, n_train)) for s in range(0, n_train, 1000)]
     jobs += [(str(root), False, s, min(s + 1000, n_test)) for s in range(0, n_test, 1000)]

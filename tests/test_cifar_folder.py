@@ -378,11 +378,12 @@ def test_test_fraction_is_said_or_refused_where_it_does_nothing(tmp_path):
         train_config(dataset="mnist", model="lenet5", test_fraction=0.3)
     assert train_config(dataset="folder", model="lenet5", data_dir=str(tmp_path),
                         test_fraction=0.3).test_fraction == 0.3
-    said = []
-    load_split("folder", "train", _tree(tmp_path / "t"), log=said.append, use_cache=False,
-               test_fraction=0.3)
-    assert any("own train/ and test/ folders: --test-fraction 0.3 is not used" in m
-               for m in said), said
+    root = _tree(tmp_path / "t")
+    for _ in range(2):  # the decode, then the cache: said both times
+        said = []
+        load_split("folder", "train", root, log=said.append, test_fraction=0.3)
+        assert any("own train/ and test/ folders: --test-fraction 0.3 is not used" in m
+                   for m in said), said
 
 
 def test_the_folder_cache_is_kept_unless_the_split_changes(tmp_path, monkeypatch):
@@ -413,6 +414,15 @@ def test_the_folder_cache_is_kept_unless_the_split_changes(tmp_path, monkeypatch
     assert len(load_split("folder", "train", root, bad_files="skip", log=said.append)) == 4
     assert any("skipped 1 of 5 train files" in m for m in said)
     assert not any(m.startswith("decoding") for m in said)
+    flat = tmp_path / "flat"  # a flat folder: each --test-fraction keeps its own cache
+    for c in ("cat", "dog"):
+        (flat / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((8, 8, 3), 9 * i, np.uint8)).save(flat / c / f"{i}.png")
+    said = []
+    for fraction in (0.2, 0.5, 0.2, 0.5):
+        load_split("folder", "train", flat, log=said.append, test_fraction=fraction)
+    assert sum(m.startswith("decoding folder train") for m in said) == 2, said
     test_said: list[str] = []
     load_split("folder", "test", root, log=test_said.append)
     (root / "train" / "owl").mkdir()  # a new class: the test split's labels index it too
@@ -420,9 +430,13 @@ def test_the_folder_cache_is_kept_unless_the_split_changes(tmp_path, monkeypatch
     load_split("folder", "test", root, log=test_said.append)
     assert sum(m.startswith("decoding folder test") for m in test_said) == 2
     leftover = next(cache.glob("folder-train-*.safetensors"))
-    dead = leftover.with_name(leftover.name + ".decode.tmp.999999999")
+    from cnnlab.data.cache import _host
+
+    dead = leftover.with_name(f"{leftover.name}.decode.tmp.{_host()}-999999999")
+    elsewhere = leftover.with_name(f"{leftover.name}.decode.tmp.otherhost-999999999")
     dead.write_bytes(b"x")
-    assert decoded(bad_files="skip") and not dead.exists()
+    elsewhere.write_bytes(b"x")  # another machine's decode may still be writing it
+    assert decoded(bad_files="skip") and not dead.exists() and elsewhere.exists()
 
 
 def test_a_test_split_of_another_size_is_named(tmp_path, monkeypatch):

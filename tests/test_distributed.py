@@ -270,9 +270,10 @@ def test_two_nodes_meet_through_torchruns_rendezvous(tmp_path):
 
 
 def test_other_commands_refuse_to_run_under_torchrun(lenet_run):
-    r = CliRunner().invoke(cli, ["eval", str(lenet_run)], env={"WORLD_SIZE": "2", "RANK": "0"})
+    env = {"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "x"}
+    r = CliRunner().invoke(cli, ["eval", str(lenet_run)], env={**env, "RANK": "0"})
     assert r.exit_code == 1 and "only `cnnlab train` runs in several processes" in r.output
-    r = CliRunner().invoke(cli, ["eval", str(lenet_run)], env={"WORLD_SIZE": "2", "RANK": "1"})
+    r = CliRunner().invoke(cli, ["eval", str(lenet_run)], env={**env, "RANK": "1"})
     assert r.exit_code == 1 and r.output == ""  # said once, by rank 0
 
 

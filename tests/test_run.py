@@ -255,10 +255,11 @@ def test_a_loaded_run_takes_tensors_numpy_and_pillow_images(lenet_run):
 def test_run_directory_refusals_come_before_the_data_is_loaded(lenet_run, monkeypatch):
     """An --out that holds a run, and a resume of a finished run, are refused by the config
     step, before a (possibly long) decode or the start of --nproc's processes."""
-    from cnnlab.api import train_config
+    from cnnlab.api import refuse_existing_out, train_config
 
     with pytest.raises(CnnlabError, match=f"{lenet_run} already holds a run; use --resume"):
-        train_config(dataset="digits", model="lenet5", resize=28, out=str(lenet_run))
+        refuse_existing_out(train_config(dataset="digits", model="lenet5", resize=28,
+                                         out=str(lenet_run)))
     with pytest.raises(CnnlabError, match="already finished 1 epoch; pass a larger --epochs"):
         train_config(resume=str(lenet_run))
     assert train_config(resume=str(lenet_run), epochs=2).epochs == 2

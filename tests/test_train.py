@@ -443,6 +443,7 @@ def test_typing_the_main_jobs_own_model_or_data_is_still_the_main_job():
     with pytest.raises(CnnlabError, match="finetune recipe continues from a trained run: add "
                                           "--init-from RUN"):
         train_config("finetune")
+    assert train_config("finetune", model="mnist-net").model == "mnist-net"  # from scratch
 
 
 def test_a_plain_kill_says_how_to_continue(tmp_path):

@@ -46,7 +46,8 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
         return cfg
     if overrides.get("init_from") is not None:
         overrides = _fit_to_source(recipe, overrides)
-    if recipe == "finetune" and overrides.get("init_from") is None:
+    if recipe == "finetune" and overrides.get("init_from") is None \
+            and overrides.get("model") is None:  # (with --model: the recipe from scratch)
         raise CnnlabError("the finetune recipe continues from a trained run: add --init-from "
                           "RUN (and --dataset/--data-dir for the new data)")
     main_job = load_recipe("default")  # `cnnlab train --epochs 3` is still the main job,
@@ -55,10 +56,17 @@ def train_config(recipe: str | None = None, resume: str | Path | None = None,
         recipe = "default"
     cfg = build_config(recipe, overrides)
     _check_new_run(cfg, overrides)
-    if cfg.out and RunDir(cfg.out).latest_checkpoint() is not None:  # before the data loads
+    return cfg
+
+
+def refuse_existing_out(cfg: TrainConfig) -> None:
+    """A new run's ``--out`` that holds a run already, refused before the data is loaded
+    (`cnnlab train`; fit refuses it too, later)."""
+    from cnnlab.run import RunDir
+
+    if cfg.out and RunDir(cfg.out).latest_checkpoint() is not None:
         raise CnnlabError(f"{cfg.out} already holds a run; use --resume {cfg.out} or pick "
                           "another --out")
-    return cfg
 
 
 def _epochs_done(stem: Path) -> int | None:

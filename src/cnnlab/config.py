@@ -291,7 +291,8 @@ def build_config(recipe: str | None = None, overrides: dict[str, Any] | None = N
             value = load_recipe(recipe)[field]
             fix = (f"--{'no-' * bool(value)}{found[1]}" if isinstance(value, bool)
                    else f"--{found[1]}")
-            shown = f"--{found[1]}" if value is True else f"--{found[1]} {value}"
+            shown = (f"--{'no-' * (not value)}{found[1]}" if isinstance(value, bool)
+                     else f"--{found[1]} {value}")
             raise CnnlabError(f"{e} ({shown} comes from the recipe '{recipe}'; give {fix} to "
                               "change it)") from None
         raise

@@ -185,18 +185,15 @@ def watch_launcher() -> None:
     threading.Thread(target=watch, name="cnnlab-launcher-watch", daemon=True).start()
 
 
-def peer_lost(error: BaseException) -> bool:
-    """Whether ``error`` is a collective failing because another process of the job stopped
-    (its own error, a kill, out of memory): gloo's closed connection, NCCL's abort."""
-    import torch.distributed as dist
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer",
+             "NCCL communicator was aborted")
 
-    text = str(error)
-    kinds = tuple(getattr(dist, k) for k in ("DistBackendError", "DistNetworkError")
-                  if hasattr(dist, k))
-    return isinstance(error, kinds) or (
-        isinstance(error, RuntimeError)
-        and any(s in text for s in ("Connection closed by peer", "Connection reset by peer",
-                                    "NCCL communicator was aborted", "gloo", "Gloo")))
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process of the job is gone
+    (its own error, a kill, out of memory): gloo's closed or reset connection, NCCL's abort.
+    Not a timeout or a failure of this process's own backend, whose message must be seen."""
+    return isinstance(error, RuntimeError) and any(s in str(error) for s in PEER_GONE)
 
 
 def teardown() -> None:
@@ -231,7 +228,7 @@ def launch(nproc: int, argv: list[str]) -> int:
 
     if "OMP_NUM_THREADS" not in os.environ:  # as torchrun does: each process its share
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
-    os.environ[LAUNCHER_ENV] = str(os.getpid())
+    os.environ[LAUNCHER_ENV] = str(os.getpid())  # for the ranks; removed again below
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=f"cnnlab-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
@@ -254,4 +251,6 @@ def launch(nproc: int, argv: list[str]) -> int:
             raise CnnlabError(f"a training process was killed by {name}"
                               + (" (out of memory?)" if name == "SIGKILL" else "")) from None
         return max(codes) if codes else 1
+    finally:  # this process is not a rank: a later run in it must not watch itself
+        os.environ.pop(LAUNCHER_ENV, None)
     return 0

@@ -43,9 +43,11 @@ def cli(ctx: click.Context) -> None:
     import os
 
     command = ctx.invoked_subcommand
-    if command not in (None, "train") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise CnnlabError(f"only `cnnlab train` runs in several processes; run `cnnlab "
-                          f"{command}` as one process (without torchrun)")
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1 and "TORCHELASTIC_RUN_ID" in os.environ
+    if command not in (None, "train") and torchrun:
+        raise CnnlabError(f"only `cnnlab train` runs in several processes (torchrun set "
+                          f"WORLD_SIZE={os.environ['WORLD_SIZE']}); run `cnnlab {command}` as "
+                          "one process, without torchrun")
 
 
 def main() -> None:

@@ -105,6 +105,7 @@ def recipes(name: str | None) -> None:
     from pathlib import Path
 
     load_recipe(name)  # an unknown name: one line with a did-you-mean
-    path = Path(name) if Path(name).is_file() else recipes_dir() / Path(name).with_suffix(
-        ".yaml").name
+    given = Path(name)  # as load_recipe reads it: a .yaml path, else a bundled recipe
+    path = given if given.suffix in (".yaml", ".yml") and given.is_file() else \
+        recipes_dir() / given.with_suffix(".yaml").name
     click.echo(f"# {path}\n{path.read_text(encoding='utf-8').rstrip()}")

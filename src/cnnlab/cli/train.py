@@ -31,10 +31,12 @@ def train(recipe: str | None, resume: Path | None, nproc: int | None, **override
     Under torchrun (`torchrun --nproc-per-node N -m cnnlab train ...`) each process trains
     its share of every batch with DistributedDataParallel; rank 0 writes the run.
     """
-    from cnnlab.api import train_config
+    from cnnlab.api import refuse_existing_out, train_config
     from cnnlab.distributed import launch, launched_by_torchrun
 
     cfg = train_config(recipe, resume, **overrides)  # a bad option fails here, once
+    if resume is None:
+        refuse_existing_out(cfg)
     if nproc is not None and nproc > 1 and not launched_by_torchrun():
         if cfg.batch_size < nproc:
             raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
@@ -45,6 +47,11 @@ def train(recipe: str | None, resume: Path | None, nproc: int | None, **override
             code = launch(nproc, _without_nproc(sys.argv[1:]))
         except KeyboardInterrupt:
             raise Interrupted(_interrupted(cfg, resume, f" --nproc {nproc}")) from None
+        except SystemExit as e:  # a plain kill of the launcher: it stopped the ranks
+            if e.code != 143:
+                raise
+            raise Terminated(_interrupted(cfg, resume, f" --nproc {nproc}").replace(
+                "interrupted", "terminated (SIGTERM)", 1)) from None
         except CnnlabError as e:  # a process was killed
             raise CnnlabError(f"{e}{_resume_hint(cfg, resume, nproc)}") from None
         if code:
@@ -199,8 +206,9 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
             raise
         if not current().is_main:  # said once, by rank 0 (and the launcher says why)
             raise SystemExit(1) from None
-        raise CnnlabError("another training process stopped (its error, a kill, or out of "
-                          "memory), so this one stops too") from None
+        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        raise CnnlabError(f"another training process stopped (its error, a kill, or out of "
+                          f"memory), so this one stops too ({first.strip()[:160]})") from None
     h = result.history
     table = Table(title=f"{cfg.model} on {cfg.dataset}", show_edge=False)
     for col in ("epoch", "train loss", "train acc", "test acc", "examples/s", "time (s)"):

@@ -85,26 +85,35 @@ def remove_stale(cache: Path) -> list[Path]:
     for old in cache.parent.glob(f"{stem}-*.safetensors"):
         if old != cache and len(old.name) == len(cache.name):
             gone += _unlink(old)
-    for scratch in cache.parent.glob(f"{stem}-*.safetensors.decode.tmp*"):
-        pid = scratch.name.rsplit(".", 1)[-1]
-        if not pid.isdigit() or not _alive(int(pid)):
-            gone += _unlink(scratch)
+    for scratch in cache.parent.glob(f"{stem}-*.safetensors.decode.tmp.*"):
+        host, _, pid = scratch.name.rsplit(".decode.tmp.", 1)[-1].rpartition("-")
+        if host == _host() and pid.isdigit() and not _alive(int(pid)):
+            gone += _unlink(scratch)  # only this machine's: another one's may be running
     return gone
 
 
 def scratch_path(cache: Path) -> Path:
-    """Where a folder is decoded before its cache file is written: named with this process's
-    id, so that a later run can tell a scratch file left by a killed decode from one that
-    another process is still writing."""
-    return cache.with_name(f"{cache.name}.decode.tmp.{os.getpid()}")
+    """Where a folder is decoded before its cache file is written: named with this machine
+    and process, so that a later run can tell a scratch file left by a killed decode from
+    one that another process (here, or on a machine sharing the cache) is still writing."""
+    return cache.with_name(f"{cache.name}.decode.tmp.{_host()}-{os.getpid()}")
+
+
+def _host() -> str:
+    import socket
+
+    return "".join(c for c in socket.gethostname() if c.isalnum()) or "host"
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (where that cannot be told: yes)."""
+    if os.name != "posix":  # os.kill(pid, 0) is no probe on Windows
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
+    except OSError:  # someone else's process, or no answer: leave its file alone
         return True
     return True
 

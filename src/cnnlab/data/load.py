@@ -88,7 +88,12 @@ def load_split(
         assert location is not None
         # folder decode 2: EXIF orientation applied, transparency on contrasting paper (as_seen)
         key_options = {"resize": resize, "decode": 2}
-        signature = folder.split_signature(location, split, test_fraction)
+        signature, flat = folder.split_signature(location, split, test_fraction)
+        if flat:  # each fraction its own place: the caches of two fractions both stay
+            key_options["test_fraction"] = test_fraction
+        elif split == "train" and test_fraction != folder.TEST_FRACTION:
+            log(f"{location} has its own train/ and test/ folders: --test-fraction "
+                f"{test_fraction:g} is not used")
     cache = cache_path(info.name, split, location, key_options, signature)  # ucr:gunpoint
     if use_cache and cache.is_file():
         cached = read_cached(cache, mmap)

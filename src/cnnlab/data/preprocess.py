@@ -222,15 +222,37 @@ def adapt_mapped(images: torch.Tensor, size: int | tuple[int, int] | None,
     first = adapt_images(images[:1], size, channels)
     if first.shape[1:] == images.shape[1:]:
         return images
+    shape = (len(images), *first.shape[1:])
     try:
         scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=scratch_dir, prefix="cnnlab-adapted-") as f:
-            out = np.memmap(f, np.uint8, "w+", shape=(len(images), *first.shape[1:]))
-    except OSError:
-        return adapt_images(images, size, channels)
+            reserve(f.fileno(), int(np.prod(shape)))  # a full disk: an error now, not SIGBUS
+            out = np.memmap(f, np.uint8, "w+", shape=shape)
+    except OSError as e:
+        raise CnnlabError(f"no room for the {'x'.join(map(str, shape[1:]))} copy of the "
+                          f"streamed training split in {scratch_dir} ({e.strerror or e}; "
+                          f"{int(np.prod(shape)) / 2**30:.1f} GiB): free space there, set "
+                          "$CNNLAB_CACHE to a larger disk, or resize when decoding (an image "
+                          "folder's --resize)") from None
     for i in range(0, len(images), 4096):
         out[i:i + 4096] = adapt_images(images[i:i + 4096], size, channels).numpy()
     return torch.from_numpy(out)
+
+
+def reserve(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of an open file on disk, so that a memory map of it cannot
+    fail later with SIGBUS (a crash with no message) when the disk fills: an OSError here
+    instead. Where the system cannot allocate ahead, the file is only extended."""
+    import os
+
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as e:
+            if e.errno not in (95, 22):  # EOPNOTSUPP / EINVAL: a file system without it
+                raise
+    os.ftruncate(fd, size)
 
 
 @dataclass(frozen=True)

@@ -181,8 +181,12 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     # rank 0's one-line error, instead of the others failing in a barrier it never reaches
     local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world))
 
-    def streamed(size: int) -> bool:
-        return streams(cfg.data_memory, size, device, local)
+    decided: list[bool] = []
+
+    def streamed(size: int) -> bool:  # decided once: adapting the split in memory would
+        if not decided:               # lower the free memory a second look would see
+            decided.append(streams(cfg.data_memory, size, device, local))
+        return decided[0]
 
     if dist.enabled and not dist.is_main:
         dist.agree(None)

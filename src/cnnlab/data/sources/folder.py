@@ -248,11 +248,12 @@ def unusable_files(root: Path, split: str, total: int, unusable: list[str]) -> C
 
 
 def split_signature(location: Path, split: str, test_fraction: float = TEST_FRACTION
-                    ) -> list[str]:
+                    ) -> tuple[list[str], bool]:
     """What one split's decode depends on, for its cache key: its own files (path, size and
     time; in a zip, size and CRC) and the train split's class names, which its labels index.
     Nothing else: ``--bad-files``, a ``--test-fraction`` that a tree with train/ and test/
-    does not use, or a change to the other split keep the cache."""
+    does not use, or a change to the other split keep the cache. Also returns whether the
+    tree is flat (its splits made with ``test_fraction``)."""
     tree = _Tree(location)
     out = [",".join(class_names(tree, "train", test_fraction))]
     for _, f in tree.images(split, test_fraction):
@@ -262,7 +263,7 @@ def split_signature(location: Path, split: str, test_fraction: float = TEST_FRAC
         else:
             st = (tree.root / f).stat()
             out.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
-    return out
+    return out, tree.flat
 
 
 def _first_readable(tree: _Tree, entries: list[tuple[str, PurePosixPath]]) -> PurePosixPath:
@@ -291,10 +292,15 @@ def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool
     shape = (len(names), size[1], size[0], 3)
     out = None
     if scratch is not None:
+        from cnnlab.data.preprocess import reserve
+
         try:
             scratch.parent.mkdir(parents=True, exist_ok=True)
-            out = np.memmap(scratch, np.uint8, "w+", shape=shape)
+            with open(scratch, "wb") as f:  # allocated now: a full disk is no SIGBUS later
+                reserve(f.fileno(), int(np.prod(shape)))
+            out = np.memmap(scratch, np.uint8, "r+", shape=shape)
         except OSError:  # no room or no permission there: decode in memory
+            scratch.unlink(missing_ok=True)
             out = None
     if out is None:
         out = np.empty(shape, np.uint8)
@@ -329,7 +335,7 @@ def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool
             except BrokenProcessPool as e:
                 raise CnnlabError(
                     f"a process decoding {root} died ({e}); out of memory? Try a smaller "
-                    "--resize, or fewer files at a time") from None
+                    "--resize") from None
             finally:  # Ctrl-C or an error: drop the queued chunks, stop the workers
                 pool.shutdown(wait=True, cancel_futures=True)
     good = np.flatnonzero(ok).tolist()
@@ -400,9 +406,6 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
         if untested:
             log(f"class(es) with a single image, kept for training, so not tested: "
                 f"{', '.join(untested)}")
-    elif split == "train" and test_fraction != TEST_FRACTION:
-        log(f"{location} has its own train/ and test/ folders: --test-fraction "
-            f"{test_fraction:g} is not used")
     if split == "train" and not tree.flat and tree.images("train") and not tree.images("test"):
         raise CnnlabError(  # before the long decode of train, not after it
             f"{location} has a train split but no images under 'test/<class>/'; move a fifth "
