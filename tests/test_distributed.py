@@ -104,6 +104,14 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _wait_for(proc: subprocess.Popen, path: Path, seconds: float = 240) -> None:
+    """Until ``path`` exists (an epoch's checkpoint), while ``proc`` still runs."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.005)
+
+
 RESUME = ["--model", "mnist-net", "--dataset", "digits", "--resize", "28", "--epochs", "5",
           "--batch-size", "32", "--limit-train", "1024", "--limit-test", "64", "--device",
           "cpu", "--nproc", "2", "--keep-checkpoints", "0"]
@@ -117,10 +125,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(tmp_path):
     psutil = pytest.importorskip("psutil")
     cut = tmp_path / "cut"
     proc = _cli(*RESUME, "--out", str(cut))
-    deadline = time.monotonic() + 240
-    while not (cut / "checkpoints" / "epoch-002.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-        time.sleep(0.005)
+    _wait_for(proc, cut / "checkpoints" / "epoch-002.json")
     # the launcher and both ranks (torch's agent starts them in sessions of their own), at
     # once and without any clean-up
     family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
@@ -147,10 +152,7 @@ def test_a_lost_rank_or_launcher_ends_the_job_in_a_few_lines(tmp_path):
     psutil = pytest.importorskip("psutil")
     cut = tmp_path / "cut"
     proc = _cli(*RESUME, "--out", str(cut))
-    deadline = time.monotonic() + 240
-    while not (cut / "checkpoints" / "epoch-001.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-        time.sleep(0.005)
+    _wait_for(proc, cut / "checkpoints" / "epoch-001.json")
     ranks = [c for c in psutil.Process(proc.pid).children(recursive=True)
              if c.environ().get("RANK") == "1"]
     ranks[0].send_signal(signal.SIGKILL)
