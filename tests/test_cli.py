@@ -123,3 +123,15 @@ def test_summary_says_where_the_padding_is():
     assert r.exit_code == 0 and "outside 0..27 / 0..27 lie in the zero padding" in r.output
     r = CliRunner().invoke(cli, ["summary", "mnist-net", "--receptive-field"])
     assert r.exit_code == 0 and "zero padding" not in r.output
+
+
+def test_cache_shows_and_clears_only_its_own_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
+    (tmp_path / "digits-train-ab-cd.safetensors").write_bytes(b"x" * 2048)
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    r = CliRunner().invoke(cli, ["cache"])
+    assert r.exit_code == 0 and "1 cached split(s)" in r.output
+    assert "digits-train-ab-cd.safetensors" in r.output
+    r = CliRunner().invoke(cli, ["cache", "--clear"])
+    assert r.exit_code == 0 and "deleted 1 cached split(s)" in r.output
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -1,4 +1,5 @@
-"""Commands that list what cnnlab has: `models`, `datasets`, `recipes`, and `download`."""
+"""Commands that list what cnnlab has: `models`, `datasets`, `recipes`, `cache`, and
+`download`."""
 
 from __future__ import annotations
 
@@ -109,3 +110,31 @@ def recipes(name: str | None) -> None:
     path = given if given.suffix in (".yaml", ".yml") and given.is_file() else \
         recipes_dir() / given.with_suffix(".yaml").name
     click.echo(f"# {path}\n{path.read_text(encoding='utf-8').rstrip()}")
+
+
+@cli.command()
+@click.option("--clear", is_flag=True, help="delete the cached splits (they are decoded again "
+                                             "when next needed)")
+def cache(clear: bool) -> None:
+    """Show the decode cache (decoded splits as safetensors files): where it is and what it
+    holds; --clear empties it. Only cnnlab's own files there are counted or deleted."""
+    from cnnlab.data.cache import cache_dir
+
+    where = cache_dir()
+    files = sorted([*where.glob("*.safetensors"), *where.glob("*.safetensors.decode.tmp.*")])
+    total = sum(f.stat().st_size for f in files if f.is_file())
+    if clear:
+        gone = 0
+        for f in files:
+            try:
+                f.unlink()
+                gone += 1
+            except OSError as e:
+                raise click.ClickException(f"cannot delete {f}: {e.strerror}; deleted "
+                                           f"{gone} of {len(files)}") from None
+        click.echo(f"deleted {gone} cached split(s), {total / 2**20:,.1f} MiB, from {where}")
+        return
+    click.echo(f"{where}: {len(files)} cached split(s), {total / 2**20:,.1f} MiB"
+               + ("" if files else " (set $CNNLAB_CACHE to use another folder)"))
+    for f in files:
+        click.echo(f"  {f.stat().st_size / 2**20:>9,.1f} MiB  {f.name}")
