@@ -63,6 +63,8 @@ def plot_feature_map(feats: Features, path: str | Path, method: str = "pca",
                        label=feats.classes[c], linewidths=0)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2.5,
               frameon=False, ncols=1 if k <= 25 else 2)
+    if method == "pca":  # one scale on both axes: PC2's spread shown as small as it is
+        ax.set_aspect("equal", adjustable="datalim")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel(note, fontsize=8)

@@ -41,7 +41,11 @@ def _conv(run: LoadedRun, layer: str | None) -> tuple[str, nn.Conv2d]:
     convs = conv_layer_names(run)
     if not convs:
         raise CnnlabError(f"model '{run.config.model}' has no convolution layer")
-    name = layer or convs[0]
+    if layer is None:  # the first trained conv: not a fixed one (fastnet-white's whitening)
+        trained = [n for n in convs
+                   if find_layer(run.config.model, run.model, n)[1].weight.requires_grad]
+        layer = (trained or convs)[0]
+    name = layer
     _, module = find_layer(run.config.model, run.model, name)
     if not isinstance(module, nn.Conv2d):
         raise CnnlabError(f"layer '{name}' is not a convolution ({type(module).__name__}); "
