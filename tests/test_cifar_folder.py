@@ -420,9 +420,11 @@ def test_the_folder_cache_is_kept_unless_the_split_changes(tmp_path, monkeypatch
         for i in range(5):
             Image.fromarray(np.full((8, 8, 3), 9 * i, np.uint8)).save(flat / c / f"{i}.png")
     said = []
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "flat-cache"))  # its own files
     for fraction in (0.2, 0.5, 0.2, 0.5):
         load_split("folder", "train", flat, log=said.append, test_fraction=fraction)
     assert sum(m.startswith("decoding folder train") for m in said) == 2, said
+    monkeypatch.setenv("CNNLAB_CACHE", str(cache))
     test_said: list[str] = []
     load_split("folder", "test", root, log=test_said.append)
     (root / "train" / "owl").mkdir()  # a new class: the test split's labels index it too
