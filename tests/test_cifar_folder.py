@@ -472,3 +472,24 @@ def test_a_test_loss_that_overflows_is_said(tmp_path, monkeypatch):
     result = fit(cfg, log=said.append)
     assert not result.history[-1].test_loss < 1e4
     assert sum("the model's outputs overflow" in m for m in said) == 1
+
+
+def test_a_folder_that_does_not_fit_the_model_is_refused_before_its_decode(tmp_path,
+                                                                          monkeypatch):
+    """From the first image: the size (or --resize) and, for a colour image, the channels;
+    one message with every option to add, and nothing decoded or cached."""
+    from cnnlab.config import build_config
+    from cnnlab.engine.build import load_train_test
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = _tree(tmp_path / "t", size=(16, 16))
+    said: list[str] = []
+    cfg = build_config(None, {"model": "lenet5", "dataset": "folder", "data_dir": str(root)})
+    with pytest.raises(CnnlabError, match="gives 3x16x16; pass --channels 1 --resize 28"):
+        load_train_test(cfg, said.append)
+    assert not any(m.startswith("decoding") for m in said)
+    assert not (tmp_path / "cache").exists()
+    cfg = build_config(None, {"model": "lenet5", "dataset": "folder", "data_dir": str(root),
+                              "resize": 28, "channels": 1})
+    train, _ = load_train_test(cfg, said.append)
+    assert train.shape == (1, 28, 28)

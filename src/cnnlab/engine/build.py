@@ -76,6 +76,7 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None,
     ``cfg.data_memory`` is ``all``, the training images come memory-mapped from the cache;
     when ``streamed`` says a training split of that many bytes (once adapted) will be
     streamed, a resized or recoloured copy of it is memory-mapped too."""
+    _check_folder_size_early(cfg)
     splits = []
     for name, limit in (("train", cfg.limit_train), ("test", cfg.limit_test)):
         mmap = name == "train" and cfg.data_memory != "all"
@@ -100,6 +101,26 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None,
         check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
         splits.append(Split(images, split.labels, split.classes))
     return splits[0], splits[1]
+
+
+def _check_folder_size_early(cfg: TrainConfig) -> None:
+    """An image folder whose images (as given, or ``--resize``d) do not fit the model is
+    refused from its first image, before the decode of the whole folder, which can take
+    minutes and would be cached at the wrong size. Channels are checked after the decode
+    (a folder is grey only if every image is)."""
+    from cnnlab.data.locate import locate
+    from cnnlab.data.sources.folder import first_image
+
+    info, model = get_info(cfg.dataset), get_model_info(cfg.model)
+    location = locate(cfg.dataset, cfg.data_dir) if info.image_tree else None
+    first = first_image(location, cfg.test_fraction) if location and not model.series else None
+    if first is None:
+        return
+    want = model.input_shape
+    size = (cfg.resize, cfg.resize) if cfg.resize else first[:2]
+    channels = cfg.channels or (3 if first[2] else want[0])  # grey: unknown until decoded
+    if (channels, *size) != tuple(want):
+        check_input_shape(cfg.model, (channels, *size), f"data set '{cfg.dataset}'")
 
 
 def refuse_image_options(cfg: TrainConfig) -> None:

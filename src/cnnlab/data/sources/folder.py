@@ -266,6 +266,27 @@ def split_signature(location: Path, split: str, test_fraction: float = TEST_FRAC
     return out, tree.flat
 
 
+def first_image(location: Path, test_fraction: float = TEST_FRACTION
+                ) -> tuple[int, int, bool] | None:
+    """(height, width, in colour) of the train split's first readable image, upright: the
+    size the split is decoded at without ``--resize``, known before the (long) decode; in
+    colour means the split will be RGB (it is grey only if every image is). None when the
+    folder has no readable image (the decode then says why)."""
+    from PIL import Image
+
+    from cnnlab.decode_worker import as_seen
+
+    try:
+        tree = _Tree(location)
+        f = _first_readable(tree, tree.images("train", test_fraction))
+        with Image.open(io.BytesIO(tree.read(f))) as im:
+            rgb = np.asarray(as_seen(im).convert("RGB"))
+    except (CnnlabError, OSError, ValueError):
+        return None
+    colour = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+    return rgb.shape[0], rgb.shape[1], colour
+
+
 def _first_readable(tree: _Tree, entries: list[tuple[str, PurePosixPath]]) -> PurePosixPath:
     """The first file Pillow can open: it decides the mode (grey or colour) and the size."""
     from PIL import Image
