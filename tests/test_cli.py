@@ -127,11 +127,12 @@ def test_summary_says_where_the_padding_is():
 
 def test_cache_shows_and_clears_only_its_own_files(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path))
-    (tmp_path / "digits-train-ab-cd.safetensors").write_bytes(b"x" * 2048)
+    (tmp_path / "digits-train-0123abcd-0123456789abcdef.safetensors").write_bytes(b"x" * 2048)
     (tmp_path / "notes.txt").write_text("the user's own file")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")  # not a cache file
     r = CliRunner().invoke(cli, ["cache"])
     assert r.exit_code == 0 and "1 cached split(s)" in r.output
-    assert "digits-train-ab-cd.safetensors" in r.output
+    assert "digits-train-0123abcd-0123456789abcdef.safetensors" in r.output
     r = CliRunner().invoke(cli, ["cache", "--clear"])
     assert r.exit_code == 0 and "deleted 1 cached split(s)" in r.output
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "notes.txt"]

@@ -76,7 +76,9 @@ def test_cli_extract_map_and_bad_input(lenet_run, tmp_path):
     assert len(colours) > 30  # ten class colours and their blends, not an empty plot
     r = CliRunner().invoke(cli, ["features", "map", str(npz), "--method", "tsne", "--limit",
                                  "20", "--out", str(tmp_path / "t.png")])  # fewer than 50 rows
-    assert r.exit_code == 0 and (tmp_path / "t.png").exists(), r.output
+    assert r.exit_code == 0, r.output
+    pic = np.asarray(Image.open(tmp_path / "t.png").convert("RGB"))
+    assert len({tuple(p) for p in pic.reshape(-1, 3)[::3].tolist()}) > 10  # coloured dots
     for args, msg in [(["features", str(lenet_run), "--out", str(tmp_path / "x.csv")], ".npz"),
                       (["features", "map", str(npz), "--method", "tsne", "--out",
                         str(tmp_path / "x.jpg")], "does not end in .png"),

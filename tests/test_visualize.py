@@ -116,3 +116,25 @@ def test_summary_names_the_layers_that_layer_options_take():
     lines = res.output.splitlines()
     assert lines[1].startswith("Conv2d output shape") and lines[1].endswith("layer: conv1")
     assert lines[4].endswith("layer: conv2")  # d2l's Sequential index 3, by its alias
+
+
+def test_every_conv_is_listed_and_filters_default_to_a_trained_one():
+    """Short names where the model gives them, module paths for the rest (airbench names
+    only its whitening layer); the default filters are the first trained conv, not
+    fastnet-white's fixed whitening."""
+    from types import SimpleNamespace
+
+    from cnnlab.models import create_model
+    from cnnlab.viz.inside import _conv, conv_layer_names
+
+    def run(model):
+        return SimpleNamespace(config=SimpleNamespace(model=model),
+                               model=create_model(model, num_classes=10))
+
+    airbench = run("airbench-small")
+    assert conv_layer_names(airbench)[:2] == ["whiten", "2.0"]
+    assert len(conv_layer_names(airbench)) == 7
+    assert conv_layer_names(run("lenet5")) == ["conv1", "conv2"]
+    assert _conv(run("fastnet-white"), None)[0] == "2"  # "1" is the fixed whitening
+    assert _conv(airbench, None)[0] == "2.0"
+    assert _conv(run("lenet5"), None)[0] == "conv1"

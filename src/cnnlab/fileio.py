@@ -8,6 +8,7 @@ teammate can read a shared run directory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -83,3 +84,17 @@ def remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def reserve(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of an open file on disk, so that a memory map of it cannot
+    fail later with SIGBUS (a crash with no message) when the disk fills: an OSError here
+    instead. Where the system cannot allocate ahead, the file is only extended."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it
+                raise
+    os.ftruncate(fd, size)

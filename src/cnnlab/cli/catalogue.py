@@ -118,10 +118,15 @@ def recipes(name: str | None) -> None:
 def cache(clear: bool) -> None:
     """Show the decode cache (decoded splits as safetensors files): where it is and what it
     holds; --clear empties it. Only cnnlab's own files there are counted or deleted."""
+    import re
+
     from cnnlab.data.cache import cache_dir
 
     where = cache_dir()
-    files = sorted([*where.glob("*.safetensors"), *where.glob("*.safetensors.decode.tmp.*")])
+    # NAME-SPLIT-[PLACE-]KEY.safetensors (and a killed decode's scratch): never a user's
+    # own model.safetensors, should $CNNLAB_CACHE point at a folder that holds one
+    own = re.compile(r"-(?:[0-9a-f]{8}-)?[0-9a-f]{16}\.safetensors(?:\.decode\.tmp\..*)?$")
+    files = sorted(f for f in where.glob("*.safetensors*") if own.search(f.name))
     total = sum(f.stat().st_size for f in files if f.is_file())
     if clear:
         gone = 0

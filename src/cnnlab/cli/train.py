@@ -50,8 +50,8 @@ def train(recipe: str | None, resume: Path | None, nproc: int | None, **override
         except SystemExit as e:  # a plain kill of the launcher: it stopped the ranks
             if e.code != 143:
                 raise
-            raise Terminated(_interrupted(cfg, resume, f" --nproc {nproc}").replace(
-                "interrupted", "terminated (SIGTERM)", 1)) from None
+            raise Terminated(_interrupted(cfg, resume, f" --nproc {nproc}",
+                                          what="terminated (SIGTERM)")) from None
         except CnnlabError as e:  # a process was killed
             raise CnnlabError(f"{e}{_resume_hint(cfg, resume, nproc)}") from None
         if code:
@@ -111,27 +111,31 @@ def _cpu_notes(cfg: Any, device: Any) -> None:
                   "quick look, or a fashion-*-small recipe)", style="dim")
 
 
-def _interrupted(cfg: Any, resume: Path | None, extra: str = "",
-                 command: str = "cnnlab train") -> str:
-    """What to say after Ctrl-C: how to continue, when there is something to continue."""
+def _saved(cfg: Any, resume: Path | None) -> Path | str | None:
+    """The run directory of this command that holds a checkpoint (one to resume), if any."""
     from cnnlab.run import RunDir
 
-    saved = [d for d in (resume, cfg.out) if d and RunDir(d).latest_checkpoint() is not None]
+    return next((d for d in (resume, cfg.out) if d and RunDir(d).latest_checkpoint()), None)
+
+
+def _interrupted(cfg: Any, resume: Path | None, extra: str = "",
+                 command: str = "cnnlab train", what: str = "interrupted") -> str:
+    """What to say after Ctrl-C (or a kill: ``what``): how to continue, when there is
+    something to continue."""
+    saved = _saved(cfg, resume)
     if saved:
-        return f"interrupted; continue with `{command} --resume {saved[0]}{extra}`"
+        return f"{what}; continue with `{command} --resume {saved}{extra}`"
     if not (cfg.out or resume):  # the run directory's name was chosen inside fit
-        return (f"interrupted; if an epoch finished, continue with `{command} --resume "
+        return (f"{what}; if an epoch finished, continue with `{command} --resume "
                 f"runs/<the run>{extra}`")
-    return ("interrupted before the first epoch finished; nothing was saved (continue later "
+    return (f"{what} before the first epoch finished; nothing was saved (continue later "
             "with `cnnlab train --resume RUN_DIR` once a run has a checkpoint)")
 
 
 def _resume_hint(cfg: Any, resume: Path | None, nproc: int) -> str:
     """After a failed `--nproc` job: how to continue it, when an epoch was saved."""
-    from cnnlab.run import RunDir
-
-    saved = [d for d in (resume, cfg.out) if d and RunDir(d).latest_checkpoint() is not None]
-    return (f"; continue from its last epoch with `cnnlab train --resume {saved[0]} --nproc "
+    saved = _saved(cfg, resume)
+    return (f"; continue from its last epoch with `cnnlab train --resume {saved} --nproc "
             f"{nproc}`" if saved else "")
 
 
@@ -199,8 +203,7 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
     except SystemExit as e:  # a plain kill (SIGTERM): the same hint as Ctrl-C
         if e.code != 143 or current().enabled or os.environ.get(LAUNCHER_ENV):
             raise
-        raise Terminated(_interrupted(cfg, resume).replace("interrupted", "terminated (SIGTERM)",
-                                                           1)) from None
+        raise Terminated(_interrupted(cfg, resume, what="terminated (SIGTERM)")) from None
     except Exception as e:
         if not (current().enabled and peer_lost(e)):
             raise

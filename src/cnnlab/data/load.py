@@ -86,9 +86,11 @@ def load_split(
     key_options, signature = options, None
     if info.image_tree:  # keyed by what the split's pixels depend on, not by every option
         assert location is not None
+        tree = folder.Tree(location)  # listed once: the cache key, then any decode
+        options["tree"] = tree
         # folder decode 2: EXIF orientation applied, transparency on contrasting paper (as_seen)
         key_options = {"resize": resize, "decode": 2}
-        signature, flat = folder.split_signature(location, split, test_fraction)
+        signature, flat = folder.split_signature(tree, split, test_fraction)
         if flat:  # each fraction its own place: the caches of two fractions both stay
             key_options["test_fraction"] = test_fraction
         elif split == "train" and test_fraction != folder.TEST_FRACTION:

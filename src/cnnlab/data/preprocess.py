@@ -213,11 +213,13 @@ def adapt_mapped(images: torch.Tensor, size: int | tuple[int, int] | None,
     """:func:`adapt_images` for a split memory-mapped from the cache (a split that may not
     fit in memory): adapted a few thousand images at a time into an unlinked scratch file
     in ``scratch_dir``, itself memory-mapped, so that the adapted split stays out of memory
-    too. (The scratch file vanishes with the process.) In memory where the folder cannot
-    take the file."""
+    too. (The scratch file vanishes with the process.) No room there is a one-line error:
+    this split is streamed because it does not fit in memory."""
     import tempfile
 
     import numpy as np
+
+    from cnnlab.fileio import reserve
 
     first = adapt_images(images[:1], size, channels)
     if first.shape[1:] == images.shape[1:]:
@@ -237,22 +239,6 @@ def adapt_mapped(images: torch.Tensor, size: int | tuple[int, int] | None,
     for i in range(0, len(images), 4096):
         out[i:i + 4096] = adapt_images(images[i:i + 4096], size, channels).numpy()
     return torch.from_numpy(out)
-
-
-def reserve(fd: int, size: int) -> None:
-    """Allocate ``size`` bytes of an open file on disk, so that a memory map of it cannot
-    fail later with SIGBUS (a crash with no message) when the disk fills: an OSError here
-    instead. Where the system cannot allocate ahead, the file is only extended."""
-    import os
-
-    if hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(fd, 0, size)
-            return
-        except OSError as e:
-            if e.errno not in (95, 22):  # EOPNOTSUPP / EINVAL: a file system without it
-                raise
-    os.ftruncate(fd, size)
 
 
 @dataclass(frozen=True)

@@ -106,8 +106,9 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None,
 def _check_folder_size_early(cfg: TrainConfig) -> None:
     """An image folder whose images (as given, or ``--resize``d) do not fit the model is
     refused from its first image, before the decode of the whole folder, which can take
-    minutes and would be cached at the wrong size. Channels are checked after the decode
-    (a folder is grey only if every image is)."""
+    minutes and would be cached at the wrong size. A colour first image makes the folder
+    RGB; a grey one says nothing yet (a folder is grey only if every image is), so then the
+    channels are checked after the decode."""
     from cnnlab.data.locate import locate
     from cnnlab.data.sources.folder import first_image
 

@@ -56,12 +56,14 @@ def plot_feature_map(feats: Features, path: str | Path, method: str = "pca",
     k = len(feats.classes)
     cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
     fig, ax = plt.subplots(figsize=(7.6, 5.6), layout="constrained")
+    dot = min(30.0, max(6.0, 6000 / len(x)))  # a few points: larger dots, still seen
     for c in range(k):
         sel = y == c
         if sel.any():
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, color=cmap(c % cmap.N),
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=dot, alpha=0.7, color=cmap(c % cmap.N),
                        label=feats.classes[c], linewidths=0)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2.5,
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+              markerscale=(37.5 / dot) ** 0.5,  # one legend marker size for any dot size
               frameon=False, ncols=1 if k <= 25 else 2)
     if method == "pca":  # one scale on both axes: PC2's spread shown as small as it is
         ax.set_aspect("equal", adjustable="datalim")

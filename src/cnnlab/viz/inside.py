@@ -32,9 +32,12 @@ MAX_MAPS = 64  # feature maps drawn per layer and input
 def conv_layer_names(run: LoadedRun) -> list[str]:
     """The convolution layers of the run's model, by the names a user can give."""
     names = layer_names(run.config.model, run.model)
-    convs = {n for n, m in run.model.named_modules() if isinstance(m, nn.Conv2d)}
-    readable = [a for a, m in names.items() if m in convs and a != m]  # aliases first
-    return readable or [n for n in names if n in convs]
+    alias: dict[str, str] = {}
+    for a, m in names.items():  # a conv's short name (conv1), where the model gives one
+        if a != m:
+            alias.setdefault(m, a)
+    return [alias.get(n, n) for n, m in run.model.named_modules() if isinstance(m, nn.Conv2d)
+            and (n in alias or n in names)]
 
 
 def _conv(run: LoadedRun, layer: str | None) -> tuple[str, nn.Conv2d]:

@@ -17,7 +17,6 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     epochs = [h.epoch for h in history]
     dots = "o" if len(history) <= 12 else None  # a line needs two points; a few need markers
@@ -27,13 +26,7 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
     tested = [h for h in history if h.test_acc is not None]  # eval_every > 1 skips some
     ax.plot([h.epoch for h in tested], [h.test_acc for h in tested], "g-.",
             marker="o" if dots or len(tested) < len(history) else None, ms=3, label="test acc")
-    ax.set_xlabel("epoch")
-    if len(epochs) <= 12:
-        ax.set_xticks(epochs)
-    else:
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlim(*((min(epochs) - 0.05, max(epochs) + 0.05) if len(epochs) > 1 else
-                  (epochs[0] - 0.5, epochs[0] + 0.5)))
+    epoch_axis(ax, epochs)
     ax.grid(True, alpha=0.3)
     ax.legend()
     last = tested[-1] if tested else None
@@ -43,6 +36,20 @@ def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Pat
     ax.set_title(title or default, fontsize=10)
     fig.tight_layout()
     return save_png(fig, path, dpi=120)
+
+
+def epoch_axis(ax, epochs: list[int]) -> None:
+    """An x axis of whole epochs: each one ticked when there are few (one epoch is not
+    0.95..1.05), integer ticks otherwise."""
+    import matplotlib.ticker
+
+    ax.set_xlabel("epoch")
+    if len(set(epochs)) <= 12:
+        ax.set_xticks(sorted(set(epochs)))
+    else:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    lo, hi = min(epochs), max(epochs)
+    ax.set_xlim(*((lo - 0.05, hi + 0.05) if hi > lo else (lo - 0.5, lo + 0.5)))
 
 
 def percent(p: float) -> str:

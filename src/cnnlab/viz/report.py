@@ -311,9 +311,8 @@ def _overlaid_curves(runs: Sequence[LoadedRun], names: Sequence[str], path: Path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
-    from cnnlab.viz.plots import save_png
+    from cnnlab.viz.plots import epoch_axis, save_png
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for run, name in zip(runs, names, strict=True):
@@ -324,11 +323,10 @@ def _overlaid_curves(runs: Sequence[LoadedRun], names: Sequence[str], path: Path
         ax_acc.plot([m.epoch for m in tested], [m.test_acc for m in tested], color=line.get_color(),
                     marker="." if len(tested) < 12 else None, label=name)
     ax_loss.set_title("train loss", fontsize=10)
-    ax_loss.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax_acc.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_acc.set_title("test accuracy", fontsize=10)
+    epochs = [m.epoch for run in runs for m in run.history]
     for ax in (ax_loss, ax_acc):
-        ax.set_xlabel("epoch")
+        epoch_axis(ax, epochs)
         ax.grid(True, alpha=0.3)
     ax_acc.legend(fontsize=8)
     return save_png(fig, path, dpi=110)

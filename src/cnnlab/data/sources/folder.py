@@ -50,7 +50,7 @@ def held_out(entries: list[tuple[str, PurePosixPath]], fraction: float) -> set[P
     return test
 
 
-class _Tree:
+class Tree:
     """Uniform listing/reading over a directory or a zip archive."""
 
     def __init__(self, root: Path):
@@ -135,10 +135,10 @@ class _Tree:
         return (self.root / f).read_bytes()
 
 
-def class_names(root: Path | _Tree, split: str = "train", test_fraction: float = TEST_FRACTION
+def class_names(root: Path | Tree, split: str = "train", test_fraction: float = TEST_FRACTION
                 ) -> list[str]:
     """Sorted class folder names of one split, without decoding any image."""
-    tree = root if isinstance(root, _Tree) else _Tree(root)
+    tree = root if isinstance(root, Tree) else Tree(root)
     return sorted({c for c, _ in tree.images(split, test_fraction)})
 
 
@@ -150,7 +150,7 @@ def read_image_folder(
     root: Path, split: str, classes: list[str] | None = None, resize: int | None = None,
     bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
     workers: int | None = None, scratch: Path | None = None,
-    test_fraction: float = TEST_FRACTION, tree: _Tree | None = None,
+    test_fraction: float = TEST_FRACTION, tree: Tree | None = None,
     skipped: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (N, C, H, W) uint8 images, (N,) labels and class names of one split.
@@ -170,11 +170,10 @@ def read_image_folder(
     a view of it, so a split larger than memory can be decoded; the caller writes the cache
     from the view and removes the file.
     """
-    from PIL import Image  # imported on use: the registry imports this module at start-up
 
     if bad_files not in ("fail", "skip"):
         raise CnnlabError(f"--bad-files must be fail or skip, got '{bad_files}'")
-    tree = tree or _Tree(root)
+    tree = tree or Tree(root)
     entries = tree.images(split, test_fraction)
     if not entries:
         raise CnnlabError(f"no images found under '{split}/<class>/' in {root}; an image folder "
@@ -192,10 +191,8 @@ def read_image_folder(
         raise CnnlabError(
             f"split '{split}' of {root} has classes {sorted(unknown)} that the train split lacks"
         )
-    first = _first_readable(tree, entries)
-    with Image.open(io.BytesIO(tree.read(first))) as im:
-        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF turns it a quarter
-        size = (resize, resize) if resize else (im.size[::-1] if turned else im.size)
+    height, width, _ = _peek(tree, entries)
+    size = (resize, resize) if resize else (width, height)
     names = [str(f) for _, f in entries]
     start = time.perf_counter()
     good, arrays, bad, grey = _decode_all(str(tree.root), names, size, resize is not None,
@@ -247,14 +244,13 @@ def unusable_files(root: Path, split: str, total: int, unusable: list[str]) -> C
                        f"used: {listed(unusable)}; {fix}")
 
 
-def split_signature(location: Path, split: str, test_fraction: float = TEST_FRACTION
+def split_signature(tree: Tree, split: str, test_fraction: float = TEST_FRACTION
                     ) -> tuple[list[str], bool]:
     """What one split's decode depends on, for its cache key: its own files (path, size and
     time; in a zip, size and CRC) and the train split's class names, which its labels index.
     Nothing else: ``--bad-files``, a ``--test-fraction`` that a tree with train/ and test/
     does not use, or a change to the other split keep the cache. Also returns whether the
     tree is flat (its splits made with ``test_fraction``)."""
-    tree = _Tree(location)
     out = [",".join(class_names(tree, "train", test_fraction))]
     for _, f in tree.images(split, test_fraction):
         if tree.zip is not None:
@@ -272,22 +268,27 @@ def first_image(location: Path, test_fraction: float = TEST_FRACTION
     size the split is decoded at without ``--resize``, known before the (long) decode; in
     colour means the split will be RGB (it is grey only if every image is). None when the
     folder has no readable image (the decode then says why)."""
+    try:
+        tree = Tree(location)
+        return _peek(tree, tree.images("train", test_fraction))
+    except (CnnlabError, OSError, ValueError):
+        return None
+
+
+def _peek(tree: Tree, entries: list[tuple[str, PurePosixPath]]) -> tuple[int, int, bool]:
+    """(height, width, in colour) of the first readable of ``entries``, as the decode sees
+    it (upright by its EXIF orientation): its size is the split's without ``--resize``."""
     from PIL import Image
 
     from cnnlab.decode_worker import as_seen
 
-    try:
-        tree = _Tree(location)
-        f = _first_readable(tree, tree.images("train", test_fraction))
-        with Image.open(io.BytesIO(tree.read(f))) as im:
-            rgb = np.asarray(as_seen(im).convert("RGB"))
-    except (CnnlabError, OSError, ValueError):
-        return None
+    with Image.open(io.BytesIO(tree.read(_first_readable(tree, entries)))) as im:
+        rgb = np.asarray(as_seen(im).convert("RGB"))
     colour = bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
     return rgb.shape[0], rgb.shape[1], colour
 
 
-def _first_readable(tree: _Tree, entries: list[tuple[str, PurePosixPath]]) -> PurePosixPath:
+def _first_readable(tree: Tree, entries: list[tuple[str, PurePosixPath]]) -> PurePosixPath:
     """The first file Pillow can open: it decides the mode (grey or colour) and the size."""
     from PIL import Image
 
@@ -313,7 +314,7 @@ def _decode_all(root: str, names: list[str], size: tuple[int, int], resize: bool
     shape = (len(names), size[1], size[0], 3)
     out = None
     if scratch is not None:
-        from cnnlab.data.preprocess import reserve
+        from cnnlab.fileio import reserve
 
         try:
             scratch.parent.mkdir(parents=True, exist_ok=True)
@@ -413,12 +414,12 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
 def decode_split(split: str, location: Path | None, resize: int | None = None,
                  bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
                  scratch: Path | None = None, test_fraction: float = TEST_FRACTION,
-                 skipped: list[str] | None = None,
+                 skipped: list[str] | None = None, tree: Tree | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return one split of the tree at ``location``; class names are the train split's folders.
-    (``skipped``: see :func:`read_image_folder`.)"""
+    (``skipped``: see :func:`read_image_folder`; ``tree``: the location already listed.)"""
     assert location is not None, "an image folder is read from files"
-    tree = _Tree(location)  # listed once for this split: the checks, classes and decode
+    tree = tree or Tree(location)  # listed once for this split: the checks, classes, decode
     if split == "train" and tree.flat:
         log(f"{location} has class folders but no train/ and test/: {test_fraction:.0%} of each "
             "class is the test split (the same files every time; --test-fraction)")
