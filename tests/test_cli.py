@@ -81,6 +81,9 @@ def test_ctrl_c_anywhere_exits_130_with_one_word(monkeypatch, capsys):
     def sleep() -> None:
         raise KeyboardInterrupt
 
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)  # main() sets it for the process it runs
     try:
         for argv, code, said in ((["cnnlab", "test-sleep"], 130, "interrupted"),
                                  (["cnnlab", "nonsense"], 2, "No such command 'nonsense'"),
@@ -93,6 +96,7 @@ def test_ctrl_c_anywhere_exits_130_with_one_word(monkeypatch, capsys):
             assert "Traceback" not in out.err and "Aborted!" not in out.err
     finally:
         cli.commands.pop("test-sleep")
+        signal.signal(signal.SIGTERM, before)
 
 
 @pytest.mark.parametrize("args, says", [

@@ -59,18 +59,22 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        code = cli.main(prog_name="cnnlab", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C outside a command's handler
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except SystemExit as e:  # (no import here: Ctrl-C may have cut one short)
-        if e.code == 143 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not per rank
-            click.echo("terminated (SIGTERM)", err=True)
-        raise
-    sys.exit(code if isinstance(code, int) else 0)
+        try:
+            code = cli.main(prog_name="cnnlab", standalone_mode=False)
+        except (click.exceptions.Abort, KeyboardInterrupt):  # Ctrl-C outside a handler
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except SystemExit as e:  # (no import here: Ctrl-C may have cut one short)
+            if e.code == 143 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not per rank
+                click.echo("terminated (SIGTERM)", err=True)
+            raise
+        sys.exit(code if isinstance(code, int) else 0)
+    finally:  # on the way out: a SIGTERM now (torchrun stopping a rank that is already
+        # leaving) must not raise inside Python's exit handlers and print their traceback
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # registering the commands: each module adds its commands to ``cli``
