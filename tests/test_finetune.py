@@ -224,3 +224,18 @@ def test_freeze_until_follows_the_forward_pass_not_registration_order():
     with pytest.raises(CnnlabError, match=r"--freeze relu: no weights to freeze there; name "
                                           r"layers with weights \(conv1, conv2, fc"):
         freeze_layers("mnist-net", fresh("mnist-net"), "relu", None, [], (1, 28, 28))
+
+
+def test_lr_find_sweeps_from_the_trained_run(source, letters, tmp_path, monkeypatch):
+    """fastai's lr_find is mostly run on a pretrained net: `cnnlab lr-find finetune
+    --init-from RUN` sweeps the fine-tuning config and hands back the train command."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["lr-find", "finetune", "--init-from", str(source), "--dataset",
+                                 "folder", "--data-dir", str(letters), "--steps", "20",
+                                 "--start-lr", "1e-4", "--threads", "1", "--freeze", "conv1"])
+    assert r.exit_code == 0, r.output
+    assert "new classifier head fc (10 -> 3 classes)" in r.output
+    assert "lr-find-fastnet-folder.png" in r.output and "valley" in r.output
+    assert f"cnnlab train --recipe finetune --init-from {source} --dataset folder" in r.output
+    assert "--freeze conv1" in r.output
+    assert not (tmp_path / "runs").exists()

@@ -16,7 +16,8 @@ from cnnlab.errors import CnnlabError, Interrupted
 
 _OVERRIDES = ["dataset", "data_dir", "resize", "channels", "limit_train", "batch_size",
               "optimizer", "momentum", "nesterov", "weight_decay", "label_smoothing", "seed",
-              "device", "precision", "threads"]
+              "device", "precision", "threads", "init_from", "freeze", "freeze_until",
+              "head_lr_scale"]
 
 
 def resolve_target(name: str, overrides: dict[str, Any]) -> tuple[Any, list[str]]:
