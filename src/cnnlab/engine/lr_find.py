@@ -1,14 +1,21 @@
 """The learning-rate range test (Leslie Smith 2015, as fastai's ``lr_find`` runs it).
 
 Train for up to ``steps`` steps while the lr grows exponentially from ``start_lr`` to
-``end_lr``; record the loss, smoothed by an exponential moving average with bias correction
-(raw per-batch losses are too noisy to read a trend from), and stop once the smoothed loss
-exceeds ``diverge`` x the best one so far or stops being finite: past that point the curve
-says nothing more. Three suggestions are read off the smoothed curve, as fastai does:
+``end_lr``; record the loss and its exponential moving average (with bias correction), and
+stop once that average exceeds ``diverge`` x the best one so far or stops being finite: past
+that point the curve says nothing more.
 
-- ``valley``: the longest descending stretch of the curve (a longest decreasing
-  subsequence); the point halfway along it (fastai's index: a third plus a sixth);
-- ``steep``: where the loss falls fastest per unit of log-lr;
+The three suggestions, named as fastai names them, are read off a *centred* smoothing of the
+raw losses (a Gaussian over neighbouring steps, applied once the sweep is over), not off the
+moving average: an average of past steps lags the lr it is plotted against, by a factor of 3
+to 10 in lr near the minimum on our sweeps, which pushed every suggestion too high.
+
+- ``valley``: fastai's pick, the point halfway along the longest descending stretch of the
+  curve (a longest decreasing subsequence). The stretch starts where the loss has fallen a
+  tenth of the way from its starting level to its minimum: a net trained from scratch learns
+  nothing at tiny lrs, and in fastai's version that long, faintly falling start won the
+  longest descent and put the valley 30-100x too low on every sweep we tried;
+- ``steep``: where the loss falls fastest per unit of log-lr, before the minimum;
 - ``minimum/10``: the lr of the lowest loss, divided by 10 (at the minimum the lr is
   already about to be too large).
 
@@ -46,7 +53,7 @@ class LRFindResult:
 
     lrs: list[float]
     losses: list[float]  # raw per-batch losses
-    smoothed: list[float]  # bias-corrected exponential moving average of ``losses``
+    smoothed: list[float]  # bias-corrected exponential moving average (the stop rule's)
     steps: int  # steps asked for; ``len(lrs)`` is fewer when the sweep stopped early
     suggestions: dict[str, float] = field(default_factory=dict)  # name -> lr
     stopped_early: bool = False
@@ -54,6 +61,12 @@ class LRFindResult:
     warning: str | None = None  # the suggestions disagree, or there are too few points
     skip: tuple[int, int] = (0, 0)  # points left out of the suggestions at (start, end)
     config: TrainConfig | None = None  # the resolved config (lr_find_config only)
+
+    @property
+    def curve(self) -> list[float]:
+        """The centred smoothing of the raw losses that the suggestions are read from (up to
+        the first non-finite loss)."""
+        return centred(self.losses, self.steps).tolist()
 
 
 def check_sweep(start_lr: float, end_lr: float, steps: int) -> None:
@@ -79,36 +92,64 @@ def trim(steps: int) -> tuple[int, int]:
     return steps // 10, min(5, steps // 10)
 
 
-def _valley(losses: np.ndarray) -> int:
-    """fastai's valley: the longest strictly decreasing subsequence of the losses (dynamic
-    programming, O(n^2)), then the index halfway between its first and last point."""
+def centred(losses: list[float], steps: int) -> np.ndarray:
+    """The raw losses up to the first non-finite one, capped at the starting level (the median
+    of the first tenth: above it the net is no better than untrained, and a diverging loss of
+    1e3 would otherwise bleed back into the minimum), then smoothed by a Gaussian over
+    neighbouring steps (sigma ``steps / 33``: 3 steps of a 100-step sweep, a quarter of a
+    decade of lr at the default range). Centred, so a fall is drawn at the lr that caused it."""
+    from scipy.ndimage import gaussian_filter1d  # scipy comes with scikit-learn
+
+    loss = np.asarray(losses, dtype=np.float64)
+    bad = np.nonzero(~np.isfinite(loss))[0]
+    loss = loss[:int(bad[0])] if len(bad) else loss
+    if len(loss) == 0:
+        return loss
+    start = float(np.median(loss[:max(steps // 10, 3)]))
+    return gaussian_filter1d(np.minimum(loss, start), max(steps / 33, 1.0), mode="nearest")
+
+
+def _longest_descent(losses: np.ndarray) -> tuple[int, int]:
+    """First and last index of the longest strictly decreasing subsequence (dynamic
+    programming, O(n^2); the first of the longest on ties, as fastai)."""
     n = len(losses)
     length = np.ones(n, dtype=np.int64)
     first = np.arange(n)  # where the longest run ending at i starts
     for i in range(1, n):
         higher = np.nonzero(losses[:i] > losses[i])[0]
         if len(higher):
-            j = higher[np.argmax(length[higher])]  # the first of the longest, as fastai
+            j = higher[np.argmax(length[higher])]
             length[i], first[i] = length[j] + 1, first[j]
     end = int(np.argmax(length))
-    third = (end - first[end]) / 3
-    return int(first[end] + int(third) + int(third / 2))
+    return int(first[end]), end
 
 
-def suggest(lrs: list[float], smoothed: list[float], skip_start: int = 0, skip_end: int = 0
-            ) -> dict[str, float]:
+def suggest(lrs: list[float], curve: list[float] | np.ndarray, skip_start: int = 0,
+            skip_end: int = 0) -> dict[str, float]:
     """The three suggested lrs from a smoothed loss curve (``{}`` with fewer than 3 usable
-    points). The curve is cut at its first non-finite value, then trimmed."""
+    points). The curve is cut at its first non-finite value, then trimmed.
+
+    The valley's descent starts once the curve is a tenth of the way down from its highest
+    point before the minimum (trimmed ends included) to the minimum.
+    """
     lr = np.asarray(lrs, dtype=np.float64)
-    loss = np.asarray(smoothed, dtype=np.float64)
+    loss = np.asarray(curve, dtype=np.float64)
     bad = np.nonzero(~np.isfinite(loss))[0]
     n = int(bad[0]) if len(bad) else len(loss)
     lr, loss = lr[skip_start:n - skip_end], loss[skip_start:n - skip_end]
     if len(loss) < 3:
         return {}
+    low = int(np.argmin(loss))
+    top = float(np.max(np.asarray(curve, dtype=np.float64)[:skip_start + low + 1]))
     slope = np.diff(loss) / np.diff(np.log(lr))
-    return {"valley": float(lr[_valley(loss)]), "steep": float(lr[int(np.argmin(slope))]),
-            "minimum/10": float(lr[int(np.argmin(loss))] / 10)}
+    steep = int(np.argmin(slope[:low])) if low > 0 else 0  # the fastest fall *to* the minimum
+    falling = np.nonzero(loss[:low + 1] < top - 0.1 * (top - loss[low]))[0]
+    begin = int(falling[0]) if len(falling) else 0
+    first, last = _longest_descent(loss[begin:low + 1])
+    third = (last - first) / 3  # fastai's point: a third plus a sixth of the way along
+    valley = begin + first + int(third) + int(third / 2)
+    return {"valley": float(lr[valley]), "steep": float(lr[steep]),
+            "minimum/10": float(lr[low] / 10)}
 
 
 def disagreement(suggestions: dict[str, float], factor: float = 10.0) -> str | None:
@@ -122,12 +163,6 @@ def disagreement(suggestions: dict[str, float], factor: float = 10.0) -> str | N
     values = ", ".join(f"{k} {v:.2g}" for k, v in suggestions.items())
     text = (f"the suggestions disagree by {ratio:.0f}x ({values}): the curve has no single "
             "clear descent")
-    others = [v for k, v in suggestions.items() if k != "valley"]
-    if "valley" in suggestions and others and suggestions["valley"] * factor < min(others):
-        # a net trained from scratch learns nothing at tiny lrs: the long flat start counts
-        # as part of the valley and pulls it towards --start-lr
-        start = 10 ** math.floor(math.log10(min(others))) / 100
-        return text + f"; a long flat start pulls valley down: sweep again with --start-lr {start:.0e}"
     return text + "; sweep again with more --steps or a larger --batch-size"
 
 
@@ -206,7 +241,7 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Mo
                 reason = f"the loss became {value} at lr {lr:.3g} (step {i + 1} of {steps})"
                 break
             if value > diverge * best:
-                reason = (f"the smoothed loss passed {diverge:g}x its best at lr {lr:.3g} "
+                reason = (f"the loss's running average passed {diverge:g}x its best at lr {lr:.3g} "
                           f"(step {i + 1} of {steps})")
                 break
             best = min(best, value)
@@ -222,7 +257,7 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Mo
             loader.load_state_dict(saved_loader)
 
     skip = trim(steps)
-    suggestions = suggest(lrs, smoothed, *skip)
+    suggestions = suggest(lrs, centred(losses, steps), *skip)
     warning = disagreement(suggestions)
     if not suggestions:
         warning = (f"only {len(lrs)} steps before the sweep stopped: too few points to suggest "
@@ -255,7 +290,8 @@ def lr_find_config(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.
 
 def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
                  reference: tuple[str, float] | None = None) -> Path:
-    """Smoothed loss against lr (log x) with the suggestions marked; write ``path`` as PNG.
+    """The centred smoothed loss against lr (log x) with the suggestions marked on it; write
+    ``path`` as PNG.
 
     ``reference`` adds a labelled vertical line (the lr a recipe uses). The raw losses are
     drawn faintly behind (the noise the smoothing removes); the trimmed
@@ -270,15 +306,17 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
     from cnnlab.viz.plots import save_png
 
     lr = np.asarray(result.lrs, dtype=np.float64)
-    sm = np.asarray(result.smoothed, dtype=np.float64)
     raw = np.asarray(result.losses, dtype=np.float64)
+    curve = np.asarray(result.curve, dtype=np.float64)
+    sm = np.full(len(lr), np.nan)
+    sm[:len(curve)] = curve
     ok = np.isfinite(sm)
     if not ok.any():
         raise CnnlabError("the sweep recorded no finite loss: nothing to plot; lower --start-lr")
     fig, ax = plt.subplots(figsize=(8.6, 4.4), dpi=120)
     ax.plot(lr[np.isfinite(raw)], raw[np.isfinite(raw)], "-", color="0.6", lw=0.8, alpha=0.5,
             label="loss per batch")
-    ax.plot(lr[ok], sm[ok], "-", color="tab:blue", lw=2, label="smoothed loss")
+    ax.plot(lr[ok], sm[ok], "-", color="tab:blue", lw=2, label="smoothed loss (centred)")
     head, tail = result.skip
     n = len(lr)
     if head:
@@ -298,11 +336,11 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
     if reference is not None:  # e.g. ("recipe lr", 0.01): where the user stands now
         ax.axvline(reference[1], color="0.25", ls="--", lw=1.2,
                    label=f"{reference[0]}: {reference[1]:.2g}")
-    body = sm[:max(n - tail, 1)]
-    body = body[np.isfinite(body)] if np.isfinite(body).any() else sm[ok]
-    lo, hi = float(sm[ok].min()), float(body.max())
+    # the curve is capped at the starting level, so its range is the part worth reading;
+    # the raw losses of a divergence leave through the top
+    lo, hi = float(sm[ok].min()), float(sm[ok].max())
     pad = 0.06 * max(hi - lo, 1e-3)
-    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + 2 * pad)
     ax.set_xscale("log")
     ax.set_xlim(lr[0], lr[-1])
     ax.set_xlabel("learning rate (log scale)")
