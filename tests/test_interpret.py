@@ -82,3 +82,33 @@ def test_another_data_set_needs_the_same_classes_and_keeps_the_runs_own_files(le
                                  "--data-dir", str(tmp_path)])
     assert r.exit_code == 1 and "has other classes (T-shirt/top" in r.output, r.output
     assert not (lenet_run / "errors-fashion-mnist-test.json").exists()
+
+
+@pytest.mark.parametrize("k", [3, 10, 40])
+def test_confusion_title_sits_on_the_matrices(k, tmp_path, monkeypatch):
+    """The square matrices fill the figure: no band between the title and the panels'
+    titles, and each colour bar is as tall as its matrix."""
+    from cnnlab.viz import interpretation
+
+    drawn = {}
+    real = interpretation.save_png
+
+    def spy(fig, path, **kw):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        matrices = [ax for ax in fig.axes if ax.get_title()]
+        bars = [ax for ax in fig.axes if not ax.get_title()]
+        drawn["gap"] = (fig._suptitle.get_window_extent(r).y0
+                        - max(ax.title.get_window_extent(r).y1 for ax in matrices)) / fig.dpi
+        drawn["heights"] = [(m.get_window_extent(r).height, b.get_window_extent(r).height)
+                            for m, b in zip(matrices, bars, strict=True)]
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(interpretation, "save_png", spy)
+    confusion = torch.randint(0, 20, (k, k)) + 50 * torch.eye(k, dtype=torch.int64)
+    path = interpretation.plot_confusion(confusion, [f"class{i}" for i in range(k)],
+                                         tmp_path / "c.png", "digits test: accuracy 0.8")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 0 <= drawn["gap"] < 0.15, drawn["gap"]  # inches: a line's spacing, not a band
+    for matrix, bar in drawn["heights"]:
+        assert bar == pytest.approx(matrix, rel=0.02)
