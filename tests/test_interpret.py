@@ -38,9 +38,14 @@ def test_streaming_topk_and_confusion_match_brute_force(lenet_run):
     assert res.top_losses[0].loss == pytest.approx(float(losses.max()), rel=1e-4)
     assert torch.equal(res.image(m), run.preprocess.adapt(data.images[m.index:m.index + 1])[0])
     off = confusion.clone().fill_diagonal_(0)
-    i, j, n = res.most_confused()[0]
+    i, j, n = res.most_confused_indices()[0]
     assert n == int(off.max()) and off[i, j] == n
-    assert sum(c for _, _, c in res.most_confused()) == len(wrong)
+    assert sum(c for _, _, c in res.most_confused_indices()) == len(wrong)
+    # by name, as fastai's most_confused: the same pairs in the same order
+    assert res.most_confused()[0] == (run.classes[i], run.classes[j], n)
+    assert res.most_confused(2) == [(run.classes[t], run.classes[p], c)
+                                    for t, p, c in res.most_confused_indices(2)]
+    assert all(c >= 2 for _, _, c in res.most_confused(2))
     for (t, p), kept in res.pair_examples.items():  # the first three of each confusion
         cell = ((data.labels == t) & (pred == p)).nonzero()[:, 0][:3].tolist()
         assert t != p and kept == cell

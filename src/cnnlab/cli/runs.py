@@ -123,8 +123,8 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
     pairs = Table(title="most confused (true -> predicted)", show_edge=False)
     for col in ("true", "predicted", "count"):
         pairs.add_column(col, justify="right" if col == "count" else "left")
-    for i, j, n in res.most_confused()[:top]:
-        pairs.add_row(c[i], c[j], str(n))
+    for true, predicted, n in res.most_confused()[:top]:
+        pairs.add_row(true, predicted, str(n))
     con.print(pairs)
     where = Path(run_dir)
     # another data set never overwrites the run's own files; no colon in a name (ucr:NAME)

@@ -186,7 +186,7 @@ class _RunReport:
 
     def confused_pairs(self) -> str:
         it = self.interp
-        pairs = it.most_confused()[:8]
+        pairs = it.most_confused_indices()[:8]
         if not pairs:
             return '<p class="note">No mistakes on this split.</p>'
         out = []
@@ -272,7 +272,7 @@ class _RunReport:
         if not pairs:
             return '<p class="note">No mistakes on this split.</p>'
         table = _table(["true", "taken for", "series"],
-                       [(_e(it.classes[t]), _e(it.classes[p]), str(n)) for t, p, n in pairs],
+                       [(_e(t), _e(p), str(n)) for t, p, n in pairs],
                        numeric={2})
         return (table + "<p>The most confident mistakes, coloured by the map of the class they "
                 "were taken for: the parts that misled the model.</p>"
