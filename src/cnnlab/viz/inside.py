@@ -236,7 +236,7 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
         ax.set_yticks([])
         ax.set_ylabel(labels[row], fontsize=9)
     axes[0][0].set_title("input", fontsize=9)
-    fig.suptitle(f"{run.config.model} on {run.config.dataset}: feature maps", fontsize=10)
+    fig.suptitle(f"{run.config.model} on {run.config.dataset_title()}: feature maps", fontsize=10)
     return save_png(fig, path, dpi=110, tight=True)
 
 
