@@ -493,3 +493,50 @@ def test_a_folder_that_does_not_fit_the_model_is_refused_before_its_decode(tmp_p
                               "resize": 28, "channels": 1})
     train, _ = load_train_test(cfg, said.append)
     assert train.shape == (1, 28, 28)
+
+
+def test_a_folder_run_is_titled_by_the_folders_name(tmp_path, monkeypatch):
+    """`folder` says nothing in a title: the training table, the pictures, the summary and
+    the report name the folder (folder 'letters'); the config keeps `folder`."""
+    import html
+
+    from click.testing import CliRunner
+
+    from cnnlab.cli import cli
+    from cnnlab.data import dataset_title
+    from cnnlab.inspect.summary import run_summary
+    from cnnlab.run import load_run
+    from cnnlab.viz import attribution, inside, interpretation
+
+    assert dataset_title("folder", tmp_path / "letters.zip") == "folder 'letters'"
+    assert dataset_title("folder", f"{tmp_path}/letters/") == "folder 'letters'"
+    assert dataset_title("folder") == "folder" and dataset_title("mnist", tmp_path) == "mnist"
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = _tree(tmp_path / "letters", size=(28, 28), classes=("a", "b"), n=4)
+    out = tmp_path / "r"
+    r = CliRunner().invoke(cli, ["train", "--dataset", "folder", "--data-dir", str(root),
+                                 "--model", "mnist-net", "--channels", "1", "--epochs", "1",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("mnist-net on folder 'letters'") == 2, r.output  # header and table
+    assert load_run(out, device="cpu").config.dataset == "folder"
+    titles = []
+    for module in (attribution, inside, interpretation):
+        def spy(fig, path, real=module.save_png, **kw):
+            titles.append(fig._suptitle.get_text() if fig._suptitle else "")
+            return real(fig, path, **kw)
+        monkeypatch.setattr(module, "save_png", spy)
+    for args in (["visualize", "activations", str(out), "--layer", "conv1", "--index", "0",
+                  "--index", "1"], ["visualize", "gradcam", str(out), "--index", "0"],
+                 ["errors", str(out)]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, r.output
+    assert len(titles) == 4  # activations, gradcam, the mistakes and the confusion matrix
+    named = [t for t in titles if "folder 'letters'" in t]
+    assert len(named) == 3, titles  # the mistakes picture names no data set
+    assert "folder 'letters' test: accuracy" in r.output
+    assert "trained on folder 'letters'" in run_summary(str(out))
+    r = CliRunner().invoke(cli, ["report", str(out), "--out", str(tmp_path / "report.html")])
+    assert r.exit_code == 0, r.output
+    doc = html.unescape((tmp_path / "report.html").read_text())
+    assert "<title>r: mnist-net on folder 'letters'" in doc

@@ -38,9 +38,14 @@ def test_streaming_topk_and_confusion_match_brute_force(lenet_run):
     assert res.top_losses[0].loss == pytest.approx(float(losses.max()), rel=1e-4)
     assert torch.equal(res.image(m), run.preprocess.adapt(data.images[m.index:m.index + 1])[0])
     off = confusion.clone().fill_diagonal_(0)
-    i, j, n = res.most_confused()[0]
+    i, j, n = res.most_confused_indices()[0]
     assert n == int(off.max()) and off[i, j] == n
-    assert sum(c for _, _, c in res.most_confused()) == len(wrong)
+    assert sum(c for _, _, c in res.most_confused_indices()) == len(wrong)
+    # by name, as fastai's most_confused: the same pairs in the same order
+    assert res.most_confused()[0] == (run.classes[i], run.classes[j], n)
+    assert res.most_confused(2) == [(run.classes[t], run.classes[p], c)
+                                    for t, p, c in res.most_confused_indices(2)]
+    assert all(c >= 2 for _, _, c in res.most_confused(2))
     for (t, p), kept in res.pair_examples.items():  # the first three of each confusion
         cell = ((data.labels == t) & (pred == p)).nonzero()[:, 0][:3].tolist()
         assert t != p and kept == cell
@@ -82,3 +87,33 @@ def test_another_data_set_needs_the_same_classes_and_keeps_the_runs_own_files(le
                                  "--data-dir", str(tmp_path)])
     assert r.exit_code == 1 and "has other classes (T-shirt/top" in r.output, r.output
     assert not (lenet_run / "errors-fashion-mnist-test.json").exists()
+
+
+@pytest.mark.parametrize("k", [3, 10, 40])
+def test_confusion_title_sits_on_the_matrices(k, tmp_path, monkeypatch):
+    """The square matrices fill the figure: no band between the title and the panels'
+    titles, and each colour bar is as tall as its matrix."""
+    from cnnlab.viz import interpretation
+
+    drawn = {}
+    real = interpretation.save_png
+
+    def spy(fig, path, **kw):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        matrices = [ax for ax in fig.axes if ax.get_title()]
+        bars = [ax for ax in fig.axes if not ax.get_title()]
+        drawn["gap"] = (fig._suptitle.get_window_extent(r).y0
+                        - max(ax.title.get_window_extent(r).y1 for ax in matrices)) / fig.dpi
+        drawn["heights"] = [(m.get_window_extent(r).height, b.get_window_extent(r).height)
+                            for m, b in zip(matrices, bars, strict=True)]
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(interpretation, "save_png", spy)
+    confusion = torch.randint(0, 20, (k, k)) + 50 * torch.eye(k, dtype=torch.int64)
+    path = interpretation.plot_confusion(confusion, [f"class{i}" for i in range(k)],
+                                         tmp_path / "c.png", "digits test: accuracy 0.8")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 0 <= drawn["gap"] < 0.15, drawn["gap"]  # inches: a line's spacing, not a band
+    for matrix, bar in drawn["heights"]:
+        assert bar == pytest.approx(matrix, rel=0.02)

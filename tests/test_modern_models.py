@@ -189,6 +189,26 @@ def test_module_names_are_d2ls():
     assert {"1.net.0.0.weight", "1.net.3.2.weight", "2.2.weight", "12.weight"} <= set(dense)
 
 
+@pytest.mark.parametrize("model", ["nin", "nin-small", "googlenet", "googlenet-small",
+                                   "densenet", "densenet-small"])
+def test_every_summary_row_has_a_short_name_that_layer_options_take(model):
+    """No mix of short names and module paths (0.1, 2.0.p1_1, 1.net.0.2): every leaf has an
+    alias, as AlexNet's and VGG's do, and each names its own module for --layer."""
+    from cnnlab.inspect.summary import layer_rows
+    from cnnlab.models import find_layer
+
+    info = get_model_info(model)
+    net = create_model(model)
+    readable = {m: a for a, m in info.aliases.items()}
+    rows = layer_rows(net, info.input_shape)
+    assert [r.name for r in rows if r.name not in readable] == []
+    for row in rows:
+        assert find_layer(model, net, readable[row.name])[0] == row.name
+    shown = [line.rsplit("layer: ", 1)[1] for line in model_summary(model).splitlines()[1:-1]]
+    assert shown == [readable[r.name] for r in rows]
+    assert len(shown) == len(set(shown))
+
+
 def test_summary_depth_shows_blocks():
     """--depth 2 on GoogLeNet lists its Inception blocks, channels c1 + c2 + c3 + c4 from
     d2l's arguments: 64 + 128 + 32 + 32 = 256 and 128 + 192 + 96 + 64 = 480 in b3."""

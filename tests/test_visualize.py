@@ -98,6 +98,41 @@ def test_pictures_are_drawn_not_blank(lenet_run):
     assert len(colours) > 200  # maps in colour, not an empty canvas
 
 
+@pytest.mark.parametrize("rows", [1, 6])
+def test_each_layer_has_one_colour_bar_as_wide_as_its_column(lenet_run, tmp_path, monkeypatch,
+                                                             rows):
+    """However many rows, a layer's colour bar lies under its column, as wide as the maps,
+    and says which layer it measures (not a sliver beside a middle row)."""
+    from cnnlab.viz import inside
+
+    drawn = {}
+    real = inside.save_png
+
+    def spy(fig, path, **kw):
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        images = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+        bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        drawn["bars"] = [(ax.get_xlabel(), ax.get_window_extent(r)) for ax in bars]
+        drawn["columns"] = {}
+        for ax in images:
+            box = ax.get_window_extent(r)
+            drawn["columns"].setdefault(round(box.x0), []).append(box)
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(inside, "save_png", spy)
+    run = load_run(lenet_run, device="cpu")
+    ex = pick_examples(run, indices=list(range(rows)))
+    inside.plot_activations(run, ["conv1", "conv2"], ex.images, ex.labels, tmp_path / "a.png")
+    assert [label.split()[0] for label, _ in drawn["bars"]] == ["conv1", "conv2"]
+    columns = sorted(drawn["columns"].items())[1:]  # the input column has no bar
+    for (label, bar), (_, boxes) in zip(drawn["bars"], columns, strict=True):
+        assert len(boxes) == rows
+        lowest = min(b.y0 for b in boxes)
+        assert bar.y1 <= lowest  # below the last row
+        assert bar.width == pytest.approx(boxes[0].width, rel=0.03), label
+
+
 def test_a_module_used_twice_is_refused_by_name(tmp_path):
     """The tutorial's Net applies one `pooling` and one `relu` module after both convs: their
     "activations" would be ambiguous, so the error says so and names layers used once."""

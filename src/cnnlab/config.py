@@ -177,6 +177,13 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def dataset_title(self) -> str:
+        """The data set as titles name it: ``folder 'letters'`` for an image folder (whose
+        name ``folder`` says nothing), else its name; ``dataset`` itself is unchanged."""
+        from cnnlab.data.registry import dataset_title
+
+        return dataset_title(self.dataset, self.data_dir)
+
     def folder_options(self) -> dict[str, Any]:
         """How an image folder is read for this run (training, eval and every later command
         must read it alike): resized, bad files, and a flat folder's test share."""

@@ -80,7 +80,8 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
     out = out or Path(f"lr-find-{cfg.model}-{cfg.dataset}.png")
     check_png_path(out)  # before the sweep, not after it
     con = console()
-    con.print(Text.assemble("cnnlab lr-find: ", (cfg.model, "bold"), " on ", (cfg.dataset, "bold"),
+    con.print(Text.assemble("cnnlab lr-find: ", (cfg.model, "bold"), " on ",
+                            (cfg.dataset_title(), "bold"),
                             f", batch {cfg.batch_size}, {cfg.optimizer}, lr {start_lr:g} -> "
                             f"{end_lr:g} over {steps} steps on "
                             f"{describe(resolve_device(cfg.device))}"))
@@ -101,7 +102,7 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
     if result.stopped_early:
         con.print(f"stopped early: {result.stop_reason}")
     reference = ("recipe lr", cfg.lr) if train_args[0] == "--recipe" else None
-    path = plot_lr_find(result, out, title=f"lr range test: {cfg.model} on {cfg.dataset} "
+    path = plot_lr_find(result, out, title=f"lr range test: {cfg.model} on {cfg.dataset_title()} "
                         f"({cfg.optimizer}, batch {cfg.batch_size})", reference=reference)
     if result.suggestions:
         table = Table(show_edge=False)

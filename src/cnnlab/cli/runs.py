@@ -102,6 +102,7 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
     """
     from rich.table import Table
 
+    from cnnlab.data import dataset_title
     from cnnlab.engine.interpret import interpret_run
     from cnnlab.fileio import write_json
     from cnnlab.run import load_run
@@ -112,7 +113,9 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
     c = res.classes
     con = console()
     wrong = res.total - int(res.confusion.diag().sum())
-    con.print(f"{res.dataset} {split}: accuracy {res.accuracy:.4f}, {wrong} of {res.total} wrong")
+    own_dir = run.config.data_dir if res.dataset == run.config.dataset else None
+    shown = dataset_title(res.dataset, data_dir or own_dir)  # folder 'letters', not folder
+    con.print(f"{shown} {split}: accuracy {res.accuracy:.4f}, {wrong} of {res.total} wrong")
     table = Table(title=f"most confident mistakes (top {top})", show_edge=False)
     for col in ("index", "true", "predicted", "p(predicted)", "p(true)"):
         table.add_column(col, justify="right" if col == "index" or col.startswith("p(") else "left")
@@ -123,13 +126,13 @@ def errors(run_dir: Path, split: str, top: int, dataset: str | None, data_dir: s
     pairs = Table(title="most confused (true -> predicted)", show_edge=False)
     for col in ("true", "predicted", "count"):
         pairs.add_column(col, justify="right" if col == "count" else "left")
-    for i, j, n in res.most_confused()[:top]:
-        pairs.add_row(c[i], c[j], str(n))
+    for true, predicted, n in res.most_confused()[:top]:
+        pairs.add_row(true, predicted, str(n))
     con.print(pairs)
     where = Path(run_dir)
     # another data set never overwrites the run's own files; no colon in a name (ucr:NAME)
     tag = split if dataset is None else f"{res.dataset}-{split}".replace(":", "-")
-    title = f"{res.dataset} {split}: accuracy {res.accuracy:.4f}"
+    title = f"{shown} {split}: accuracy {res.accuracy:.4f}"
     if run.is_series:  # series: lines coloured by the class activation map, not image tiles
         from cnnlab.viz.series import plot_mistakes_cam
 

@@ -166,7 +166,8 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
         con.quiet = True
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)  # before the header, which says how many threads
-    con.print(Text.assemble("cnnlab train: ", (cfg.model, "bold"), " on ", (cfg.dataset, "bold"),
+    con.print(Text.assemble("cnnlab train: ", (cfg.model, "bold"), " on ",
+                            (cfg.dataset_title(), "bold"),
                             f", {_epochs(cfg.epochs)}, batch {cfg.batch_size}, {cfg.optimizer} "
                             f"lr {cfg.lr}, {cfg.schedule}, "
                             f"{resolve_precision(cfg.precision, device)} on {describe(device)}"))
@@ -213,7 +214,7 @@ def _run_training(cfg: Any, resume: Path | None) -> None:
         raise CnnlabError(f"another training process stopped (its error, a kill, or out of "
                           f"memory), so this one stops too ({first.strip()[:160]})") from None
     h = result.history
-    table = Table(title=f"{cfg.model} on {cfg.dataset}", show_edge=False)
+    table = Table(title=f"{cfg.model} on {cfg.dataset_title()}", show_edge=False)
     for col in ("epoch", "train loss", "train acc", "test acc", "examples/s", "time (s)"):
         table.add_column(col, justify="right")
     for m in h:

@@ -7,6 +7,6 @@ files and ``loader`` serves batches. The names most callers need are re-exported
 """
 
 from cnnlab.data.load import Split, load_split
-from cnnlab.data.registry import dataset_names, get_info
+from cnnlab.data.registry import dataset_names, dataset_title, get_info
 
-__all__ = ["Split", "dataset_names", "get_info", "load_split"]
+__all__ = ["Split", "dataset_names", "dataset_title", "get_info", "load_split"]

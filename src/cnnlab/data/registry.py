@@ -9,6 +9,7 @@ decoder in :mod:`cnnlab.data.sources` when the format is new); nothing else name
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -124,6 +125,18 @@ def get_info(name: str) -> DatasetInfo:
             f"{ucr.PREFIX}NAME (see `cnnlab datasets`)"
         )
     return DATASETS[name]
+
+
+def dataset_title(name: str, data_dir: str | Path | None = None) -> str:
+    """A data set as titles name it: its name, but an image folder given by ``--data-dir``
+    (``folder``, whose name says nothing) by the folder's own name, ``folder 'letters'``
+    (a zip: its name without ``.zip``). ``name`` itself stays what the config holds."""
+    info = DATASETS.get(name)
+    if info is None or not info.needs_data_dir or not data_dir:
+        return name
+    path = Path(os.path.normpath(os.fspath(data_dir)))
+    shown = path.stem if path.suffix.lower() == ".zip" else path.name
+    return f"{name} '{shown}'" if shown else name
 
 
 def dataset_names() -> list[str]:

@@ -65,9 +65,16 @@ class Interpretation:
     def accuracy(self) -> float:
         return float(self.confusion.diag().sum()) / max(self.total, 1)
 
-    def most_confused(self, min_count: int = 1) -> list[tuple[int, int, int]]:
-        """(true, predicted, count) for every off-diagonal cell with at least ``min_count``
-        images, most frequent first (ties: by class order)."""
+    def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
+        """(true class, predicted class, count) by class name, as fastai's ``most_confused``
+        gives them, for every off-diagonal cell with at least ``min_count`` images, most
+        frequent first (ties: by class order). :meth:`most_confused_indices` gives the
+        class numbers (to index ``confusion`` or ``pair_examples``)."""
+        return [(self.classes[i], self.classes[j], n)
+                for i, j, n in self.most_confused_indices(min_count)]
+
+    def most_confused_indices(self, min_count: int = 1) -> list[tuple[int, int, int]]:
+        """:meth:`most_confused` with class numbers: (true, predicted, count)."""
         c = self.confusion.clone()
         c.fill_diagonal_(0)
         pairs = [(i, j, int(c[i, j])) for i in range(len(c)) for j in range(len(c))
@@ -83,8 +90,7 @@ class Interpretation:
         return {"dataset": self.dataset, "split": self.split, "accuracy": self.accuracy,
                 "examples": self.total, "classes": list(self.classes),
                 "confusion": self.confusion.tolist(), "most_confused": [
-                    {"true": self.classes[i], "predicted": self.classes[j], "count": n}
-                    for i, j, n in self.most_confused()],
+                    {"true": t, "predicted": p, "count": n} for t, p, n in self.most_confused()],
                 "mistakes": rows(self.mistakes), "top_losses": rows(self.top_losses)}
 
 

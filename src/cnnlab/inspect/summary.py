@@ -139,7 +139,7 @@ def run_summary(run_dir: str, receptive: bool = False, depth: int | None = None)
                           "series run")
     return _summary_text(run.model.float(), run.config.model, info.description,
                          run.preprocess.input_shape, info.aliases, receptive,
-                         f"trained on {run.config.dataset}", depth)
+                         f"trained on {run.config.dataset_title()}", depth)
 
 
 def _summary_text(net: nn.Module, name: str, description: str, shape: tuple[int, ...],

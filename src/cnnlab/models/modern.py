@@ -212,13 +212,23 @@ def _nin(widths: Sequence[int], first: tuple[int, int, int], num_classes: int
     )
 
 
-NIN_ALIASES = {
-    **{f"nin{b + 1}": str(2 * b) for b in range(3)}, "nin4": "7",
-    **{f"conv{3 * b + j + 1}": f"{2 * b if b < 3 else 7}.{2 * j}" for b in range(4)
-       for j in range(3)},
-    **{f"pool{b + 1}": str(2 * b + 1) for b in range(3)},
-    "drop": "6", "gap": "8", "flatten": "9",
-}
+def _nin_aliases() -> dict[str, str]:
+    """nin1..4 (the blocks), conv1..12 and relu1..12 (numbered through the net, each ReLU
+    after its conv), pool1..3, drop, gap, flatten: a short name for every layer, as
+    AlexNet's and VGG's."""
+    out: dict[str, str] = {}
+    blocks = (0, 2, 4, 7)
+    for b, m in enumerate(blocks):
+        out[f"nin{b + 1}"] = str(m)
+    for b, m in enumerate(blocks):
+        for j in range(3):
+            out[f"conv{3 * b + j + 1}"] = f"{m}.{2 * j}"
+            out[f"relu{3 * b + j + 1}"] = f"{m}.{2 * j + 1}"
+    out.update({f"pool{b + 1}": str(2 * b + 1) for b in range(3)})
+    return {**out, "drop": "6", "gap": "8", "flatten": "9"}
+
+
+NIN_ALIASES = _nin_aliases()
 
 
 @register_model("nin", (1, 224, 224), "NiN: NiN blocks (conv + two 1x1 convs) 96 k11/4, 256 k5, "
@@ -309,12 +319,20 @@ def _googlenet(ratio: int, stem: nn.Sequential, num_classes: int) -> nn.Sequenti
     return nn.Sequential(stem, b2, *stages, nn.Linear(c, num_classes))
 
 
+# the layers inside an Inception block, by d2l's attribute names (inception3a.p2_2 ...)
+INCEPTION_PARTS = ("p1_1", "relu1_1", "p2_1", "relu2_1", "p2_2", "relu2_2", "p3_1", "relu3_1",
+                   "p3_2", "relu3_2", "p4_1", "p4_2", "relu4_2", "cat")
+_INCEPTION_AT = {"3a": "2.0", "3b": "2.1", **{f"4{x}": f"3.{i}" for i, x in enumerate("abcde")},
+                 "5a": "4.0", "5b": "4.1"}
 GOOGLENET_ALIASES = {
     "b1": "0", "b2": "1", "b3": "2", "b4": "3", "b5": "4",
-    "conv1": "0.0", "pool1": "0.2", "conv2": "1.0", "conv3": "1.2", "pool2": "1.4",
+    "conv1": "0.0", "relu1": "0.1", "pool1": "0.2", "conv2": "1.0", "relu2": "1.1",
+    "conv3": "1.2", "relu3": "1.3", "pool2": "1.4",
     "inception3a": "2.0", "inception3b": "2.1", "pool3": "2.2",
     **{f"inception4{x}": f"3.{i}" for i, x in enumerate("abcde")}, "pool4": "3.5",
     "inception5a": "4.0", "inception5b": "4.1", "gap": "4.2", "flatten": "4.3", "fc": "5",
+    **{f"inception{b}.{part}": f"{at}.{part}" for b, at in _INCEPTION_AT.items()
+       for part in INCEPTION_PARTS},
 }
 
 
@@ -483,11 +501,27 @@ def _densenet(stem: nn.Sequential, growth_rate: int, convs: Sequence[int], num_c
                          nn.Flatten(), nn.Linear(c, num_classes))
 
 
-DENSENET_ALIASES = {
-    "b1": "0", "conv1": "0.0", "bn1": "0.1", "relu1": "0.2", "pool1": "0.3",
-    "dense1": "1", "trans1": "2", "dense2": "3", "trans2": "4", "dense3": "5", "trans3": "6",
-    "dense4": "7", "bn": "8", "relu": "9", "gap": "10", "flatten": "11", "fc": "12",
-}
+def _densenet_aliases(convs: int = 4) -> dict[str, str]:
+    """b1 and its conv1, bn1, relu1, pool1; dense1..4 and trans1..3; bn, relu, gap, flatten,
+    fc; and the layers inside the blocks: dense1.bn1, dense1.relu1, dense1.conv1 and
+    dense1.cat1 for each of a dense block's ``convs`` conv blocks, trans1.bn, .relu, .conv
+    and .pool in a transition."""
+    out = {"b1": "0", "conv1": "0.0", "bn1": "0.1", "relu1": "0.2", "pool1": "0.3",
+           "dense1": "1", "trans1": "2", "dense2": "3", "trans2": "4", "dense3": "5",
+           "trans3": "6", "dense4": "7", "bn": "8", "relu": "9", "gap": "10", "flatten": "11",
+           "fc": "12"}
+    for d in range(4):
+        for i in range(convs):
+            for j, part in enumerate(("bn", "relu", "conv")):
+                out[f"dense{d + 1}.{part}{i + 1}"] = f"{2 * d + 1}.net.{i}.{j}"
+            out[f"dense{d + 1}.cat{i + 1}"] = f"{2 * d + 1}.cats.{i}"
+    for t in range(3):
+        for j, part in enumerate(("bn", "relu", "conv", "pool")):
+            out[f"trans{t + 1}.{part}"] = f"{2 * t + 2}.{j}"
+    return out
+
+
+DENSENET_ALIASES = _densenet_aliases()
 
 
 @register_model("densenet", (1, 96, 96), "DenseNet: 7x7/2 stem + max-pool, 4 dense blocks of 4 "

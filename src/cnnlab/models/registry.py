@@ -132,8 +132,13 @@ def find_layer(name: str, model: nn.Module, layer: str) -> tuple[str, nn.Module]
     names = layer_names(name, model)
     if layer not in names:
         aliases = list(get_model_info(name).aliases)
-        listed = aliases or [n for n, m in model.named_modules() if n and not list(m.children())]
-        more = " (or a module name, as `cnnlab summary --depth N` lists them)" if aliases else ""
+        outer = [a for a in aliases if "." not in a]  # a block's inner layers: one example
+        inner = [a for a in aliases if "." in a]
+        listed = outer or [n for n, m in model.named_modules() if n and not list(m.children())]
+        more = (f" (or a layer inside a block, e.g. {inner[0]}, as `cnnlab summary` lists "
+                "them, or a module name, as `cnnlab summary --depth N` lists them)" if inner
+                else " (or a module name, as `cnnlab summary --depth N` lists them)" if aliases
+                else "")
         raise CnnlabError(f"model '{name}' has no layer '{layer}'; "
                           f"{did_you_mean(layer, list(names))}choose one of: "
                           f"{', '.join(listed)}{more}")

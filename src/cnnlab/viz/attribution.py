@@ -262,6 +262,6 @@ def plot_attribution(run: LoadedRun, examples: Examples, result: Attribution,
                 ax.set_xticks([])
                 ax.set_yticks([])
     what = f"Grad-CAM at {result.layer}" if result.method == "gradcam" else "saliency |d logit/d x|"
-    fig.suptitle(f"{run.config.model} on {run.config.dataset}: {what} "
+    fig.suptitle(f"{run.config.model} on {run.config.dataset_title()}: {what} "
                  f"({'raw values' if raw else 'each map scaled to 0..1'})", fontsize=10)
     return save_png(fig, path, dpi=110)

@@ -199,9 +199,11 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
     widths = [seen.shape[3] / seen.shape[2]] + [mosaics[lay][0].shape[1] / mosaics[lay][0].shape[0]
                                                 for lay in layers]
     row_height = 2.0
-    fig, axes = plt.subplots(n, 1 + len(layers), squeeze=False, layout="constrained",
-                             figsize=(min(20, 0.4 + row_height * sum(widths) + 1.0 * len(layers)),
-                                      0.6 + row_height * n),
+    # compressed: the fixed-aspect panels packed together, so the colour bars below can span
+    # their column exactly (constrained left bands between columns and a bar a few rows tall)
+    fig, axes = plt.subplots(n, 1 + len(layers), squeeze=False, layout="compressed",
+                             figsize=(min(20, 0.4 + row_height * sum(widths) + 0.3 * len(layers)),
+                                      1.3 + row_height * n),
                              gridspec_kw={"width_ratios": widths})
     for col, layer in enumerate(layers, start=1):
         m = maps[layer][:, :MAX_MAPS]
@@ -218,7 +220,11 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
                 total = maps[layer].shape[1]
                 shown = f"{m.shape[1]} of {total}" if total > m.shape[1] else f"{total}"
                 ax.set_title(f"{layer}: {shown} maps of {m.shape[2]}x{m.shape[3]}", fontsize=9)
-        fig.colorbar(im, ax=[axes[r][col] for r in range(n)], fraction=0.03, pad=0.01)
+        # one bar per layer, under its column: as wide as the maps, however many rows
+        bar = fig.colorbar(im, ax=axes[n - 1][col], location="bottom", aspect=25, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
+        bar.set_label(f"{layer} activation" + (" (one scale for all rows)" if n > 1 else ""),
+                      fontsize=8)
     for row in range(n):
         ax = axes[row][0]
         img = seen[row].float() / 255
@@ -230,8 +236,8 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
         ax.set_yticks([])
         ax.set_ylabel(labels[row], fontsize=9)
     axes[0][0].set_title("input", fontsize=9)
-    fig.suptitle(f"{run.config.model} on {run.config.dataset}: feature maps", fontsize=10)
-    return save_png(fig, path, dpi=110)
+    fig.suptitle(f"{run.config.model} on {run.config.dataset_title()}: feature maps", fontsize=10)
+    return save_png(fig, path, dpi=110, tight=True)
 
 
 @dataclass

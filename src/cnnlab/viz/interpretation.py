@@ -30,14 +30,14 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | 
     counts = confusion.double()
     rows = counts / counts.sum(1, keepdim=True).clamp_min(1)
     side = min(9.0, max(3.6, 0.42 * k + 1.6))
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 0.6, side + 0.5), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 0.6, side + 0.5), layout="compressed")
     longest = max(len(c) for c in classes)
     fontsize = 8 if k <= 12 else 6
     for ax, values, what, fmt in ((axes[0], counts, "counts", "{:.0f}"),
                                   (axes[1], rows, "row-normalised (recall on the diagonal)",
                                    "{:.2f}")):
         im = ax.imshow(values.numpy(), cmap="Blues", vmin=0, interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        fig.colorbar(im, ax=ax, pad=0.02).ax.tick_params(labelsize=8)
         ax.set_title(what, fontsize=9)
         ax.set_xticks(range(k), classes, rotation=90 if longest > 3 else 0, fontsize=fontsize)
         ax.set_yticks(range(k), classes, fontsize=fontsize)
@@ -55,7 +55,7 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | 
                                 color="white" if v > 0.55 * top else "black")
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_png(fig, path, dpi=110)
+    return save_png(fig, path, dpi=110, tight=True)
 
 
 def plot_mistakes(interp: Interpretation, path: str | Path, which: str = "mistakes",

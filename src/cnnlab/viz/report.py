@@ -186,7 +186,7 @@ class _RunReport:
 
     def confused_pairs(self) -> str:
         it = self.interp
-        pairs = it.most_confused()[:8]
+        pairs = it.most_confused_indices()[:8]
         if not pairs:
             return '<p class="note">No mistakes on this split.</p>'
         out = []
@@ -272,7 +272,7 @@ class _RunReport:
         if not pairs:
             return '<p class="note">No mistakes on this split.</p>'
         table = _table(["true", "taken for", "series"],
-                       [(_e(it.classes[t]), _e(it.classes[p]), str(n)) for t, p, n in pairs],
+                       [(_e(t), _e(p), str(n)) for t, p, n in pairs],
                        numeric={2})
         return (table + "<p>The most confident mistakes, coloured by the map of the class they "
                 "were taken for: the parts that misled the model.</p>"
@@ -282,7 +282,7 @@ class _RunReport:
     def html(self, heading: bool) -> str:
         run = self.run
         title = (f'<h2 class="run-title">{_e(run.run_dir.path.name)}: {_e(run.config.model)} on '
-                 f"{_e(run.config.dataset)}</h2>" if heading else "")
+                 f"{_e(run.config.dataset_title())}</h2>" if heading else "")
         common = (title + self.kpis()
                   + _section("Configuration", self.config)
                   + _section("Training curves", self.curves)
@@ -338,7 +338,7 @@ def _comparison(runs: Sequence[LoadedRun], interps: Sequence[Interpretation], na
     for run, it, name in zip(runs, interps, names, strict=True):
         h = run.history
         best = max((m.test_acc for m in h if m.test_acc is not None), default=None)
-        rows.append((_e(name), _e(run.config.model), _e(run.config.dataset), str(len(h)),
+        rows.append((_e(name), _e(run.config.model), _e(run.config.dataset_title()), str(len(h)),
                      f"<b>{it.accuracy:.2%}</b>", _pct(best),
                      f"{sum(m.train_time for m in h):.1f} s",
                      f"{sum(p.numel() for p in run.model.parameters()):,}"))
@@ -398,7 +398,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
             body.append(_RunReport(run, it, tmp, f"r{k}").html(heading=len(runs) > 1))
         if len(runs) == 1:
             r = runs[0]
-            title = f"{names[0]}: {r.config.model} on {r.config.dataset}"
+            title = f"{names[0]}: {r.config.model} on {r.config.dataset_title()}"
         else:
             title = f"{len(runs)} runs compared"
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
