@@ -44,6 +44,30 @@ def test_visualize_commands_write_pictures(lenet_run):
     assert (lenet_run / "activations.png").read_bytes()[:8] == PNG
 
 
+def test_layer_is_repeatable_like_index(lenet_run, tmp_path, monkeypatch):
+    """`--layer conv1 --layer conv2` (as `--index` is given) draws both layers; it used to keep
+    only the last one, silently."""
+    from cnnlab.viz import inside
+
+    seen = {}
+    real = inside.plot_activations
+
+    def spy(run, layers, *args, **kwargs):
+        seen["layers"] = list(layers)
+        return real(run, layers, *args, **kwargs)
+
+    monkeypatch.setattr(inside, "plot_activations", spy)
+    res = CliRunner().invoke(cli, ["visualize", "activations", str(lenet_run), "--layer", "conv1",
+                                   "--layer", "pool1,conv2", "--index", "0",
+                                   "--out", str(tmp_path / "a.png")])
+    assert res.exit_code == 0, res.output
+    assert seen["layers"] == ["conv1", "pool1", "conv2"]
+    res = CliRunner().invoke(cli, ["explain", "receptive-field", str(lenet_run), "--layer", "conv1",
+                                   "--layer", "conv2", "--out", str(tmp_path / "rf.png")])
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output
+
+
 @pytest.mark.parametrize("args,needle", [
     (["filters", "{run}", "--layer", "nope"], "has no layer 'nope'; choose one of: conv1"),
     (["filters", "{run}", "--layer", "fc1"], "is not a convolution (Linear); choose one of: "

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from cnnlab.cli.explain import explain
+from cnnlab.cli.options import layer_names
 from cnnlab.errors import CnnlabError
 
 
@@ -52,11 +53,12 @@ def _out(out: Path | None, default: str) -> Path:
 @click.option("--index", type=int, help="draw on this test image of --dataset [0]")
 @click.option("--dataset", help="the data set --index picks from [the run's, or digits]")
 @click.option("--data-dir", help="data root for --dataset")
-@click.option("--layer", "layers", help="layers to show, comma-separated [every conv and pool]")
+@click.option("--layer", "layers", multiple=True,
+              help="layers to show, comma-separated or repeated [every conv and pool]")
 @click.option("--out", type=click.Path(path_type=Path),
               help="PNG path [receptive-field-MODEL.png]")
 def receptive_field(model: str, image: Path | None, index: int | None, dataset: str | None,
-                    data_dir: str | None, layers: str | None, out: Path | None) -> None:
+                    data_dir: str | None, layers: tuple[str, ...], out: Path | None) -> None:
     """The input square the centre unit of each layer sees, drawn on a real input."""
     from cnnlab.data.images import load_images
     from cnnlab.data.preprocess import Preprocess
@@ -80,9 +82,7 @@ def receptive_field(model: str, image: Path | None, index: int | None, dataset: 
             raise CnnlabError(f"--index {i} is out of range: the test split of {dataset} has "
                               f"{len(data)} images (0..{len(data) - 1})")
         images, labels = pre.adapt(data.images[i:i + 1]), [f"{dataset} #{i}"]
-    chosen = [s.strip() for s in layers.split(",")] if layers else None
-    if chosen is not None and not all(chosen):
-        raise CnnlabError(f"--layer '{layers}' has an empty name; e.g. conv1,conv2")
+    chosen = layer_names(layers) if layers else None
     title = f"{name}: what the centre unit of each layer sees ({labels[0]})"
     click.echo(f"wrote {plot_receptive_field(net, name, images[0], path, chosen, aliases, title)}")
 

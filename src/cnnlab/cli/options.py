@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from cnnlab.config import TrainConfig, base_type, field_types, literal_choices
+from cnnlab.errors import CnnlabError
 
 
 def option_for(field: dataclasses.Field, hint: Any, default: Any = None) -> Callable:
@@ -44,3 +45,14 @@ def config_options(names: list[str] | None = None) -> Callable:
         return fn
 
     return wrap
+
+
+def layer_names(given: tuple[str, ...]) -> list[str]:
+    """``--layer`` values, each repeatable and comma-separated (``--layer conv1 --layer conv2``
+    and ``--layer conv1,conv2`` are the same); a one-line error for an empty name."""
+    names = [n.strip() for value in given for n in value.split(",")]
+    if not all(names):
+        shown = " ".join(f"--layer '{v}'" for v in given)
+        raise CnnlabError(f"{shown} has an empty name; give layer names separated by commas, "
+                          "e.g. conv1,conv2")
+    return names

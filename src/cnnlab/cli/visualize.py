@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from cnnlab.cli import cli
+from cnnlab.cli.options import layer_names
 
 
 @cli.group()
@@ -55,12 +56,12 @@ def filters(run_dir: Path, layer: str | None, out: Path | None) -> None:
 
 @visualize.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--layer", "layers", required=True,
-              help="layers to show, comma-separated, e.g. conv1,conv2")
+@click.option("--layer", "layers", required=True, multiple=True,
+              help="layers to show, comma-separated or repeated, e.g. conv1,conv2")
 @input_options
 @click.option("--out", type=click.Path(path_type=Path),
               help="PNG path [RUN_DIR/activations.png]")
-def activations(run_dir: Path, layers: str, indices: tuple[int, ...], classes: tuple[str, ...],
+def activations(run_dir: Path, layers: tuple[str, ...], indices: tuple[int, ...], classes: tuple[str, ...],
                 images: tuple[Path, ...], split: str, data_dir: str | None,
                 out: Path | None) -> None:
     """The input and the feature maps each layer produces, one row per input."""
@@ -69,10 +70,7 @@ def activations(run_dir: Path, layers: str, indices: tuple[int, ...], classes: t
     from cnnlab.viz.inside import plot_activations
 
     run = load_run(run_dir, device="cpu")
-    names = [n.strip() for n in layers.split(",")]
-    if not all(names):
-        raise click.ClickException(f"--layer '{layers}' has an empty name; give layer names "
-                                   "separated by commas, e.g. conv1,conv2")
+    names = layer_names(layers)
     for name in names:  # a wrong layer is said before a missing input
         find_layer(run.config.model, run.model, name)
     ex = _examples(run, indices, classes, images, split, data_dir)
