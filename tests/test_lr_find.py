@@ -181,6 +181,26 @@ def test_the_suggestion_curve_does_not_lag_the_lr():
     assert len(centred([2.3, 2.2, float("nan"), 2.0], 100)) == 2  # cut at the first non-finite
 
 
+def test_a_sweep_that_never_beats_guessing_says_so():
+    """d2l's sigmoid LeNet on Fashion-MNIST: in 100 steps its loss falls from 2.6 to 2.32, never
+    below ln(10) = 2.30, the loss of a uniform guess. Its 'valley' (0.03) is then where it
+    stopped being worse than a guess: 300 steps there leave it at 2.30; it learns near 0.9."""
+    from cnnlab.engine.lr_find import LRFindResult, guessing
+
+    lrs = list(np.geomspace(1e-7, 10, 100))
+    x = np.log10(lrs)
+    never = 2.6 - 0.28 / (1 + np.exp(-3 * (x + 1.5)))  # 2.6 down to 2.32
+    r = LRFindResult(lrs, list(never), list(never), 100, skip=trim(100), chance=math.log(10))
+    warning = guessing(r)
+    assert warning and "never fell below 2.30 = ln(10)" in warning
+    learned = never - 0.1  # the same curve, but it ends below 2.30
+    r.losses = list(learned)
+    assert guessing(r) is None
+    r.chance = None  # not a classifier's loss: nothing to compare with
+    r.losses = list(never)
+    assert guessing(r) is None
+
+
 def test_bad_sweeps_are_refused():
     net = _tiny_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
@@ -196,6 +216,7 @@ def test_config_sweep_and_plot(tmp_path, monkeypatch):
     assert len(r.lrs) == 20 and r.lrs[-1] == pytest.approx(1.0)  # cycles through epochs (8/epoch)
     assert set(r.suggestions) == {"valley", "steep", "minimum/10"}
     assert r.config.device == "cpu" and cfg.device == "auto"  # the caller's config is untouched
+    assert r.skip == trim(20) == (2, 2) and r.chance == pytest.approx(math.log(10))
 
     from cnnlab.viz import plots
 
@@ -217,6 +238,7 @@ def test_config_sweep_and_plot(tmp_path, monkeypatch):
     for name, lr in r.suggestions.items():
         assert f"{name}: {lr:.2g}" in drawn["legend"]
     assert "recipe lr: 0.05" in drawn["legend"] and "smoothed loss (centred)" in drawn["legend"]
+    assert "guessing: ln(10) = 2.30" in drawn["legend"]
 
 
 def test_cli_runs_end_to_end(tmp_path, monkeypatch):

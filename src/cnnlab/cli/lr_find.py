@@ -118,6 +118,9 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
         lr = f"{result.suggestions['valley']:.2g}"
         con.print("to train with the valley lr (fastai's default pick; with a schedule it is "
                   f"the peak):\n  cnnlab train {' '.join([*train_args, '--lr', lr])}")
+    elif not result.learned:  # the curve holds no good lr: short real runs will tell
+        con.print("compare a few lrs with one epoch each, e.g.:\n  cnnlab train "
+                  f"{' '.join([*train_args, '--epochs', '1', '--lr', 'LR'])}")
     elif result.suggestions:  # no number to hand out blindly: the user reads the plot
         con.print("pick an lr from the plot (where the loss still falls steeply), then:\n"
                   f"  cnnlab train {' '.join([*train_args, '--lr', 'LR'])}")

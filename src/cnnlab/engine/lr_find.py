@@ -61,6 +61,8 @@ class LRFindResult:
     warning: str | None = None  # the suggestions disagree, or there are too few points
     skip: tuple[int, int] = (0, 0)  # points left out of the suggestions at (start, end)
     config: TrainConfig | None = None  # the resolved config (lr_find_config only)
+    learned: bool = True  # False: the loss never beat guessing (lr_find_config only)
+    chance: float | None = None  # ln(classes): the loss of guessing (lr_find_config only)
 
     @property
     def curve(self) -> list[float]:
@@ -263,8 +265,9 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Mo
         warning = (f"only {len(lrs)} steps before the sweep stopped: too few points to suggest "
                    "an lr; lower --start-lr or raise --steps")
     early = reason is not None and len(lrs) < steps  # a climb at the very last step ends
-    return LRFindResult(lrs, losses, smoothed, steps, suggestions, early,  # the sweep anyway
-                        reason if early else None, warning, skip)
+    return LRFindResult(lrs, losses, smoothed, steps, suggestions,  # the sweep anyway
+                        stopped_early=early, stop_reason=reason if early else None,
+                        warning=warning, skip=skip)
 
 
 def lr_find_config(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0,
@@ -285,7 +288,28 @@ def lr_find_config(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.
     result = lr_find(built.step_model, built.optimizer, built.criterion, built.train,
                      built.cfg.precision, start_lr, end_lr, steps, smooth, diverge, progress)
     result.config = built.cfg
+    result.chance = math.log(len(built.classes)) if len(built.classes) > 1 else None
+    note = guessing(result)
+    if note is not None:
+        result.warning, result.learned = note, False
     return result
+
+
+def guessing(result: LRFindResult) -> str | None:
+    """A warning when the loss never fell below ``result.chance`` = ln(classes), the
+    cross-entropy of a net that gives every class the same probability (label smoothing or
+    not): such a net learned nothing during the sweep, so the suggestions only mark where it
+    stopped being worse than a guess. d2l's sigmoid LeNet is one: on Fashion-MNIST it learns
+    only near lr 0.9."""
+    head, tail = result.skip
+    curve = np.asarray(result.curve)[head:len(result.lrs) - tail]
+    if result.chance is None or len(curve) == 0 or curve.min() < result.chance:
+        return None
+    classes = round(math.exp(result.chance))
+    return (f"the loss never fell below {result.chance:.2f} = ln({classes}), the loss of "
+            "guessing every class equally: the net learned nothing in this sweep, so its "
+            "suggestions are not good lrs; sweep with more --steps, or train an epoch at a few "
+            "lrs and compare")
 
 
 def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
@@ -333,12 +357,17 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
         ax.axvline(value, color=colour, ls=":", lw=1)
         ax.plot([value], [y], marker=marker, color=colour, ms=9, ls="none", mec="black",
                 mew=0.6, zorder=5, label=f"{name}: {value:.2g}")
+    if result.chance is not None:  # below this line the net does better than guessing
+        ax.axhline(result.chance, color="0.45", ls="-.", lw=1,
+                   label=f"guessing: ln({round(math.exp(result.chance))}) = {result.chance:.2f}")
     if reference is not None:  # e.g. ("recipe lr", 0.01): where the user stands now
         ax.axvline(reference[1], color="0.25", ls="--", lw=1.2,
                    label=f"{reference[0]}: {reference[1]:.2g}")
     # the curve is capped at the starting level, so its range is the part worth reading;
     # the raw losses of a divergence leave through the top
     lo, hi = float(sm[ok].min()), float(sm[ok].max())
+    if result.chance is not None and result.chance < hi:
+        lo = min(lo, result.chance)
     pad = 0.06 * max(hi - lo, 1e-3)
     ax.set_ylim(lo - pad, hi + 2 * pad)
     ax.set_xscale("log")
@@ -352,8 +381,11 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
     lines = [title or "learning-rate range test"]
     status = (f"stopped after {n} of {result.steps} steps: loss diverged"
               if result.stopped_early else f"{n} steps")
-    lines.append(status + ("; suggestions disagree by more than 10x" if result.warning
-                           and result.suggestions else ""))
+    if not result.learned:
+        status += "; the loss never beat guessing: no lr to suggest"
+    elif result.warning and result.suggestions:
+        status += "; suggestions disagree by more than 10x"
+    lines.append(status)
     ax.set_title(lines[0], fontsize=11)
     fig.text(0.5, 0.005, lines[1], ha="center", va="bottom", fontsize=8, color="0.35")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
