@@ -288,3 +288,20 @@ def test_more_threads_than_cores_is_said(tmp_path):
         torch.set_num_threads(before)  # the process's setting: later tests must not share it
     assert r.exit_code == 0, r.output
     assert f"--threads {threads} asks for {threads} CPU threads on" in r.output
+
+
+def test_a_model_that_freezes_a_layer_between_epochs_trains_under_ddp(tmp_path):
+    """airbench trains its whitening bias for 3 epochs, then freezes it. DDP waits for a
+    gradient of every parameter it hooked, so epoch 4 used to fail on every rank ("Expected to
+    have finished reduction in the prior iteration"); the model is now wrapped anew."""
+    out = tmp_path / "air"
+    proc = _cli("--model", "airbench-small", "--dataset", "digits", "--channels", "3",
+                "--resize", "32", "--epochs", "4", "--batch-size", "32", "--limit-train", "128",
+                "--limit-test", "32", "--device", "cpu", "--nproc", "2", "--keep-checkpoints",
+                "0", "--out", str(out))
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    bias = {n: load_file(str(out / "checkpoints" / f"epoch-00{n}.safetensors"))["model.0.bias"]
+            for n in (1, 3, 4)}
+    assert not torch.equal(bias[1], bias[3])  # it trained in epochs 1-3
+    assert torch.equal(bias[3], bias[4])  # and was frozen in epoch 4

@@ -59,6 +59,14 @@ class Built:
     dist: Dist  # this process's rank and the number of processes (1 without torchrun)
 
 
+def stepped(model: nn.Module, cfg: TrainConfig, dist: Dist, device: torch.device) -> nn.Module:
+    """What the training steps call: the model in its DDP wrapper (several processes), then
+    compiled (``--compile``). Built again when the set of trainable parameters changes, since
+    DDP only hooks the parameters that required grad when it was built."""
+    step_model = wrap_model(model, dist, device)
+    return torch.compile(step_model) if cfg.compile else step_model
+
+
 def fixed_subset(split: Split, n: int | None) -> Split:
     """A fixed random subset of ``n`` examples (image folders are stored class by class, so
     the first n would be one class); the same for every run, kept in stored order."""
@@ -276,8 +284,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
     if cfg.sync_bn and dist.enabled:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(cfg, model, tune.head_params(model))
-    step_model = wrap_model(model, dist, device)
-    step_model = torch.compile(step_model) if cfg.compile else step_model
+    step_model = stepped(model, cfg, dist, device)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     return Built(cfg, device, train.classes, preprocess, train_loader, test_loader, model,
                  step_model, optimizer, criterion, dist)

@@ -21,7 +21,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.device import autocast
 from cnnlab.distributed import backend_name, current, teardown
-from cnnlab.engine.build import build
+from cnnlab.engine.build import build, stepped
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.ema import LookaheadEMA
 from cnnlab.engine.evaluate import evaluate
@@ -147,6 +147,11 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '-')}-{stamp}"  # ucr:NAME
 
 
+def trainable(model: nn.Module) -> tuple[bool, ...]:
+    """Which parameters take gradients now (a model may freeze some between epochs)."""
+    return tuple(p.requires_grad for p in model.parameters())
+
+
 def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None] = print,
         progress: Progress | None = None,
         on_epoch_end: Callable[[EpochMetrics], None] | None = None) -> TrainResult:
@@ -258,6 +263,7 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
             "without --flip does not use: the final evaluation sees one view; --tta 2 adds "
             "1-pixel shifts)")
     on_epoch_start = getattr(model, "on_epoch_start", None)
+    hooked = trainable(model)  # the parameters DDP hooked when it wrapped the model
     tb = None
     if cfg.tensorboard and dist.is_main:
         from cnnlab.engine.tb_log import TensorboardLogger
@@ -269,7 +275,12 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             if on_epoch_start is not None:
-                on_epoch_start(epoch)
+                on_epoch_start(epoch)  # e.g. airbench freezes its whitening bias after epoch 3
+                if dist.enabled and trainable(model) != hooked:
+                    # DDP waits for a gradient of every parameter it hooked: wrap anew, on
+                    # every rank at the same epoch (its constructor is a collective)
+                    built.step_model = stepped(model, cfg, dist, built.device)
+                    hooked = trainable(model)
             use_ema = ema if ema is not None and epoch >= cfg.ema_start_epoch else None
             step_progress = progress if tb is None else tb.progress(epoch * steps, progress)
             tr = train_one_epoch(built.step_model, built.train, optimizer, cfg, epoch,
