@@ -76,3 +76,30 @@ def lenet_run(tmp_path_factory) -> Path:
                               "limit_train": 300, "epochs": 1, "batch_size": 64, "out": str(out)})
     fit(cfg, log=lambda _m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def letters_run(tmp_path_factory) -> Path:
+    """mnist-net after one epoch on a tiny image folder ``letters`` (classes a and b, 28x28
+    colour noise read as grey): a run whose titles name the folder, folder 'letters'."""
+    from PIL import Image
+
+    from cnnlab.config import build_config
+    from cnnlab.engine.train import fit
+
+    base = tmp_path_factory.mktemp("letters")
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (base / "letters" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(
+                    base / "letters" / split / c / f"{i}.png")
+    out = base / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLAB_CACHE", str(base / "cache"))
+        cfg = build_config(None, {"model": "mnist-net", "dataset": "folder",
+                                  "data_dir": str(base / "letters"), "channels": 1,
+                                  "epochs": 1, "out": str(out)})
+        fit(cfg, log=lambda _m: None)
+    return out

@@ -540,3 +540,60 @@ def test_a_folder_run_is_titled_by_the_folders_name(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     doc = html.unescape((tmp_path / "report.html").read_text())
     assert "<title>r: mnist-net on folder 'letters'" in doc
+
+
+def test_features_their_map_and_bench_name_the_folder(letters_run, tmp_path, monkeypatch):
+    """`features` (its line and the .npz, which keeps the data folder), `features map` (its
+    picture's title), `probe`, `bench` and an unknown --class say folder 'letters', as
+    training did; a features
+    file from before the folder was kept still loads (titled plain folder); the default
+    file names stay as they were."""
+    from click.testing import CliRunner
+
+    from cnnlab.cli import cli
+    from cnnlab.engine.features import Features
+    from cnnlab.viz import feature_map
+
+    root = str(letters_run.parent / "letters")
+    npz = tmp_path / "f.npz"
+    r = CliRunner().invoke(cli, ["features", str(letters_run), "--out", str(npz)])
+    assert r.exit_code == 0, r.output
+    assert "(penultimate, folder 'letters' test)" in r.output
+    feats = Features.load(npz)
+    assert feats.dataset == "folder" and feats.dataset_title() == "folder 'letters'"
+    titles = []
+
+    def spy(fig, path, real=feature_map.save_png, **kw):
+        titles.append(fig.axes[0].get_title())
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(feature_map, "save_png", spy)
+    r = CliRunner().invoke(cli, ["features", "map", str(npz)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "f-pca.png").is_file()  # the default name, as before
+    assert titles[-1].endswith("of 8 folder 'letters' test images"), titles
+    # an .npz written before data_dir was saved: meta only
+    old = tmp_path / "old.npz"
+    np.savez(old, features=feats.features, labels=feats.labels,
+             classes=np.array(feats.classes, dtype=str),
+             meta=np.array([feats.layer, "folder", "test", feats.run], dtype=str))
+    assert Features.load(old).data_dir == "" and Features.load(old).dataset_title() == "folder"
+    r = CliRunner().invoke(cli, ["features", "map", str(old)])
+    assert r.exit_code == 0, r.output
+    assert titles[-1].endswith("of 8 folder test images"), titles
+    # another data set's features name no folder; the run's own, given --data-dir, do
+    r = CliRunner().invoke(cli, ["features", str(letters_run), "--out", str(npz),
+                                 "--data-dir", root, "--split", "train"])
+    assert r.exit_code == 0 and "folder 'letters' train)" in r.output, r.output
+    r = CliRunner().invoke(cli, ["bench", "mnist-net", "--dataset", "folder", "--data-dir", root,
+                                 "--channels", "1", "--batch-size", "4", "--steps", "1",
+                                 "--warmup", "0"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("mnist-net on folder 'letters', batch 4"), r.output
+    r = CliRunner().invoke(cli, ["visualize", "activations", str(letters_run), "--layer",
+                                 "conv1", "--class", "zz"])
+    assert r.exit_code != 0 and "no class 'zz' in folder 'letters'; " in r.output, r.output
+    r = CliRunner().invoke(cli, ["probe", str(letters_run), "--dataset", "folder", "--data-dir",
+                                 root, "--no-pixels"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("linear probe on folder 'letters': 320 features"), r.output

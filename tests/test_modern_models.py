@@ -190,10 +190,14 @@ def test_module_names_are_d2ls():
 
 
 @pytest.mark.parametrize("model", ["nin", "nin-small", "googlenet", "googlenet-small",
-                                   "densenet", "densenet-small"])
+                                   "densenet", "densenet-small", "resnet18", "resnet18-small",
+                                   "airbench", "airbench-small", "airbench-wide", "airbench-res",
+                                   "fastnet", "fastnet-wide", "fastnet-white",
+                                   "fastnet-white-wide", "fcn", "resnet1d"])
 def test_every_summary_row_has_a_short_name_that_layer_options_take(model):
-    """No mix of short names and module paths (0.1, 2.0.p1_1, 1.net.0.2): every leaf has an
-    alias, as AlexNet's and VGG's do, and each names its own module for --layer."""
+    """No mix of short names and module paths (0.1, 2.0.p1_1, 1.net.0.2, 1.0.conv1, 2.stem.0,
+    features.block1.bn): every leaf has an alias, as AlexNet's and VGG's do, and each names
+    its own module for --layer."""
     from cnnlab.inspect.summary import layer_rows
     from cnnlab.models import find_layer
 
@@ -207,6 +211,23 @@ def test_every_summary_row_has_a_short_name_that_layer_options_take(model):
     shown = [line.rsplit("layer: ", 1)[1] for line in model_summary(model).splitlines()[1:-1]]
     assert shown == [readable[r.name] for r in rows]
     assert len(shown) == len(set(shown))
+
+
+def test_resnet_block_names():
+    """ResNet-18's residual blocks are res2a .. res5b (two per stage b2..b5), their layers
+    res2a.conv1 .. res2a.relu2; conv3, the strided 1x1 skip, only where d2l has one; an
+    unknown layer lists the blocks and one inner name."""
+    from cnnlab.models import find_layer
+
+    net = create_model("resnet18-small")
+    assert find_layer("resnet18-small", net, "res3a")[0] == "2.0"
+    name, skip = find_layer("resnet18-small", net, "res3a.conv3")
+    assert name == "2.0.conv3" and skip.kernel_size == (1, 1) and skip.stride == (2, 2)
+    assert find_layer("resnet18-small", net, "res5b.relu2")[0] == "4.1.relu2"
+    assert "res2a.conv3" not in get_model_info("resnet18").aliases  # b2 keeps x as its skip
+    with pytest.raises(CnnlabError, match=r"res2a, res2b, .*res5b, gap, flatten, fc \(or a "
+                       r"layer inside a block, e\.g\. res2a\.conv1"):
+        find_layer("resnet18-small", net, "res6a")
 
 
 def test_summary_depth_shows_blocks():

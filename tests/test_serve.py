@@ -93,6 +93,18 @@ def test_health_ready_and_model(client, run):
     assert page.status_code == 200 and "<canvas" in page.text and "/predict" in page.text
 
 
+def test_a_folder_run_is_titled_by_the_folders_name(letters_run, run):
+    """/model keeps the config's data set name (folder) and adds the title the training
+    table and the pictures use (folder 'letters'); the page's heading shows the title."""
+    with _client(load_run(letters_run, device="cpu")) as c:
+        info = c.get("/model").json()
+        page = c.get("/").text
+    assert info["dataset"] == "folder" and info["dataset_title"] == "folder 'letters'"
+    assert "trained on ${info.dataset_title || info.dataset}" in page
+    with _client(run) as c:
+        assert c.get("/model").json()["dataset_title"] == "digits"
+
+
 def test_predict_multipart_json_and_raw_agree_with_the_model(client, run, digits):
     data = digits[0]
     probs, _ = _expected(run, data)

@@ -125,3 +125,22 @@ def test_on_a_phone_the_answer_is_in_view_under_the_canvas(lenet_run, tmp_path):
     assert top["badge"].startswith(top["top"]) and "%" in top["badge"]
     assert top["width"] <= 360  # no sideways scrolling
     assert "framed like MNIST" in top["note"] and errors == []
+
+
+def test_the_heading_names_an_image_folder_by_its_name(letters_run, tmp_path):
+    """A run on an image folder: the heading says folder 'letters', as training did, not
+    folder."""
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    with _Server(load_run(letters_run, device="cpu")) as url:
+        browser = Browser(chromium)
+        try:
+            browser.open(url + "/")
+            browser.wait_for("document.querySelectorAll('#bars .name').length === 2")
+            heading = browser.eval("document.querySelector('h1').textContent")
+            browser.screenshot(tmp_path / "folder-page.png")
+            errors = browser.console_errors()
+        finally:
+            browser.close()
+    assert heading == "cnnlab · mnist-net trained on folder 'letters'" and errors == []

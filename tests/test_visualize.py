@@ -178,9 +178,8 @@ def test_summary_names_the_layers_that_layer_options_take():
 
 
 def test_every_conv_is_listed_and_filters_default_to_a_trained_one():
-    """Short names where the model gives them, module paths for the rest (airbench names
-    only its whitening layer); the default filters are the first trained conv, not
-    fastnet-white's fixed whitening."""
+    """Every conv by its short name (airbench's group1.conv1 inside group1); the default
+    filters are the first trained conv, not fastnet-white's fixed whitening."""
     from types import SimpleNamespace
 
     from cnnlab.models import create_model
@@ -191,9 +190,9 @@ def test_every_conv_is_listed_and_filters_default_to_a_trained_one():
                                model=create_model(model, num_classes=10))
 
     airbench = run("airbench-small")
-    assert conv_layer_names(airbench)[:2] == ["whiten", "2.0"]
+    assert conv_layer_names(airbench)[:3] == ["whiten", "group1.conv1", "group1.conv2"]
     assert len(conv_layer_names(airbench)) == 7
     assert conv_layer_names(run("lenet5")) == ["conv1", "conv2"]
-    assert _conv(run("fastnet-white"), None)[0] == "2"  # "1" is the fixed whitening
-    assert _conv(airbench, None)[0] == "2.0"
+    assert _conv(run("fastnet-white"), None)[0] == "conv1"  # not "whiten", the fixed one
+    assert _conv(airbench, None)[0] == "group1.conv1"
     assert _conv(run("lenet5"), None)[0] == "conv1"

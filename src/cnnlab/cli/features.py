@@ -47,7 +47,7 @@ def extract(run_dir: Path, out: Path, layer: str | None, dataset: str | None, sp
     feats = extract_split(load_run(run_dir), layer, dataset, split, data_dir, limit)
     feats.save(out)
     click.echo(f"wrote {out}: {feats.features.shape[0]} rows of {feats.features.shape[1]} "
-               f"features ({feats.layer}, {feats.dataset} {split})")
+               f"features ({feats.layer}, {feats.dataset_title()} {split})")
 
 
 @features.command("map")
@@ -96,7 +96,7 @@ def probe(run_dir: Path, dataset: str, layer: str | None, data_dir: str | None,
 
     res = run_probe(load_run(run_dir), dataset, layer, data_dir, limit_train, limit_test, pixels)
     con = console()
-    con.print(f"linear probe on {res.dataset}: {res.dims} features at {res.layer}, "
+    con.print(f"linear probe on {res.title or res.dataset}: {res.dims} features at {res.layer}, "
               f"{res.train_examples} train / {res.test_examples} test images")
     con.print(Text.assemble("  test accuracy  ", (f"{res.accuracy:.4f}", "bold")))
     if res.pixel_accuracy is not None:

@@ -242,7 +242,7 @@ def bench_cmd(model: str, steps: int, warmup: int, **overrides: Any) -> None:
     from cnnlab.engine.bench import bench
 
     r = bench(model, overrides, steps, warmup)
-    click.echo(f"{model} on {r.dataset}, batch {r.batch_size}, {r.precision}, "
+    click.echo(f"{model} on {r.title or r.dataset}, batch {r.batch_size}, {r.precision}, "
                f"{'channels_last' if r.channels_last else 'contiguous'}"
                f"{', compiled' if r.compiled else ''}, {r.device}")
     click.echo(f"{r.steps_per_sec:,.1f} steps/s  {r.examples_per_sec:,.0f} examples/s  "

@@ -31,6 +31,7 @@ class BenchResult:
     peak_memory_mb: float
     channels_last: bool
     precision: str
+    title: str = ""  # the data set as titles name it (folder 'letters'); empty: ``dataset``
 
     @property
     def steps_per_sec(self) -> float:
@@ -76,4 +77,4 @@ def bench(model: str | TrainConfig, overrides: dict[str, Any] | None = None, ste
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BenchResult(cfg.dataset, cfg.compile, str(device), steps, seconds, cfg.batch_size,
-                       peak, bool(cfg.channels_last), cfg.precision)
+                       peak, bool(cfg.channels_last), cfg.precision, cfg.dataset_title())

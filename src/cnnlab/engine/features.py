@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.data.registry import dataset_title
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_atomic
 from cnnlab.models.registry import find_layer
@@ -29,7 +30,9 @@ PENULTIMATE = "penultimate"
 
 @dataclass
 class Features:
-    """Rows of ``features`` (N, D) float32 match ``labels`` (N,) int64 into ``classes``."""
+    """Rows of ``features`` (N, D) float32 match ``labels`` (N,) int64 into ``classes``.
+    ``data_dir``: the data folder the images came from when it names the data (an image
+    folder's root: ``folder 'letters'`` in titles), else empty."""
 
     features: np.ndarray
     labels: np.ndarray
@@ -38,9 +41,16 @@ class Features:
     dataset: str
     split: str
     run: str
+    data_dir: str = ""
+
+    def dataset_title(self) -> str:
+        """The data set as titles name it (``folder 'letters'``, ``mnist``)."""
+        return dataset_title(self.dataset, self.data_dir or None)
 
     def save(self, path: str | Path) -> Path:
-        """Write an ``.npz`` (plain arrays, no pickled objects: safe to load anywhere)."""
+        """Write an ``.npz`` (plain arrays, no pickled objects: safe to load anywhere). The
+        data folder is an array of its own, ``data_dir``, not a fifth ``meta`` entry, so
+        that older cnnlab versions still read the file."""
         path = Path(path)
         if path.suffix != ".npz":
             raise CnnlabError(f"--out must end in .npz, got {path.name}")
@@ -49,20 +59,23 @@ class Features:
             with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
                 np.savez(f, features=self.features, labels=self.labels,
                          classes=np.array(self.classes, dtype=str),
-                         meta=np.array([self.layer, self.dataset, self.split, self.run], dtype=str))
+                         meta=np.array([self.layer, self.dataset, self.split, self.run], dtype=str),
+                         data_dir=np.array(self.data_dir, dtype=str))
 
         write_atomic(path, write)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Features:
-        """Read a file written by :meth:`save`, refusing pickled content."""
+        """Read a file written by :meth:`save`, refusing pickled content; a file from before
+        ``data_dir`` was saved has none (its title says ``folder``, as it did)."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 layer, dataset, split, run = (str(v) for v in z["meta"])
+                data_dir = str(z["data_dir"]) if "data_dir" in z.files else ""
                 return cls(z["features"], z["labels"], tuple(str(c) for c in z["classes"]),
-                           layer, dataset, split, run)
+                           layer, dataset, split, run, data_dir)
         except FileNotFoundError:
             raise CnnlabError(f"{path} does not exist; write it with `cnnlab features RUN "
                               f"--out {path.name}`") from None
@@ -133,8 +146,13 @@ def extract_split(run: LoadedRun, layer: str | None = None, dataset: str | None 
     data = load_for_run(run, name, split, data_dir)
     data = fixed_subset(data, limit)
     feats = extract(run, run.preprocess.adapt(data.images), layer, batch_size)
+    # the folder the images came from, as load_for_run chose it (titles name an image folder
+    # by it); no folder when the data set's name says it all
+    used = data_dir if data_dir is not None else (
+        run.config.data_dir if name == run.config.dataset else None)
+    kept = str(used) if used and dataset_title(name, used) != name else ""
     return Features(feats.numpy(), data.labels.numpy(), data.classes, layer or PENULTIMATE, name,
-                    split, str(run.run_dir))
+                    split, str(run.run_dir), kept)
 
 
 @dataclass
@@ -147,6 +165,7 @@ class ProbeResult:
     accuracy: float
     chance: float  # accuracy of always guessing the train split's most common class
     pixel_accuracy: float | None  # the same classifier on raw pixels, when asked
+    title: str = ""  # the data set as titles name it (folder 'letters'); empty: ``dataset``
 
 
 def _fit_score(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -188,4 +207,4 @@ def probe(run: LoadedRun, dataset: str, layer: str | None = None, data_dir: str 
                 for s, v in raw.items()}
         pixel_acc = _fit_score(flat["train"], tr.labels, flat["test"], te.labels)
     return ProbeResult(dataset, tr.layer, len(tr.labels), len(te.labels), tr.features.shape[1],
-                       acc, chance, pixel_acc)
+                       acc, chance, pixel_acc, tr.dataset_title())

@@ -110,8 +110,27 @@ class AirNet(nn.Sequential):
         self[0].bias.requires_grad = epoch < self.whiten_bias_epochs
 
 
-# readable names for AirNet's numbered layers (--freeze-until group1, --layer group2)
-AIRNET_ALIASES = {"whiten": "0", "group1": "2", "group2": "3", "group3": "4", "fc": "7"}
+def _airnet_aliases(residual: bool) -> dict[str, str]:
+    """Readable names for AirNet's numbered layers (--freeze-until group1, --layer group2),
+    one for every layer `cnnlab summary` lists: whiten, gelu, group1..3 and the layers inside
+    each group (group1.conv1, group1.pool, group1.bn1, group1.gelu1, group1.conv2 ...; in
+    airbench-res's residual groups also conv3/bn3, and gelu3 after the sum), pool, flatten,
+    fc, scale."""
+    out = {"whiten": "0", "gelu": "1", "group1": "2", "group2": "3", "group3": "4"}
+    if residual:  # ResidualGroup: stem (conv, pool, BN, GELU), body (conv, BN, GELU, conv, BN)
+        parts = {"conv1": "stem.0", "pool": "stem.1", "bn1": "stem.2", "gelu1": "stem.3",
+                 "conv2": "body.0", "bn2": "body.1", "gelu2": "body.2", "conv3": "body.3",
+                 "bn3": "body.4", "gelu3": "act"}
+    else:  # _group: conv, pool, BN, GELU, conv, BN, GELU
+        parts = {name: str(i) for i, name in enumerate(
+            ("conv1", "pool", "bn1", "gelu1", "conv2", "bn2", "gelu2"))}
+    for g in range(3):
+        out.update({f"group{g + 1}.{name}": f"{g + 2}.{at}" for name, at in parts.items()})
+    return {**out, "pool": "5", "flatten": "6", "fc": "7", "scale": "8"}
+
+
+AIRNET_ALIASES = _airnet_aliases(residual=False)
+AIRNET_RES_ALIASES = _airnet_aliases(residual=True)
 
 
 @register_model("airbench", (3, 32, 32), "airbench-style: whitening conv, 3 conv groups "
@@ -134,6 +153,6 @@ def airbench_wide(num_classes: int = 10) -> nn.Module:
 
 
 @register_model("airbench-res", (3, 32, 32), "airbench-style with residual groups of 3 convs: "
-                "128/512/512", "cnnlab (after airbench96)", aliases=AIRNET_ALIASES)
+                "128/512/512", "cnnlab (after airbench96)", aliases=AIRNET_RES_ALIASES)
 def airbench_res(num_classes: int = 10) -> nn.Module:
     return AirNet(widths=(128, 512, 512), num_classes=num_classes, residual=True)

@@ -34,9 +34,20 @@ def fastnet(widths: tuple[int, int, int], in_channels: int, size: int, num_class
     )
 
 
-# readable names for the numbered layers, for commands that name one (--freeze conv1)
-FASTNET_ALIASES = {"conv1": "0", "bn1": "2", "conv2": "4", "bn2": "6", "conv3": "8", "bn3": "10",
-                   "fc": "13"}
+def _block_aliases(first: int, blocks: int) -> dict[str, str]:
+    """conv1, pool1, bn1, relu1, conv2 ... for ``blocks`` of _block's four layers, the first
+    at Sequential index ``first``; then flatten and fc."""
+    out = {}
+    for b in range(blocks):
+        for j, part in enumerate(("conv", "pool", "bn", "relu")):
+            out[f"{part}{b + 1}"] = str(first + 4 * b + j)
+    end = first + 4 * blocks
+    return {**out, "flatten": str(end), "fc": str(end + 1)}
+
+
+# readable names for the numbered layers, for commands that name one (--freeze conv1): one for
+# every layer `cnnlab summary` lists
+FASTNET_ALIASES = _block_aliases(0, 3)
 
 
 @register_model("fastnet", (1, 28, 28), "3 x (conv3 -> pool -> BN -> ReLU), 16/32/64, fc",
@@ -115,8 +126,13 @@ class WhitenedFastNet(nn.Sequential):
         conv.weight.copy_(filters.reshape(16, 4, 2, 2).to(conv.weight.dtype))
 
 
+# fold (the 2x2 space-to-depth) and whiten (the fixed whitening conv), then the trained blocks
+WHITENED_FASTNET_ALIASES = {"fold": "0", "whiten": "1", **_block_aliases(2, 2)}
+
+
 @register_model("fastnet-white", (1, 28, 28), "2x2 space-to-depth, fixed whitening conv (16), "
-                "2 x (conv3 -> pool -> BN -> ReLU) 32/64, fc", "cnnlab (mnist-fast)")
+                "2 x (conv3 -> pool -> BN -> ReLU) 32/64, fc", "cnnlab (mnist-fast)",
+                aliases=WHITENED_FASTNET_ALIASES)
 def fastnet_white(num_classes: int = 10) -> nn.Module:
     return WhitenedFastNet(num_classes=num_classes)
 
@@ -154,8 +170,12 @@ class PixelWhitenedNet(nn.Sequential):
         conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight.dtype))
 
 
+# the fixed whitening and its ReLU and pooling (stage 0), then the trained blocks 1 and 2
+PIXEL_WHITENED_ALIASES = {"whiten": "0", "relu0": "1", "pool0": "2", **_block_aliases(3, 2)}
+
+
 @register_model("fastnet-white-wide", (1, 28, 28), "fixed 3x3 whitening (8 directions, +/-, "
                 "ReLU), pool, 2 x (conv3 -> pool -> BN -> ReLU) 48/96, fc",
-                "cnnlab (fashion-fast)")
+                "cnnlab (fashion-fast)", aliases=PIXEL_WHITENED_ALIASES)
 def fastnet_white_wide(num_classes: int = 10) -> nn.Module:
     return PixelWhitenedNet(num_classes=num_classes)

@@ -431,11 +431,31 @@ def _resnet18(stem: nn.Sequential, widths: Sequence[int], num_classes: int) -> n
                          nn.Linear(c, num_classes))
 
 
-RESNET_ALIASES = {
-    "b1": "0", "b2": "1", "b3": "2", "b4": "3", "b5": "4",
-    "conv1": "0.0", "bn1": "0.1", "relu": "0.2", "pool1": "0.3",
-    "gap": "5", "flatten": "6", "fc": "7",
-}
+# the layers inside a residual block, by d2l's attribute names; conv3 is the 1x1 skip, which
+# only the first block of b3, b4 and b5 has
+RESIDUAL_PARTS = ("conv1", "bn1", "relu1", "conv2", "bn2", "conv3", "relu2")
+
+
+def _resnet_aliases() -> dict[str, str]:
+    """b1..b5 and the stem's conv1, bn1, relu, pool1; res2a, res2b .. res5a, res5b for the
+    two residual blocks of each stage b2..b5 (the paper's conv2_x..conv5_x, as Caffe's
+    ResNets name them), and the layers inside them: res2a.conv1, res2a.bn1, res2a.relu1,
+    res2a.conv2, res2a.bn2, res3a.conv3 (the 1x1 skip) and res2a.relu2 (after the sum); gap,
+    flatten, fc: a short name for every layer, as GoogLeNet's and DenseNet's."""
+    out = {"b1": "0", "b2": "1", "b3": "2", "b4": "3", "b5": "4",
+           "conv1": "0.0", "bn1": "0.1", "relu": "0.2", "pool1": "0.3"}
+    for stage in range(4):
+        for i, block in enumerate("ab"):
+            out[f"res{stage + 2}{block}"] = f"{stage + 1}.{i}"
+    for stage in range(4):
+        for i, block in enumerate("ab"):
+            for part in RESIDUAL_PARTS:
+                if part != "conv3" or (stage > 0 and i == 0):
+                    out[f"res{stage + 2}{block}.{part}"] = f"{stage + 1}.{i}.{part}"
+    return {**out, "gap": "5", "flatten": "6", "fc": "7"}
+
+
+RESNET_ALIASES = _resnet_aliases()
 
 
 @register_model("resnet18", (1, 96, 96), "ResNet-18: 7x7/2 stem + max-pool, 4 stages of 2 "

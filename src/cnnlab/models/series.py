@@ -133,8 +133,36 @@ class ResNet1d(GapNet1d):
         super().__init__(features, 128, num_classes)
 
 
-_FCN_ALIASES = {f"conv{i}": f"features.block{i}.conv" for i in (1, 2, 3)}
-_RESNET_ALIASES = {f"block{i}": f"features.block{i}" for i in (1, 2, 3)}
+# short names for every layer `cnnlab summary` lists (--layer takes them): the blocks, the
+# layers inside them, and the head's own names
+_HEAD = {"pool": "pool", "flatten": "flatten", "fc": "fc"}
+_FCN_ALIASES = {
+    **{f"block{i}": f"features.block{i}" for i in (1, 2, 3)},
+    **{f"{part}{i}": f"features.block{i}.{part}" for i in (1, 2, 3)
+       for part in ("conv", "bn", "relu")},
+    **_HEAD,
+}
+
+
+def _resnet1d_aliases() -> dict[str, str]:
+    """block1..3, and inside each: conv1, bn1, relu1, conv2, bn2, relu2, conv3, bn3, id3
+    (conv3's block has no activation: an Identity), skip_conv and skip_bn (the shortcut;
+    block3's is BN alone) and relu (after the sum): block1.conv1 .. block3.relu."""
+    out = {f"block{i}": f"features.block{i}" for i in (1, 2, 3)}
+    for i in (1, 2, 3):
+        at = f"features.block{i}"
+        for j in (1, 2, 3):
+            out.update({f"block{i}.conv{j}": f"{at}.conv{j}.conv",
+                        f"block{i}.bn{j}": f"{at}.conv{j}.bn",
+                        f"block{i}.{'id' if j == 3 else 'relu'}{j}": f"{at}.conv{j}.relu"})
+        if i < 3:
+            out[f"block{i}.skip_conv"] = f"{at}.shortcut.conv"
+        out[f"block{i}.skip_bn"] = f"{at}.shortcut.bn"
+        out[f"block{i}.relu"] = f"{at}.relu"
+    return {**out, **_HEAD}
+
+
+_RESNET_ALIASES = _resnet1d_aliases()
 
 
 @register_model("fcn", INPUT, "conv 128 k8, 256 k5, 128 k3 (BN, ReLU), global average "

@@ -167,7 +167,9 @@ class Service:
             metrics = {"epochs": last.epoch, "train_loss": last.train_loss,
                        "train_acc": last.train_acc, "test_loss": last.test_loss,
                        "test_acc": last.test_acc}
+        # dataset: the config's name (folder); dataset_title: as titles name it (folder 'letters')
         return {"model": run.config.model, "dataset": run.config.dataset,
+                "dataset_title": run.config.dataset_title(),
                 "run": run.run_dir.path.name, "classes": list(run.classes),
                 "input_shape": list(run.preprocess.input_shape),
                 "preprocess": run.preprocess.to_dict(), "metrics": metrics,

@@ -180,7 +180,7 @@ def attribute(run: LoadedRun, images: torch.Tensor, method: str = "gradcam",
     if method not in ("gradcam", "saliency"):
         raise CnnlabError(f"unknown method '{method}'; choose gradcam or saliency")
     if isinstance(target, str):
-        target = class_index(run.classes, target, f" in {run.config.dataset}")
+        target = class_index(run.classes, target, f" in {run.config.dataset_title()}")
     model = copy.deepcopy(run.model).float().eval().cpu()
     for p in model.parameters():
         p.requires_grad_(False)  # the maps need input-side gradients only

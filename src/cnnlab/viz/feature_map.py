@@ -72,5 +72,5 @@ def plot_feature_map(feats: Features, path: str | Path, method: str = "pca",
     ax.set_xlabel(note, fontsize=8)
     where = "the penultimate layer" if feats.layer == "penultimate" else feats.layer
     ax.set_title(f"{Path(feats.run).name}: {feats.features.shape[1]}-d features at {where}\n"
-                 f"of {len(x)} {feats.dataset} {feats.split} images", fontsize=10)
+                 f"of {len(x)} {feats.dataset_title()} {feats.split} images", fontsize=10)
     return save_png(fig, path, dpi=110)

@@ -273,14 +273,14 @@ def pick_examples(run: LoadedRun, indices: Sequence[int] = (), class_names: Sequ
 
 def _from_dataset(run: LoadedRun, indices: Sequence[int], class_names: Sequence[str],
                   split: str, data_dir: str | None) -> Examples:
-    from cnnlab.data import load_split
+    from cnnlab.data import dataset_title, load_split
 
+    root = data_dir if data_dir is not None else run.config.data_dir
     data = load_split(run.config.dataset, split,  # where training found it, as eval does
-                      data_dir=data_dir if data_dir is not None else run.config.data_dir,
-                      **run.config.folder_options())
+                      data_dir=root, **run.config.folder_options())
     chosen = checked_indices(indices, len(data), split, run.config.dataset, "images")
     for name in class_names:
-        k = class_index(data.classes, name, f" in {run.config.dataset}")
+        k = class_index(data.classes, name, f" in {dataset_title(run.config.dataset, root)}")
         chosen.append(int((data.labels == k).nonzero()[0, 0]))
     true = [int(data.labels[i]) for i in chosen]
     numeric = all(c.isdigit() for c in data.classes)  # "#0 7" would read as two numbers
