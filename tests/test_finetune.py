@@ -239,3 +239,29 @@ def test_lr_find_sweeps_from_the_trained_run(source, letters, tmp_path, monkeypa
     assert f"cnnlab train --recipe finetune --init-from {source} --dataset folder" in r.output
     assert "--freeze conv1" in r.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_sync_batchnorm_keeps_frozen_norms_frozen_and_their_own_lr():
+    """--sync-bn (CUDA under DDP) swaps every BatchNorm for a new SyncBatchNorm. The swap used
+    to drop the hook that keeps a frozen BatchNorm in inference mode (it then overwrote its
+    trained statistics), and SyncBatchNorm is no BatchNorm2d, so the norm biases lost their
+    own lr (airbench's 64x). Both are checked here on the CPU, with no process group (a
+    SyncBatchNorm then normalises like a BatchNorm)."""
+    from cnnlab.engine.finetune import freeze_layers, to_sync_batchnorm
+    from cnnlab.engine.optim import param_groups
+
+    model = create_model("fastnet", num_classes=10)
+    freeze_layers("fastnet", model, "bn1", None, head_keys("fastnet", model, 10), (1, 28, 28))
+    model = to_sync_batchnorm(model)
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == 3
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    model.train()
+    model(torch.randn(16, 1, 28, 28))
+    after = model.state_dict()
+    moved = sorted(k.split(".")[0] for k in before if not torch.equal(before[k], after[k]))
+    assert moved == ["10", "10", "6", "6"]  # bn2, bn3 learn statistics; bn1 (2.) keeps its own
+    cfg = build_config(None, {"model": "fastnet", "bias_lr_scale": 64.0})
+    groups = param_groups(cfg, model)
+    scaled = {id(p) for g in groups if g["lr_scale"] == 64.0 for p in g["params"]}
+    assert scaled == {id(m.bias) for m in model.modules()
+                      if isinstance(m, torch.nn.SyncBatchNorm) and m.bias.requires_grad}

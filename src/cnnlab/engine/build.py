@@ -34,7 +34,7 @@ from cnnlab.data.loader import DeviceLoader, HostLoader
 from cnnlab.data.preprocess import Preprocess, SeriesPreprocess, adapt_images, adapt_mapped
 from cnnlab.device import auto_channels_last, resolve_device, resolve_precision, set_threads
 from cnnlab.distributed import Dist, setup, wrap_model
-from cnnlab.engine.finetune import prepare
+from cnnlab.engine.finetune import prepare, to_sync_batchnorm
 from cnnlab.engine.optim import build_optimizer
 from cnnlab.errors import CnnlabError
 from cnnlab.models import check_input_shape, create_model, get_model_info, init_weights
@@ -282,7 +282,7 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
             cfg.seed))[:5000].to(device)  # a random sample: stored order may be by class
         init_from_data(train_loader.examples(pick))
     if cfg.sync_bn and dist.enabled:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = to_sync_batchnorm(model)
     optimizer = build_optimizer(cfg, model, tune.head_params(model))
     step_model = stepped(model, cfg, dist, device)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

@@ -24,7 +24,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, find_layer, get_model_info, upgrade_state_dict
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @dataclass
@@ -186,6 +186,20 @@ def _frozen_modules(name: str, model: nn.Module, freeze: str | None,
 
 def _inference_mode_hook(module: nn.Module, _args: tuple) -> None:
     module.train(False)  # a frozen norm layer keeps using (and keeping) its running stats
+
+
+def to_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """``nn.SyncBatchNorm.convert_sync_batchnorm`` (``--sync-bn``), keeping frozen norm layers
+    frozen: the conversion builds new modules and drops the hook that keeps a frozen layer in
+    inference mode, after which it would normalise by batch statistics and overwrite the
+    trained running ones, silently."""
+    frozen = {name for name, m in model.named_modules()
+              if _inference_mode_hook in m._forward_pre_hooks.values()}
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, m in model.named_modules():
+        if name in frozen:
+            m.register_forward_pre_hook(_inference_mode_hook)
+    return model
 
 
 def freeze_layers(name: str, model: nn.Module, freeze: str | None, freeze_until: str | None,

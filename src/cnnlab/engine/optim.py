@@ -14,7 +14,9 @@ from torch import nn
 
 from cnnlab.config import TrainConfig
 
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+# SyncBatchNorm is no BatchNorm2d subclass: without it, --sync-bn dropped airbench's 64x bias lr
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm,
+          nn.LayerNorm)
 
 
 def param_groups(cfg: TrainConfig, model: nn.Module, head: set[int] | None = None
