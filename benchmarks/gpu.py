@@ -46,7 +46,7 @@ def run_recipe(recipe: str, data_dir: str, seed: int, **over) -> dict:
     return {"recipe": recipe, "seed": seed, "acc": h[-1].test_acc, "train_s": train_s,
             "eval_s": eval_s, "last_eval_s": h[-1].epoch_time - h[-1].train_time,
             "wall_s": wall, "examples_per_sec": statistics.mean(m.examples_per_sec for m in h[1:] or h),
-            "precision": cfg.precision,
+            "precision": (r.config or cfg).precision,  # resolved: auto -> bf16 or fp32
             "curve": [None if m.test_acc is None else round(m.test_acc, 4) for m in h]}
 
 
