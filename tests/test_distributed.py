@@ -305,3 +305,23 @@ def test_a_model_that_freezes_a_layer_between_epochs_trains_under_ddp(tmp_path):
             for n in (1, 3, 4)}
     assert not torch.equal(bias[1], bias[3])  # it trained in epochs 1-3
     assert torch.equal(bias[3], bias[4])  # and was frozen in epoch 4
+
+
+def test_nproc_does_not_need_a_resolvable_hostname(tmp_path):
+    """In many containers the machine's own name does not resolve. torch's launcher names the
+    node by getfqdn() unless told otherwise, and then retried for minutes; `--nproc` is one
+    node, so its ranks meet on 127.0.0.1."""
+    script = tmp_path / "bad_host.py"
+    script.write_text(
+        "import socket, sys\n"
+        "socket.getfqdn = lambda *a: 'no-such-host.invalid'\n"
+        "from cnnlab.cli import main\n"
+        "sys.argv = ['cnnlab', 'train', '--nproc', '2', '--device', 'cpu', '--epochs', '1',\n"
+        "            '--limit-train', '64', '--threads', '1', '--out', sys.argv[1]]\n"
+        "main()\n")
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert time.monotonic() - t < 60 and "gai error" not in r.stderr
+    assert (tmp_path / "run" / "model.safetensors").is_file()

@@ -231,7 +231,10 @@ def launch(nproc: int, argv: list[str]) -> int:
     os.environ[LAUNCHER_ENV] = str(os.getpid())  # for the ranks; removed again below
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=f"cnnlab-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
-                          rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2)
+                          rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.2,
+                          # one node: its ranks meet on 127.0.0.1, not at the name getfqdn()
+                          # gives, which in many containers does not resolve (minutes of retries)
+                          local_addr="127.0.0.1")
     for name in ["torch.distributed.elastic", *list(logging.root.manager.loggerDict)]:
         if name.startswith("torch.distributed.elastic"):  # each module sets its own level
             logging.getLogger(name).setLevel(logging.CRITICAL)  # we report
