@@ -104,7 +104,7 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
     reference = ("recipe lr", cfg.lr) if train_args[0] == "--recipe" else None
     path = plot_lr_find(result, out, title=f"lr range test: {cfg.model} on {cfg.dataset_title()} "
                         f"({cfg.optimizer}, batch {cfg.batch_size})", reference=reference)
-    if result.suggestions:
+    if result.suggestions and result.learned:  # else they only mark where guessing ended
         table = Table(show_edge=False)
         table.add_column("suggestion")
         table.add_column("lr", justify="right")

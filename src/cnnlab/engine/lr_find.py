@@ -307,9 +307,9 @@ def guessing(result: LRFindResult) -> str | None:
         return None
     classes = round(math.exp(result.chance))
     return (f"the loss never fell below {result.chance:.2f} = ln({classes}), the loss of "
-            "guessing every class equally: the net learned nothing in this sweep, so its "
-            "suggestions are not good lrs; sweep with more --steps, or train an epoch at a few "
-            "lrs and compare")
+            "guessing every class equally: the net learned nothing in this sweep, so there is "
+            "no lr to suggest; sweep with more --steps, or train an epoch at a few lrs and "
+            "compare")
 
 
 def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
@@ -351,7 +351,7 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "",
     styles = {"valley": ("o", "tab:red"), "steep": ("^", "tab:orange"),
               "minimum/10": ("s", "tab:green")}
     log_lr = np.log(lr[ok])
-    for name, value in result.suggestions.items():
+    for name, value in result.suggestions.items() if result.learned else ():
         marker, colour = styles.get(name, ("D", "tab:purple"))
         y = float(np.interp(math.log(value), log_lr, sm[ok]))
         ax.axvline(value, color=colour, ls=":", lw=1)
