@@ -26,6 +26,11 @@ device_env() {  # there
     export GLOO_SOCKET_IFNAME=lo  # one host: gloo need not resolve the machine's hostname
     # the GPU-sharing tests need compute mode Default (a test and its workers share the GPU)
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader
+    # every CUDA test skips without a GPU, and skips count as passes: stop here instead
+    python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || {
+        echo "torch sees no CUDA GPU (torch $(python3 -c 'import torch; print(torch.__version__)')): nothing to check" >&2
+        return 1
+    }
     # a stuck collective would otherwise wait out gloo's 30-minute default and the lease
     pytest_timeout=()
     if python3 -c "import pytest_timeout" 2>/dev/null; then

@@ -283,7 +283,8 @@ def test_more_threads_than_cores_is_said(tmp_path):
     threads, before = 2 * (os.cpu_count() or 1), torch.get_num_threads()
     try:
         r = CliRunner().invoke(cli, ["train", "--threads", str(threads), "--epochs", "1",
-                                     "--limit-train", "64", "--out", str(tmp_path / "r")])
+                                     "--limit-train", "64", "--device", "cpu",  # also on a GPU box
+                                     "--out", str(tmp_path / "r")])
     finally:
         torch.set_num_threads(before)  # the process's setting: later tests must not share it
     assert r.exit_code == 0, r.output
