@@ -105,8 +105,8 @@ def test_sweep_is_exponential_and_stops_when_the_loss_diverges():
     net = _tiny_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     r = lr_find(net, opt, nn.CrossEntropyLoss(), _digits_loader(), start_lr=1e-3, end_lr=1e4,
-                steps=100)
-    assert r.lrs[0] == 1e-3
+                steps=100, classes=10)
+    assert r.lrs[0] == 1e-3 and r.chance == pytest.approx(math.log(10)) and r.learned
     ratios = np.diff(np.log(r.lrs))
     np.testing.assert_allclose(ratios, math.log(1e7) / 99, rtol=1e-9)
     assert r.stopped_early and len(r.lrs) < 100 and "step" in r.stop_reason

@@ -202,12 +202,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
             loader: Iterable, precision: str = "fp32", start_lr: float = 1e-7,
             end_lr: float = 10.0, steps: int = 100, smooth: float = 0.98, diverge: float = 4.0,
-            progress: Progress | None = None) -> LRFindResult:
+            progress: Progress | None = None, classes: int | None = None) -> LRFindResult:
     """Run the range test on any model, optimizer and loader of (inputs, labels) batches
     (a :class:`~cnnlab.data.loader.DeviceLoader` or a ``DataLoader``); leave them as found.
 
     Every param group's lr is set directly each step (times its ``lr_scale``, so the
     suggestions are base lrs, like ``--lr``): no schedule or warm-up applies during the sweep.
+    ``classes``, for a cross-entropy over that many classes, sets the guessing level ln(classes)
+    that the plot draws and that the loss must get below for the suggestions to count.
     """
     check_sweep(start_lr, end_lr, steps)
     if not 0 <= smooth < 1 or diverge <= 1:
@@ -265,9 +267,14 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Mo
         warning = (f"only {len(lrs)} steps before the sweep stopped: too few points to suggest "
                    "an lr; lower --start-lr or raise --steps")
     early = reason is not None and len(lrs) < steps  # a climb at the very last step ends
-    return LRFindResult(lrs, losses, smoothed, steps, suggestions,  # the sweep anyway
-                        stopped_early=early, stop_reason=reason if early else None,
-                        warning=warning, skip=skip)
+    result = LRFindResult(lrs, losses, smoothed, steps, suggestions,  # the sweep anyway
+                          stopped_early=early, stop_reason=reason if early else None,
+                          warning=warning, skip=skip,
+                          chance=math.log(classes) if classes and classes > 1 else None)
+    note = guessing(result)
+    if note is not None:
+        result.warning, result.learned = note, False
+    return result
 
 
 def lr_find_config(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.0,
@@ -286,12 +293,9 @@ def lr_find_config(cfg: TrainConfig, start_lr: float = 1e-7, end_lr: float = 10.
     if on_epoch_start is not None:  # e.g. airbench: the whitening bias trains in epoch 0
         on_epoch_start(0)
     result = lr_find(built.step_model, built.optimizer, built.criterion, built.train,
-                     built.cfg.precision, start_lr, end_lr, steps, smooth, diverge, progress)
+                     built.cfg.precision, start_lr, end_lr, steps, smooth, diverge, progress,
+                     classes=len(built.classes))
     result.config = built.cfg
-    result.chance = math.log(len(built.classes)) if len(built.classes) > 1 else None
-    note = guessing(result)
-    if note is not None:
-        result.warning, result.learned = note, False
     return result
 
 
