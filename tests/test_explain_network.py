@@ -3,6 +3,7 @@ holds each layer's real output shape."""
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 from torch import nn
@@ -114,3 +115,27 @@ def test_summary_receptive_field_and_explain_commands(tmp_path):
 def test_bad_input_is_one_line(args, msg, tmp_path):
     r = CliRunner().invoke(cli, ["explain", *args])
     assert r.exit_code == 1 and msg in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_receptive_field_of_a_block_is_its_last_layers(monkeypatch):
+    """`--layer res3a` (a residual block, not a leaf) draws the field of the block's output:
+    the same square as its last call, labelled as a block."""
+    from cnnlab.explain.network import plot_receptive_field
+    from cnnlab.models import create_model, get_model_info
+
+    net = create_model("resnet18-small")
+    aliases = {m: a for a, m in get_model_info("resnet18-small").aliases.items()}
+    raw = {a: m for m, a in aliases.items()}["res3a"]
+    last = [lf for lf in receptive_fields(net, (1, 28, 28)) if lf.name.startswith(raw + ".")][-1]
+    seen = {}
+
+    def spy(fig, path, **_kw):
+        seen["text"] = "\n".join(t.get_text() for ax in fig.axes for t in ax.texts)
+        return path
+
+    monkeypatch.setattr("cnnlab.explain.network.save_png", spy)
+    plot_receptive_field(net, "resnet18-small", torch.zeros(1, 28, 28), "x.png",
+                         ["res2a", "res3a"], aliases, "t")
+    size = last.field.size[0]
+    assert f"res3a: block (ends in {last.kind})" in seen["text"]
+    assert f"field {size}x{size}" in seen["text"]

@@ -201,6 +201,20 @@ def test_a_sweep_that_never_beats_guessing_says_so():
     assert guessing(r) is None
 
 
+def test_a_slow_fall_over_many_decades_is_said():
+    """GunPoint (50 series, ~30 passes in one sweep): the loss fell over 3.2-3.9 decades of lr
+    and the valley sat 45x below the recipe's lr; image sweeps fall over 1-2.2 decades."""
+    from cnnlab.engine.lr_find import slow_fall
+
+    lrs = np.geomspace(1e-7, 10, 100)
+    x = np.log10(lrs)
+    slow = 0.7 - 0.2 * np.clip((x + 6.5) / 4.5, 0, 1) + 0.5 * np.exp(4 * (x - 0.5))
+    warning = slow_fall(list(lrs), list(slow), *trim(100))
+    assert warning and "falls slowly over" in warning and "decades of lr" in warning
+    cliff = _curve(lrs, steep_at=3e-2, rise_at=0.3)
+    assert slow_fall(list(lrs), list(cliff), *trim(100)) is None
+
+
 def test_bad_sweeps_are_refused():
     net = _tiny_net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)

@@ -58,7 +58,7 @@ def test_layer_is_repeatable_like_index(lenet_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(inside, "plot_activations", spy)
     res = CliRunner().invoke(cli, ["visualize", "activations", str(lenet_run), "--layer", "conv1",
-                                   "--layer", "pool1,conv2", "--index", "0",
+                                   "--layer", "pool1,conv2,conv1", "--index", "0",
                                    "--out", str(tmp_path / "a.png")])
     assert res.exit_code == 0, res.output
     assert seen["layers"] == ["conv1", "pool1", "conv2"]

@@ -73,15 +73,17 @@ def receptive_field(model: str, image: Path | None, index: int | None, dataset: 
         images, labels = load_images([image], pre, invert="no")
     else:
         from cnnlab.data import load_split
+        from cnnlab.data.registry import dataset_title
 
         dataset = dataset or (run.config.dataset if run is not None else "digits")
         root = data_dir if data_dir is not None else (run.config.data_dir if run else None)
         data = load_split(dataset, "test", root)
+        shown = dataset_title(dataset, root)  # folder 'letters', not folder
         i = 0 if index is None else index
         if not 0 <= i < len(data):
-            raise CnnlabError(f"--index {i} is out of range: the test split of {dataset} has "
+            raise CnnlabError(f"--index {i} is out of range: the test split of {shown} has "
                               f"{len(data)} images (0..{len(data) - 1})")
-        images, labels = pre.adapt(data.images[i:i + 1]), [f"{dataset} #{i}"]
+        images, labels = pre.adapt(data.images[i:i + 1]), [f"{shown} #{i}"]
     chosen = layer_names(layers) if layers else None
     title = f"{name}: what the centre unit of each layer sees ({labels[0]})"
     click.echo(f"wrote {plot_receptive_field(net, name, images[0], path, chosen, aliases, title)}")

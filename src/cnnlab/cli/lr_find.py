@@ -77,7 +77,7 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
 
     check_sweep(start_lr, end_lr, steps)
     cfg, train_args = resolve_target(model_or_recipe, overrides)
-    out = out or Path(f"lr-find-{cfg.model}-{cfg.dataset}.png")
+    out = out or Path(f"lr-find-{cfg.model}-{cfg.dataset.replace(':', '-')}.png")  # ucr:NAME
     check_png_path(out)  # before the sweep, not after it
     con = console()
     con.print(Text.assemble("cnnlab lr-find: ", (cfg.model, "bold"), " on ",
@@ -119,8 +119,8 @@ def lr_find_cmd(model_or_recipe: str, start_lr: float, end_lr: float, steps: int
         con.print("to train with the valley lr (fastai's default pick; with a schedule it is "
                   f"the peak):\n  cnnlab train {' '.join([*train_args, '--lr', lr])}")
     elif not result.learned:  # the curve holds no good lr: short real runs will tell
-        con.print("compare a few lrs with one epoch each, e.g.:\n  cnnlab train "
-                  f"{' '.join([*train_args, '--epochs', '1', '--lr', 'LR'])}")
+        con.print("compare a few lrs over a few epochs each, e.g.:\n  cnnlab train "
+                  f"{' '.join([*train_args, '--epochs', '3', '--lr', 'LR'])}")
     elif result.suggestions:  # no number to hand out blindly: the user reads the plot
         con.print("pick an lr from the plot (where the loss still falls steeply), then:\n"
                   f"  cnnlab train {' '.join([*train_args, '--lr', 'LR'])}")

@@ -49,10 +49,11 @@ def config_options(names: list[str] | None = None) -> Callable:
 
 def layer_names(given: tuple[str, ...]) -> list[str]:
     """``--layer`` values, each repeatable and comma-separated (``--layer conv1 --layer conv2``
-    and ``--layer conv1,conv2`` are the same); a one-line error for an empty name."""
+    and ``--layer conv1,conv2`` are the same), each once and in the order given; a one-line
+    error for an empty name."""
     names = [n.strip() for value in given for n in value.split(",")]
     if not all(names):
         shown = " ".join(f"--layer '{v}'" for v in given)
         raise CnnlabError(f"{shown} has an empty name; give layer names separated by commas, "
                           "e.g. conv1,conv2")
-    return names
+    return list(dict.fromkeys(names))  # `--layer conv1 --layer conv1` draws conv1 once

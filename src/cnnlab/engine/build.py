@@ -59,6 +59,12 @@ class Built:
     dist: Dist  # this process's rank and the number of processes (1 without torchrun)
 
 
+def _named(cfg: TrainConfig) -> str:
+    """The data set as an error names it: ``data set 'mnist'``, ``data set folder 'letters'``."""
+    title = cfg.dataset_title()
+    return f"data set '{title}'" if title == cfg.dataset else f"data set {title}"
+
+
 def stepped(model: nn.Module, cfg: TrainConfig, dist: Dist, device: torch.device) -> nn.Module:
     """What the training steps call: the model in its DDP wrapper (several processes), then
     compiled (``--compile``). Built again when the set of trainable parameters changes, since
@@ -91,7 +97,7 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None,
         split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log, mmap=mmap,
                                         **cfg.folder_options()), limit)
         if split.is_series:  # as stored: SeriesPreprocess z-normalises them
-            check_input_shape(cfg.model, split.shape, f"data set '{cfg.dataset}'")
+            check_input_shape(cfg.model, split.shape, _named(cfg))
             refuse_image_options(cfg)
             splits.append(split)
             continue
@@ -106,7 +112,7 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None,
             have, want = ("x".join(map(str, x.shape[1:])) for x in (images, splits[0].images))
             raise CnnlabError(f"the test split's images are {have} but the training split's "
                               f"are {want}; pass --resize SIZE to give both one size")
-        check_input_shape(cfg.model, tuple(images.shape[1:]), f"data set '{cfg.dataset}'")
+        check_input_shape(cfg.model, tuple(images.shape[1:]), _named(cfg))
         splits.append(Split(images, split.labels, split.classes))
     return splits[0], splits[1]
 
@@ -129,7 +135,7 @@ def _check_folder_size_early(cfg: TrainConfig) -> None:
     size = (cfg.resize, cfg.resize) if cfg.resize else first[:2]
     channels = cfg.channels or (3 if first[2] else want[0])  # grey: unknown until decoded
     if (channels, *size) != tuple(want):
-        check_input_shape(cfg.model, (channels, *size), f"data set '{cfg.dataset}'")
+        check_input_shape(cfg.model, (channels, *size), _named(cfg))
 
 
 def refuse_image_options(cfg: TrainConfig) -> None:

@@ -5,7 +5,7 @@ flow", e.g. SimpleCNN's ``18 x 16 x 16 -> 4608`` at the flatten)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -45,9 +45,15 @@ def plot_receptive_field(model: nn.Module, model_name: str, image: torch.Tensor,
     from matplotlib.patches import Rectangle
 
     c, h, w = image.shape
-    named = _named_fields(receptive_fields(model, (c, h, w)), aliases or {})
+    fields = receptive_fields(model, (c, h, w))
+    named = _named_fields(fields, aliases or {})
     if layers:
         known = {n: lf for n, lf in named if lf.field.size is not None}  # with feature maps
+        raw = {alias: module for module, alias in (aliases or {}).items()}
+        for layer in layers:  # a block (res3a, inception3a): its output is its last call's
+            inside = [lf for lf in fields if lf.name.startswith(raw.get(layer, layer) + ".")]
+            if layer not in known and inside and inside[-1].field.size is not None:
+                known[layer] = replace(inside[-1], kind=f"block (ends in {inside[-1].kind})")
         missing = [layer for layer in layers if layer not in known]
         if missing:
             flat = any(n == missing[0] for n, _ in named)  # a layer after the flatten
