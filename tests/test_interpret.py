@@ -30,8 +30,15 @@ def test_streaming_topk_and_confusion_match_brute_force(lenet_run):
 
     res = interpret_run(run, top=7, batch_size=50, per_pair=3)  # many batches to merge
     assert torch.equal(res.confusion, confusion)
-    assert [m.index for m in res.mistakes] == expect
-    assert [m.index for m in res.top_losses] == expect_losses
+    # the same images, up to the order of near-ties (logits of one image differ by rounding
+    # between a batch of 50 and the whole split)
+    got = [m.index for m in res.mistakes]
+    assert set(got) <= set(wrong.tolist()) and len(got) == 7
+    assert [float(probs[i].max()) for i in got] == pytest.approx(
+        [float(probs[i].max()) for i in expect], abs=1e-5)
+    got_losses = [m.index for m in res.top_losses]
+    assert [float(losses[i]) for i in got_losses] == pytest.approx(
+        [float(losses[i]) for i in expect_losses], rel=1e-4)
     m = res.mistakes[0]
     assert m.true == int(data.labels[m.index]) and m.predicted == int(pred[m.index])
     assert m.probability == pytest.approx(float(probs[m.index].max()), abs=1e-5)

@@ -190,6 +190,15 @@ def test_python_api_train_evaluate_load(tmp_path):
         cnnlab.train(recipe="nope")
     with pytest.raises(CnnlabError, match="drop --recipe"):
         cnnlab.train(recipe="default", resume=result.run_dir)
+    # a TrainConfig, with overrides on top; log hears each epoch, on_epoch_end gets its row
+    lines, rows = [], []
+    cfg = cnnlab.TrainConfig(epochs=2, limit_train=100, lr=0.05)
+    again = cnnlab.train(cfg, out=str(tmp_path / "cfg"), log=lines.append,
+                         on_epoch_end=rows.append)
+    assert again.config.lr == 0.05 and again.config.limit_train == 100
+    assert [r.epoch for r in rows] == [1, 2] and rows == again.history
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch")] == \
+        ["epoch 1/2", "epoch 2/2"]
 
 
 def test_import_cnnlab_is_light():
@@ -263,3 +272,70 @@ def test_run_directory_refusals_come_before_the_data_is_loaded(lenet_run, monkey
     with pytest.raises(CnnlabError, match="already finished 1 epoch; pass a larger --epochs"):
         train_config(resume=str(lenet_run))
     assert train_config(resume=str(lenet_run), epochs=2).epochs == 2
+
+
+def test_the_python_api_takes_a_run_as_a_path_or_as_load_runs_result(lenet_run, tmp_path):
+    """A notebook user passes whichever they hold; what is neither is one line. A single
+    layer name or run path is not split into letters."""
+    from PIL import Image
+
+    run = load_run(lenet_run, device="cpu")
+    x = load_split("digits", "test").images[:3]
+    assert load_run(run).run_dir.path == run.run_dir.path
+    feats = cnnlab.extract_features(str(lenet_run), limit=20)
+    assert feats.features.shape[0] == 20
+    by_path = cnnlab.activations(str(lenet_run), "conv1", x.numpy())
+    assert list(by_path) == ["conv1"]
+    assert torch.equal(by_path["conv1"], cnnlab.activations(run, ["conv1"], x)["conv1"])
+    a = cnnlab.attribute(lenet_run, x.numpy(), method="saliency")
+    assert a.maps.shape[0] == 3
+    Image.fromarray(x[0, 0].numpy()).save(tmp_path / "d.png")
+    assert cnnlab.predict(run, tmp_path / "d.png")[0].classes[0] == \
+        cnnlab.predict(str(lenet_run), [str(tmp_path / "d.png")])[0].classes[0]
+    with pytest.raises(CnnlabError, match="predict takes file or folder paths, got Tensor; "
+                                          r"for images in memory use .*probabilities"):
+        cnnlab.predict(lenet_run, x)
+    with pytest.raises(CnnlabError, match="a run is given as its directory .* got int"):
+        cnnlab.evaluate(3)
+    # Preprocess takes numpy arrays and Pillow images too, as LoadedRun.logits does
+    want = run.preprocess(x)
+    assert torch.equal(run.preprocess(x.numpy()), want)
+    assert torch.allclose(run.preprocess([Image.fromarray(a[0]) for a in x.numpy()]), want)
+    with pytest.raises(CnnlabError, match=r"floats in 0\.\.255 become pixels with x\.round"):
+        run.preprocess(x.float())
+    with pytest.raises(CnnlabError, match=r"RGBA drop the alpha channel, x\[:, :3\]"):
+        run.preprocess(torch.zeros(2, 4, 8, 8, dtype=torch.uint8))
+
+
+def test_an_image_run_refuses_a_series_data_set_before_decoding(lenet_run, monkeypatch):
+    """Features and probes of an image run on ucr:NAME failed deep inside torch's
+    interpolate; now one line, before any data is read."""
+    import cnnlab.data as data
+
+    monkeypatch.setattr(data, "load_split", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(CnnlabError, match="holds 1-D series and .* was trained on images "
+                                          r"\(digits\); give a data set of images"):
+        cnnlab.extract_features(lenet_run, dataset="ucr:GunPoint")
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    """A sweep in a loop without --out: the second run of a second is -2, not refused."""
+    from datetime import datetime
+
+    from cnnlab.engine import train as train_module
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(train_module, "datetime", Frozen)
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config(None, {"model": "lenet5", "dataset": "digits"})
+    first = train_module.default_run_dir(cfg)
+    assert first.as_posix() == "runs/lenet5-digits-20260102-030405"
+    first.mkdir(parents=True)
+    second = train_module.default_run_dir(cfg)
+    assert second.name == first.name + "-2"
+    second.mkdir()
+    assert train_module.default_run_dir(cfg).name == first.name + "-3"

@@ -132,3 +132,19 @@ def test_summary_shows_the_tutorial_steps():
     res = CliRunner().invoke(cli, ["summary", "simple-cnn"])
     kinds = [line.split()[0] for line in res.output.splitlines()[1:-1]]
     assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "ReLU", "Linear"]
+
+
+def test_model_summary_takes_a_module_of_your_own():
+    """As torchinfo's summary: any nn.Module with an input shape; without one, one line."""
+    import pytest
+    from torch import nn
+
+    from cnnlab import model_summary
+    from cnnlab.errors import CnnlabError
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 10))
+    text = model_summary(net, (1, 8, 8))
+    assert text.splitlines()[0].startswith("Sequential: your own module  (input 1x1x8x8)")
+    assert "torch.Size([1, 4, 6, 6])" in text and "Total params: 1,490" in text
+    with pytest.raises(CnnlabError, match=r"needs input_shape=\(C, H, W\)"):
+        model_summary(net)

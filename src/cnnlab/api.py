@@ -18,6 +18,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.engine.evaluate import EvalResult
 from cnnlab.engine.train import TrainResult
 from cnnlab.errors import CnnlabError
+from cnnlab.run import EpochMetrics
 
 
 def train_config(recipe: str | None = None, resume: str | Path | None = None,
@@ -195,16 +196,39 @@ def _fit_to_source(recipe: str | None, overrides: dict[str, Any]) -> dict[str, A
     return out
 
 
-def train(recipe: str | None = None, *, resume: str | Path | None = None,
-          log: Callable[[str], None] | None = None, **overrides: Any) -> TrainResult:
+def train(recipe: str | TrainConfig | None = None, *, resume: str | Path | None = None,
+          log: Callable[[str], None] | None = None,
+          on_epoch_end: Callable[[EpochMetrics], None] | None = None,
+          **overrides: Any) -> TrainResult:
     """Train as `cnnlab train` does and return the result (``run_dir``, ``history``,
-    ``model``, ``config``). ``overrides`` are config fields: ``epochs=3, lr=0.02``.
-    ``log`` receives progress lines (default: silent)."""
+    ``model``, ``config``).
+
+    ``recipe`` is a recipe's name or file (`cnnlab recipes`), or a :class:`TrainConfig`;
+    ``overrides`` are its fields, as `cnnlab train --help` lists them with ``_`` for ``-``:
+    ``train("seed-mnist", epochs=3, lr=0.02, out="runs/a")``. Without ``out`` the run goes to
+    ``runs/MODEL-DATASET-TIME``. ``log`` receives notes and one line per epoch (default:
+    silent, like Keras' ``verbose=0``); ``on_epoch_end`` receives each epoch's metrics."""
+    from dataclasses import asdict
+
     from cnnlab.engine.train import fit
 
+    if isinstance(recipe, TrainConfig):  # its fields, as if typed; then the overrides
+        given = {k: v for k, v in asdict(recipe).items() if v != asdict(TrainConfig())[k]}
+        recipe, overrides = None, {**given, **overrides}
     cfg = train_config(recipe, resume, **overrides)
-    return fit(cfg, Path(resume) if resume is not None else None,
-               log=log or (lambda _m: None))
+    say = log or (lambda _m: None)
+
+    def epoch_done(m: EpochMetrics) -> None:
+        if log is not None:
+            test = (f", test loss {m.test_loss:.4f}, test acc {m.test_acc:.4f}"
+                    if m.test_acc is not None else "")
+            log(f"epoch {m.epoch}/{cfg.epochs}: train loss {m.train_loss:.4f}, train acc "
+                f"{m.train_acc:.4f}{test} ({m.epoch_time:.2f} s)")
+        if on_epoch_end is not None:
+            on_epoch_end(m)
+
+    return fit(cfg, Path(resume) if resume is not None else None, log=say,
+               on_epoch_end=epoch_done)
 
 
 def evaluate(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,

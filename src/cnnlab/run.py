@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -336,38 +337,47 @@ class LoadedRun:
 
         from cnnlab.device import autocast
 
-        x = self.preprocess(self._as_batch(images).to(self.device))
+        x = self.preprocess(self.as_batch(images).to(self.device))
         with torch.no_grad(), autocast(self.device, self.precision):
             return self.model(x).float()
 
     def probabilities(self, images: Any) -> torch.Tensor:
         """Class probabilities (N, classes) of a batch, as :meth:`logits` takes it (Keras'
-        ``model.predict``); ``run.classes[p.argmax(1)]`` names the answers."""
+        ``model.predict``); ``[run.classes[i] for i in p.argmax(1).tolist()]`` names the
+        answers."""
         return self.logits(images).softmax(1)
 
-    def _as_batch(self, images: Any) -> torch.Tensor:
-        """A tensor, a numpy array or Pillow image(s) -> a tensor batch; a one-line error
-        naming what is accepted otherwise."""
+    def as_batch(self, images: Any) -> torch.Tensor:
+        """A tensor, a numpy array or Pillow image(s) -> a tensor batch (Pillow images at the
+        model's channels and size); a one-line error naming what is accepted otherwise."""
         import numpy as np
         import torch
 
-        if isinstance(images, torch.Tensor):
-            return images
-        if isinstance(images, np.ndarray):  # a copy: a read-only array (np.asarray(pil))
-            return torch.from_numpy(np.array(images, order="C", copy=True))
+        from cnnlab.data.preprocess import as_uint8_batch
+
+        if isinstance(images, (torch.Tensor, np.ndarray)):
+            return as_uint8_batch(images, self.preprocess)  # series: float arrays too
         pictures = images if isinstance(images, (list, tuple)) else [images]
         if pictures and all(hasattr(p, "getbands") for p in pictures):  # Pillow images
-            self.require_images("Pillow images")
-            from cnnlab.data.images import pil_to_tensor
-
-            return torch.stack([self.preprocess.adapt(pil_to_tensor(p)[None])[0]
-                                for p in pictures])
+            if self.is_series:
+                c, length = self.preprocess.input_shape
+                raise CnnlabError(f"{self.run_dir} is a 1-D series run: it takes float series "
+                                  f"(N, {c}, {length}) as a tensor or numpy array, not Pillow "
+                                  "images")
+            return as_uint8_batch(images, self.preprocess)
         what = "float (N, C, L) series" if self.preprocess.is_series else \
             "uint8 images (N, C, H, W) as a torch tensor or numpy array, or Pillow images"
         raise CnnlabError(f"this run takes {what}, got {type(images).__name__}")
 
 
-def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
+def as_run(run: LoadedRun | str | Path) -> LoadedRun:
+    """What the functions taking a trained run accept: a :class:`LoadedRun` as it is, or a
+    run directory, loaded (so ``cnnlab.attribute("runs/a", x)`` works as
+    ``cnnlab.attribute(load_run("runs/a"), x)`` does)."""
+    return run if isinstance(run, LoadedRun) else load_run(run)
+
+
+def load_run(path: str | Path | LoadedRun, device: str = "auto") -> LoadedRun:
     """A run directory -> its model (eval mode, final weights) with preprocessing, class
     names, resolved config and metrics history. Needs no data set files.
 
@@ -380,6 +390,11 @@ def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
     from cnnlab.device import resolve_device
     from cnnlab.models import create_model
 
+    if isinstance(path, LoadedRun):  # loaded already: load again (on ``device``)
+        path = path.run_dir.path
+    if not isinstance(path, (str, os.PathLike)):
+        raise CnnlabError(f"a run is given as its directory (a str or Path) or as what "
+                          f"load_run returns; got {type(path).__name__}")
     run = RunDir(path).require()
     saved = run.read_config()
     config = build_config(None, {}, base=saved)

@@ -89,11 +89,17 @@ class Preprocess:
         """Put a float batch in the memory format the model was trained in."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Any uint8 (N, C, H, W) batch -> the model's float input (adapt, normalise, layout)."""
+    def __call__(self, images: Any) -> torch.Tensor:
+        """Any uint8 (N, C, H, W) batch (a tensor or numpy array, or Pillow images, one or a
+        list) -> the model's float input (adapt, normalise, layout)."""
+        images = as_uint8_batch(images, self)
         if images.dtype != torch.uint8 or images.dim() != 4:
-            hint = ("; floats in 0..1 become pixels with (x * 255).round().byte()"
-                    if images.dtype.is_floating_point else "")
+            hint = ""
+            if images.dtype.is_floating_point:
+                top = float(images.max()) if images.numel() else 0.0
+                hint = ("; floats in 0..1 become pixels with (x * 255).round().byte()"
+                        if top <= 1.0 else "; floats in 0..255 become pixels with "
+                        "x.round().clamp(0, 255).byte()")
             if images.dim() == 3:
                 hint += ("; one image needs a batch axis, x[None]" if images.shape[0] in (1, 3)
                          else "; channels go first: x.permute(2, 0, 1)[None] for one H x W x C "
@@ -182,6 +188,25 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
+def as_uint8_batch(images: Any, preprocess: Preprocess) -> torch.Tensor:
+    """A tensor as it is; a numpy array as a tensor; Pillow images (one or a list, any mode
+    or size) read as a person sees them and brought to ``preprocess``'s channels and size;
+    anything else a one-line error naming what is accepted."""
+    import numpy as np
+
+    if isinstance(images, torch.Tensor):
+        return images
+    if isinstance(images, np.ndarray):  # a copy: a read-only array (np.asarray(pil))
+        return torch.from_numpy(np.array(images, order="C", copy=True))
+    pictures = images if isinstance(images, (list, tuple)) else [images]
+    if pictures and all(hasattr(p, "getbands") for p in pictures):  # Pillow images
+        from cnnlab.data.images import pil_to_tensor
+
+        return torch.stack([preprocess.adapt(pil_to_tensor(p)[None])[0] for p in pictures])
+    raise CnnlabError("images are given as uint8 (N, C, H, W) in a torch tensor or numpy "
+                      f"array, or as Pillow images; got {type(images).__name__}")
+
+
 def adapt_images(images: torch.Tensor, size: int | tuple[int, int] | None,
                  channels: int | None) -> torch.Tensor:
     """Resize (bilinear, antialiased) and/or change the channel count of uint8 images."""
@@ -193,8 +218,10 @@ def adapt_images(images: torch.Tensor, size: int | tuple[int, int] | None,
             images = (images.float() * w[:, None, None]).sum(1, keepdim=True).round().byte()
         else:
             hint = ("; the array looks channels-last (N, H, W, C): x.permute(0, 3, 1, 2)"
-                    if images.dim() == 4 and images.shape[-1] in (1, 3) else
-                    "; use --channels 1 or 3")
+                    if images.dim() == 4 and images.shape[-1] in (1, 3, 4) else
+                    "; for RGBA drop the alpha channel, x[:, :3], or pass Pillow images "
+                    "(transparency is then drawn as a person sees it)"
+                    if images.shape[1] == 4 else "; use --channels 1 or 3")
             raise CnnlabError(f"cannot convert {images.shape[1]} channels to {channels}{hint}")
     if isinstance(size, int):
         size = (size, size)

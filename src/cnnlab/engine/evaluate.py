@@ -77,8 +77,13 @@ def load_for_run(run: LoadedRun, name: str, split: str, data_dir: str | None = N
     """A split of data set ``name`` for a command on ``run``: from ``data_dir`` when given;
     else where training found its data (the run's ``data_dir``, a root that often holds the
     other data sets too), falling back to the usual lookup for another data set."""
-    from cnnlab.data import load_split
+    from cnnlab.data import get_info, load_split
 
+    if get_info(name).series != run.is_series:  # before decoding: a model takes one kind
+        kinds = ("images", "1-D series") if run.is_series else ("1-D series", "images")
+        raise CnnlabError(f"data set '{name}' holds {kinds[0]} and {run.run_dir} was trained "
+                          f"on {kinds[1]} ({run.config.dataset_title()}); give a data set of "
+                          f"{kinds[1]}")
     # an image folder is decoded as training decoded it (resized, bad files skipped or not)
     same = run.config.folder_options() if name == run.config.dataset else {}
     if data_dir is not None or run.config.data_dir is None:

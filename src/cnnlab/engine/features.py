@@ -23,7 +23,7 @@ from cnnlab.data.registry import dataset_title
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import write_atomic
 from cnnlab.models.registry import find_layer
-from cnnlab.run import LoadedRun
+from cnnlab.run import LoadedRun, as_run
 
 PENULTIMATE = "penultimate"
 
@@ -140,6 +140,7 @@ def extract_split(run: LoadedRun, layer: str | None = None, dataset: str | None 
     from cnnlab.engine.build import fixed_subset
     from cnnlab.engine.evaluate import load_for_run
 
+    run = as_run(run)
     if limit is not None and limit < 1:
         raise CnnlabError(f"{limit_name} must be at least 1, got {limit}")
     name = dataset or run.config.dataset
@@ -184,6 +185,7 @@ def probe(run: LoadedRun, dataset: str, layer: str | None = None, data_dir: str 
           pixels: bool = False) -> ProbeResult:
     """Fit a logistic regression on the run's frozen features of ``dataset``'s train split
     and score it on its test split; ``pixels`` also fits one on raw pixels, for comparison."""
+    run = as_run(run)
     feats = {s: extract_split(run, layer, dataset, s, data_dir,
                               limit_train if s == "train" else limit_test,
                               limit_name=f"--limit-{s}")

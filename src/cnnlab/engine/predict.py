@@ -9,6 +9,7 @@ a folder of thousands of files streams in bounded memory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,8 +178,12 @@ def predict(run_dir: str | Path, inputs: str | Path | Sequence[str | Path],
     ``inputs`` is one path or a list of them."""
     from cnnlab.run import load_run
 
-    if isinstance(inputs, (str, Path)):
+    if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    if not isinstance(inputs, (list, tuple)) or not all(
+            isinstance(i, (str, os.PathLike)) for i in inputs):
+        raise CnnlabError(f"predict takes file or folder paths, got {type(inputs).__name__}; "
+                          "for images in memory use cnnlab.load_run(RUN).probabilities(x)")
     run = load_run(run_dir, device)
     suffixes = SERIES_SUFFIXES if run.is_series else IMAGE_SUFFIXES
     return list(predict_files(run, collect_files(inputs, suffixes), top_k, invert, frame=frame))

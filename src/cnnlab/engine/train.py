@@ -7,6 +7,7 @@ every ``log_every`` steps, to update the progress bar and to stop on a NaN/inf l
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from torch import nn
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.device import autocast
-from cnnlab.distributed import backend_name, current, teardown
+from cnnlab.distributed import SINGLE, Dist, backend_name, current, teardown
 from cnnlab.engine.build import build, stepped
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.ema import LookaheadEMA
@@ -142,9 +143,21 @@ def epoch_result(losses: torch.Tensor, correct: torch.Tensor, seen: int, start: 
     return EpochResult(float(losses.mean()), int(correct) / max(seen, 1), seen, seconds)
 
 
-def default_run_dir(cfg: TrainConfig) -> Path:
+def default_run_dir(cfg: TrainConfig, dist: Dist = SINGLE) -> Path:
+    """``runs/MODEL-DATASET-YYYYmmdd-HHMMSS``, with ``-2``, ``-3``.. when a run started in the
+    same second (a sweep in a loop) already took the name. Under DDP rank 0's choice is
+    handed to every rank, so they all name the same folder."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '-')}-{stamp}"  # ucr:NAME
+    base = Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '-')}-{stamp}"  # ucr:NAME
+    path = next(p for n in itertools.count(1)
+                if not (p := base.with_name(base.name + (f"-{n}" if n > 1 else ""))).exists())
+    if dist.enabled:
+        import torch.distributed
+
+        chosen = [str(path)]
+        torch.distributed.broadcast_object_list(chosen, src=0)  # among this run's own ranks
+        path = Path(chosen[0])
+    return path
 
 
 def trainable(model: nn.Module) -> tuple[bool, ...]:
@@ -220,7 +233,7 @@ def _fit(cfg: TrainConfig, resume: Path | None, log: Callable[[str], None],
                 f"epochs and is now laid out over {cfg.epochs}: epoch {start_epoch + 1} starts "
                 f"at its point on the new curve, not where epoch {start_epoch} left off)")
     else:
-        run = RunDir(cfg.out if cfg.out else default_run_dir(cfg))
+        run = RunDir(cfg.out if cfg.out else default_run_dir(cfg, dist))
         if run.latest_checkpoint() is not None:
             raise CnnlabError(f"{run} already holds a run; use --resume {run} "
                               "or pick another --out")

@@ -105,15 +105,25 @@ def _check_depth(depth: int | None, receptive: bool) -> None:
         raise CnnlabError("--receptive-field measures every leaf layer; leave out --depth")
 
 
-def model_summary(name: str, input_shape: tuple[int, ...] | None = None,
+def model_summary(name: str | nn.Module, input_shape: tuple[int, ...] | None = None,
                   receptive: bool = False, depth: int | None = None) -> str:
     """What `cnnlab summary` prints for registered model ``name`` (``receptive``: with each
     layer's receptive field, jump and the input region its centre unit sees; ``depth``: rows
     for the modules that many levels down instead of the leaves). A series model takes
-    ``input_shape`` (C, L) of any C and L (its default: one channel of 150 steps)."""
+    ``input_shape`` (C, L) of any C and L (its default: one channel of 150 steps).
+
+    ``name`` may also be any ``nn.Module`` of your own (like torchinfo's ``summary``); it
+    then needs ``input_shape`` (C, H, W), without the batch axis."""
     from cnnlab.models import create_model, get_model_info
 
     _check_depth(depth, receptive)
+    if isinstance(name, nn.Module):
+        if input_shape is None or len(input_shape) not in (2, 3):
+            raise CnnlabError("a module of your own needs input_shape=(C, H, W) (or (C, L) for "
+                              "a 1-D net), without the batch axis")
+        shape = tuple(int(v) for v in input_shape)
+        return _summary_text(name, type(name).__name__, "your own module", shape, {},
+                             receptive, "", depth)
     info = get_model_info(name)
     shape = input_shape or info.input_shape
     if info.series and len(shape) != 2:

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.registry import find_layer, layer_names
-from cnnlab.run import LoadedRun
+from cnnlab.run import LoadedRun, as_run
 from cnnlab.viz.inside import Examples, class_index, conv_layer_names
 from cnnlab.viz.plots import percent, save_png
 
@@ -177,6 +177,8 @@ def attribute(run: LoadedRun, images: torch.Tensor, method: str = "gradcam",
     """Grad-CAM (``method="gradcam"``, at ``layer``, the last conv by default) or saliency
     maps for uint8 ``images``, explaining class ``target`` (a name or index; default: each
     image's predicted class), on an fp32 eval-mode copy of the run's model on the CPU."""
+    run = as_run(run)
+    run.require_images("cnnlab.attribute (maps over images)")
     if method not in ("gradcam", "saliency"):
         raise CnnlabError(f"unknown method '{method}'; choose gradcam or saliency")
     if isinstance(target, str):
@@ -184,7 +186,7 @@ def attribute(run: LoadedRun, images: torch.Tensor, method: str = "gradcam",
     model = copy.deepcopy(run.model).float().eval().cpu()
     for p in model.parameters():
         p.requires_grad_(False)  # the maps need input-side gradients only
-    x = run.preprocess(images.cpu()).float()
+    x = run.preprocess(run.as_batch(images).cpu()).float()
     if method == "gradcam":
         layer = layer or default_cam_layer(run, model, x)
         _, module = find_layer(run.config.model, model, layer)
@@ -211,6 +213,7 @@ def plot_attribution(run: LoadedRun, examples: Examples, result: Attribution,
     """One row per input: the input, the map alone, the map over the input; ``compact``:
     one column per input with the input above its overlay (for reports). Titles say the
     true class (when known), the prediction with its probability and the class explained."""
+    run = as_run(run)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,7 +22,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.models.registry import find_layer, layer_names
-from cnnlab.run import LoadedRun
+from cnnlab.run import LoadedRun, as_run
 from cnnlab.viz.plots import save_png
 
 MAX_FILTER_TILES = 64 * 16  # (output, input) kernel pairs drawn at most
@@ -74,6 +74,7 @@ def plot_filters(run: LoadedRun, layer: str | None = None, path: str | Path | No
     a first layer in colour, one tile per output channel; other kernels one row per output
     channel and one column per input channel, on one colour scale centred at 0 (red
     positive, blue negative), so the signs and relative strengths read across the layer."""
+    run = as_run(run)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,9 +154,11 @@ def activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
     """The feature maps each layer produces for uint8 ``images`` (N, C, H, W) of any size,
     preprocessed as in training; fp32, on the CPU, (N, C, H, W) per layer."""
+    run, layers = as_run(run), [layers] if isinstance(layers, str) else layers
+    run.require_images("cnnlab.activations (feature maps of images)")
     model = copy.deepcopy(run.model).float().eval()
     modules = {layer: find_layer(run.config.model, model, layer)[1] for layer in layers}
-    x = run.preprocess(images.to(run.device)).float()
+    x = run.preprocess(run.as_batch(images).to(run.device)).float()
     with torch.no_grad(), capture(model, modules) as outputs:
         model(x)
     convs = ", ".join(conv_layer_names(run))
@@ -181,6 +184,8 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
     """One row per input: the image as the model sees it, then each layer's feature maps as
     a grid. Each layer has one colour scale for all inputs, so two classes (a pullover and
     a coat) compare map by map."""
+    run, layers = as_run(run), [layers] if isinstance(layers, str) else layers
+    images = run.as_batch(images)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,6 +260,7 @@ def pick_examples(run: LoadedRun, indices: Sequence[int] = (), class_names: Sequ
                   image_files: Sequence[str | Path] = ()) -> Examples:
     """Images chosen by index in the run's data set, by class (the first example of each
     named class) and/or as image files, in that order."""
+    run = as_run(run)
     from cnnlab.data.images import load_images
 
     run.require_images("this picture")

@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import html
 import io
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -364,11 +365,13 @@ def _short_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def build_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
+def build_report(run_dirs: str | Path | Sequence[str | Path], out: str | Path | None = None,
                  split: str = "test", data_dir: str | None = None,
                  log: Callable[[str], None] = lambda _m: None) -> Path:
     """Write the HTML report of one run (default ``RUN/report.html``) or a comparison of
     several (default ``report.html`` here); returns its path."""
+    if isinstance(run_dirs, (str, os.PathLike)):  # one run, not its path's letters
+        run_dirs = [run_dirs]
     if not run_dirs:
         raise CnnlabError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
