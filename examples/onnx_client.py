@@ -4,7 +4,8 @@
     python onnx_client.py model.onnx photo.jpg drawing.png ...
 
 Everything the client needs is in ``model.onnx.json`` beside the model (written by
-``cnnlab export RUN``): the class names, the input size and channels, mean/std, whether
+``cnnlab export RUN``; without it, the same facts are read from the file's metadata): the
+class names, the input size and channels, mean/std, whether
 the graph normalises itself (``--with-preprocess``), and whether the model was trained on
 light strokes on black. The steps below are the ones its ``preprocess.how`` spells out, so
 the answers agree with ``cnnlab predict`` (tests/test_export.py checks it on pictures of
@@ -56,26 +57,54 @@ def model_input(path: Path, side: dict) -> np.ndarray:
     x = np.round(x)
     if side["input"]["with_preprocess"]:
         return x.astype(np.uint8)[None]
+    x = x / 255  # a run trained without normalisation (mean null) takes x/255 as it is
     if pre["mean"] is not None:
         mean = np.array(pre["mean"], np.float32)[:, None, None]
         std = np.array(pre["std"], np.float32)[:, None, None]
-        x = (x / 255 - mean) / std
+        x = (x - mean) / std
     return x.astype(np.float32)[None]
 
 
-def main(model: str, files: list[str]) -> None:
-    side = json.loads(Path(model + ".json").read_text())
+def side_info(model: str, session: ort.InferenceSession) -> dict:
+    """The sidecar ``MODEL.json``; without it, the same facts from inside the file."""
+    sidecar = Path(model + ".json")
+    if sidecar.is_file():
+        return json.loads(sidecar.read_text())
+    meta = session.get_modelmeta().custom_metadata_map
+    if "cnnlab.classes" not in meta:
+        sys.exit(f"{model} has no {sidecar.name} beside it and no cnnlab metadata inside; "
+                 "export it with `cnnlab export RUN`")
+    return {"classes": json.loads(meta["cnnlab.classes"]),
+            "preprocess": json.loads(meta["cnnlab.preprocess"]),
+            "input": {"with_preprocess": meta["cnnlab.input"].startswith("uint8")}}
+
+
+def main(model: str, files: list[str]) -> int:
+    """One JSON line per file, as `cnnlab predict --json` writes them; 1 if any failed."""
+    if not Path(model).is_file():
+        sys.exit(f"{model} does not exist; give the .onnx file `cnnlab export RUN` wrote")
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    side = side_info(model, session)
+    if side["preprocess"].get("kind") == "series":
+        sys.exit(f"{model} is a time-series model; this client reads images")
+    failed = 0
     for f in files:
-        logits = session.run(["logits"], {"images": model_input(Path(f), side)})[0][0]
+        try:
+            x = model_input(Path(f), side)
+        except (OSError, ValueError) as e:  # missing, a folder, not an image, truncated
+            failed = 1
+            print(json.dumps({"file": f, "error": f"cannot read it as an image ({e})"}))
+            continue
+        logits = session.run(["logits"], {"images": x})[0][0]
         p = np.exp(logits - logits.max())
         p /= p.sum()
         best = int(p.argmax())
         print(json.dumps({"file": f, "class": side["classes"][best],
                           "probability": round(float(p[best]), 6)}))
+    return failed
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit("usage: python onnx_client.py MODEL.onnx IMAGE [IMAGE ...]")
-    main(sys.argv[1], sys.argv[2:])
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

@@ -17,6 +17,7 @@ from cnnlab.cli import cli
 from cnnlab.data import load_split
 from cnnlab.data.preprocess import Preprocess, SeriesPreprocess
 from cnnlab.engine import export as ex
+from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, get_model_info, model_names
 from cnnlab.run import load_run
 
@@ -131,6 +132,9 @@ def test_the_callers_model_is_left_as_it_was(tmp_path):
     conv = next(p for p in model.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(CnnlabError, match="gives 10 outputs but 2 class names"):
+        ex.export_model(model, pre, ["a", "b"], "torchscript", tmp_path / "two.pt")
+    assert not (tmp_path / "two.pt").exists()
 
 
 # ------------------------------------------------------------------------ the CLI on a run
@@ -296,3 +300,48 @@ def test_the_example_client_needs_only_the_sidecar_and_agrees_with_predict(run_c
     for c, p in zip(client, cnnlab, strict=True):
         assert c["class"] == p.classes[0], c["file"]
         assert c["probability"] == pytest.approx(p.probabilities[0], abs=0.03), c["file"]
+
+
+def test_the_example_client_on_a_run_without_normalisation_and_without_its_sidecar(
+        run_copy, tmp_path):
+    """A run trained with normalize: false (d2l's recipes) takes x/255: the client fed 0..255
+    and answered every picture with probability 1.0. Without the sidecar the client reads the
+    file's own metadata; an unreadable file is one JSON error line and exit status 1."""
+    from PIL import Image
+
+    from cnnlab.engine.predict import predict
+
+    pytest.importorskip("onnxruntime")
+    pre = json.loads((run_copy / "preprocess.json").read_text())
+    pre["mean"] = pre["std"] = None
+    (run_copy / "preprocess.json").write_text(json.dumps(pre))
+    r = _invoke(run_copy, "--format", "onnx")
+    assert r.exit_code == 0, r.output
+    side = json.loads((run_copy / "model.onnx.json").read_text())
+    assert side["input"]["range"].startswith("x/255")
+    from cnnlab.data import load_split
+
+    files = []
+    for i in range(3):
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(load_split("digits", "test").images[i, 0].numpy()).save(files[-1])
+    script = Path(__file__).parents[1] / "examples" / "onnx_client.py"
+    model = str(run_copy / "model.onnx")
+    want = predict(run_copy, files, top_k=1, device="cpu")
+
+    def client(*extra):
+        out = subprocess.run([sys.executable, script, model, *files, *extra],
+                             capture_output=True, text=True)
+        return out.returncode, [json.loads(line) for line in out.stdout.splitlines()]
+
+    for sidecar in (True, False):
+        if not sidecar:
+            (run_copy / "model.onnx.json").unlink()
+        code, rows = client()
+        assert code == 0
+        for c, p in zip(rows, want, strict=True):
+            assert c["class"] == p.classes[0]
+            assert c["probability"] == pytest.approx(p.probabilities[0], abs=0.03)
+    (tmp_path / "bad.png").write_bytes(b"not a picture")
+    code, rows = client(str(tmp_path / "bad.png"))
+    assert code == 1 and len(rows) == 4 and "cannot read it as an image" in rows[-1]["error"]

@@ -191,3 +191,20 @@ def test_pictures_are_read_as_a_person_sees_them(tmp_path):
         assert img[0, 0] == paper and img[15, 15] == ink
     Image.fromarray(np.full((1600, 2000, 3), 128, np.uint8)).save(tmp_path / "big.jpg")
     assert tuple(read_image(tmp_path / "big.jpg").shape) == (3, 800, 1000)
+
+
+def test_frame_on_a_run_that_does_not_read_digits_is_noted_on_stderr(lenet_run, digit, tmp_path):
+    """--frame is made for MNIST-like digits; on other grey runs it is allowed with a note,
+    which goes to stderr so that --json's lines stay parseable."""
+    import shutil
+
+    run = shutil.copytree(lenet_run, tmp_path / "run")
+    (run / "classes.json").write_text(json.dumps({"classes": list("abcdefghij")}))
+    _write_variants(digit, tmp_path)
+    r = CliRunner().invoke(cli, ["predict", str(run), str(tmp_path / "grey.png"), "--frame",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["top"][0]["class"] in "abcdefghij"
+    assert "--frame centres and scales a drawing as MNIST's digits were" in r.stderr
+    r = CliRunner().invoke(cli, ["predict", str(lenet_run), str(tmp_path / "grey.png"), "--frame"])
+    assert r.exit_code == 0 and "MNIST's digits were" not in r.stderr

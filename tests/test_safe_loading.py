@@ -144,3 +144,17 @@ def test_garbage_weights_name_the_file(lenet_run, tmp_path):
                        ) as e:
         load_run(run, device="cpu")
     assert "\n" not in str(e.value)
+
+
+def test_an_exported_torchscript_file_is_named_as_such(lenet_run, tmp_path):
+    """cnnlab's own export given where a run goes: not "convert it to safetensors" advice,
+    which fits other people's weights, but what the file is and what to give instead."""
+    run = shutil.copytree(lenet_run, tmp_path / "run")
+    r = CliRunner().invoke(cli, ["export", str(run), "--format", "torchscript", "--out",
+                                 str(tmp_path / "lenet.pt")])
+    assert r.exit_code == 0, r.output
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    r = CliRunner().invoke(cli, ["predict", str(tmp_path / "lenet.pt"), str(tmp_path / "x.png")])
+    assert r.exit_code == 1
+    assert "is a TorchScript file (what `cnnlab export --format torchscript` writes" in r.output
+    assert "safetensors" not in r.output

@@ -126,6 +126,18 @@ def test_predict_multipart_json_and_raw_agree_with_the_model(client, run, digits
     assert sum(t["probability"] for t in full) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_single_tap_is_marked_blank_framed_or_not(client):
+    """One dot on the drawing pad: framing blows it up into a confident 0; the answer is
+    marked blank (it means little), as an empty canvas is, and a drawn stroke is not."""
+    pad = np.full((280, 280), 255, np.uint8)
+    pad[130:150, 130:150] = 0  # a tap of the default 22-pixel pen
+    stroke = pad.copy()
+    stroke[40:240, 130:150] = 0  # a "1"
+    for frame in ("true", "false"):
+        assert client.post(f"/predict?frame={frame}", content=_png(pad)).json()["blank"]
+        assert not client.post(f"/predict?frame={frame}", content=_png(stroke)).json()["blank"]
+
+
 def test_the_page_gets_the_model_input_and_drawings_are_inverted(client, run, digits):
     ink = 255 - np.asarray(Image.open(io.BytesIO(digits[3])))  # dark digit on white paper
     rgba = np.dstack([ink, ink, ink, np.full_like(ink, 255)])
@@ -154,7 +166,7 @@ def torch_from(arr: np.ndarray):
     (lambda d: {"files": {"file": ("d.png", b"%PDF-1.4 hello", "image/png")}}, 415, "first bytes"),
     (lambda d: {"content": b"GIF89a" + b"\0" * 20}, 400, "corrupt"),
     (lambda d: {"content": d[0][:200]}, 400, "corrupt or truncated"),
-    (lambda d: {"content": _png(np.zeros((2100, 2100), np.uint8))}, 413, "4.4 MP"),  # > 4 MP
+    (lambda d: {"content": _png(np.zeros((2100, 2100), np.uint8))}, 413, "4,410,000 pixels"),  # > 4 MP
     (lambda d: {"content": b""}, 400, "empty"),
     (lambda d: {"json": {"picture": "abc"}}, 400, 'no "image" string'),
     (lambda d: {"json": {"image": "***not base64***"}}, 400, "not valid base64"),
@@ -215,7 +227,7 @@ def test_a_phone_photo_decodes_at_reduced_scale_but_a_png_of_its_size_is_refused
         r = c.post("/predict", content=_jpeg(photo))
         assert r.status_code == 200 and r.json()["inverted"] is True
         r = c.post("/predict", content=_png(photo))
-        assert r.status_code == 413 and "4000x3000 (12.0 MP" in r.json()["error"]
+        assert r.status_code == 413 and "4000x3000 (12,000,000 pixels" in r.json()["error"]
 
 
 def test_options_beside_the_image_and_unknown_options_are_refused(client, digits):
@@ -355,6 +367,9 @@ def test_cli_refuses_bad_runs_and_missing_extra(tmp_path, lenet_run, monkeypatch
     assert r.exit_code == 1 and "not a cnnlab run directory" in r.output
     r = CliRunner().invoke(cli, ["serve", str(lenet_run), "--max-upload-mb", "0"])
     assert r.exit_code == 1 and "--max-upload-mb must be a positive number" in r.output
+    r = CliRunner().invoke(cli, ["serve", str(lenet_run), "--max-pixels", "10", "--port", "0"])
+    assert r.exit_code == 1 and "--max-pixels 10 is below the model's own input (28x28 = 784 " \
+        "pixels)" in r.output
     monkeypatch.setitem(__import__("sys").modules, "uvicorn", None)
     r = CliRunner().invoke(cli, ["serve", str(lenet_run)])
     assert r.exit_code == 1 and "pip install 'cnnlab[serve]'" in r.output
@@ -467,7 +482,7 @@ def test_a_progressive_jpeg_counts_at_full_size_and_an_mpo_decodes_reduced(tmp_p
     assert tuple(decode_upload(_jpeg(flat), 4_000_000).shape) == (1, 750, 1000)
     with pytest.raises(UploadError) as e:
         decode_upload(_jpeg(flat, progressive=True), 4_000_000)
-    assert e.value.status == 413 and "4000x3000 (12.0 MP" in e.value.message
+    assert e.value.status == 413 and "4000x3000 (12,000,000 pixels" in e.value.message
     pic = Image.fromarray(flat)
     pic.save(tmp_path / "phone.mpo", format="MPO", save_all=True, append_images=[pic])
     with Image.open(tmp_path / "phone.mpo") as im:

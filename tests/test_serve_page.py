@@ -56,6 +56,8 @@ def test_drawing_a_stroke_shows_probabilities_and_the_model_input(lenet_run, tmp
         try:
             browser.open(url + "/")
             browser.wait_for("document.querySelectorAll('#bars .name').length === 10")
+            waiting = "getComputedStyle(document.getElementById('seen-wait')).display"
+            assert browser.eval(waiting) == "flex"  # a labelled frame before the first answer
             assert "lenet5 trained on digits" in browser.eval("document.querySelector('h1').textContent")
             _draw_a_seven(browser)
             browser.wait_for("!document.getElementById('top-class').classList.contains('waiting')")
@@ -66,6 +68,7 @@ def test_drawing_a_stroke_shows_probabilities_and_the_model_input(lenet_run, tmp
                 best: [...document.querySelectorAll('#bars .name.best')].map(e => e.textContent),
                 note: document.getElementById('seen-note').textContent,
                 status: document.getElementById('status').textContent})"""))
+            assert browser.eval(waiting) == "none"  # the input, not the label
             shot = browser.screenshot(tmp_path / "page.png")
             errors = browser.console_errors()
             browser.eval("document.getElementById('clear').click()")
@@ -104,6 +107,8 @@ def test_on_a_phone_the_answer_is_in_view_under_the_canvas(lenet_run, tmp_path):
         try:
             browser.open(url + "/")
             browser.wait_for("document.querySelectorAll('#bars .name').length === 10")
+            waiting = "getComputedStyle(document.getElementById('seen-wait')).display"
+            assert browser.eval(waiting) == "flex"  # a labelled frame before the first answer
             pad = json.loads(browser.eval("""JSON.stringify({w: document.getElementById('pad').width,
                 css: document.getElementById('pad').getBoundingClientRect().width,
                 frame: !document.getElementById('frame-box').hidden,

@@ -55,9 +55,24 @@ def looks_like_pickle(path: str | Path) -> bool:
     return path.suffix.lower() in PICKLE_SUFFIXES or has_pickle_content(path)
 
 
+def is_torchscript(path: str | Path) -> bool:
+    """True for a TorchScript archive (``torch.jit.save``, `cnnlab export --format
+    torchscript`): a zip holding compiled ``code/`` beside its pickled constants."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names)
+
+
 def pickle_message(path: str | Path, expected: str = "a run directory written by `cnnlab train`",
                    instead_of: str = "") -> str:
     """The one-line explanation for refusing ``path`` (``instead_of``: what it pretends to be)."""
+    if is_torchscript(path):  # an export, most likely cnnlab's own: not weights to convert
+        return (f"{path} is a TorchScript file (what `cnnlab export --format torchscript` "
+                f"writes, for serving without cnnlab); give {expected}, the one it was "
+                "exported from")
     what = f"a pickle file, not {instead_of}" if instead_of else "a pickle file"
     return (f"{path} is {what}; cnnlab never unpickles, because loading a pickle can run "
             f"arbitrary code; give {expected}; {CONVERT_HINT}")

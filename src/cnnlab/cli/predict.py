@@ -41,7 +41,7 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, 
     from rich.table import Table
 
     from cnnlab.data.images import IMAGE_SUFFIXES
-    from cnnlab.engine.predict import SERIES_SUFFIXES, collect_files, predict_files
+    from cnnlab.engine.predict import SERIES_SUFFIXES, collect_files, predict_files, reads_digits
     from cnnlab.run import load_run
     from cnnlab.viz.plots import percent
 
@@ -50,6 +50,10 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, 
     files = collect_files(inputs, SERIES_SUFFIXES if run.is_series else IMAGE_SUFFIXES)
     k = len(run.classes) if k is None else k
     con = console()
+    if frame and not run.is_series and not reads_digits(run):  # allowed, but made for digits
+        click.echo(f"(note: --frame centres and scales a drawing as MNIST's digits were; "
+                   f"this run reads {run.config.dataset_title()}, not digits 0-9, so check "
+                   "that it helps)", err=True)  # stderr: --json's lines stay parseable
     failed = 0
     if as_json:
         for p in predict_files(run, files, k, invert, batch_size, frame=frame):
@@ -82,8 +86,8 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], top_k: str, as_json: bool, 
         con.print(f"{inverted} dark-on-light image(s) were inverted to match the training data "
                   "(light on dark); --invert no keeps them as they are")
     if blank:
-        con.print(f"{blank} image(s) marked blank are almost one colour once resized: the "
-                  "model answers anyway, and that answer means little")
+        con.print(f"{blank} image(s) marked blank are almost one colour once resized, or hold "
+                  "only a dot of ink: the model answers anyway, and that answer means little")
     _fail_if_unreadable(failed, len(files))
 
 

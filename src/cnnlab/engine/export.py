@@ -379,6 +379,11 @@ def export_model(model: nn.Module, preprocess: Preprocess, classes: Sequence[str
     module = export_module(model, preprocess, with_preprocess)
     reference = copy.deepcopy(model).cpu().float().eval()
     dummy = verification_batches(images, (DUMMY_BATCH,))[0]
+    with torch.no_grad():  # the side file names one class per output
+        outputs = reference(model_input(preprocess, dummy)).shape[-1]
+    if outputs != len(classes):
+        raise CnnlabError(f"the model gives {outputs} outputs but {len(classes)} class names "
+                          "were given; give one name per output")
     if not with_preprocess:
         dummy = model_input(preprocess, dummy)
     versions = {"torch": torch.__version__}
@@ -430,8 +435,10 @@ def _input_range(preprocess: Preprocess | SeriesPreprocess, with_preprocess: boo
         return ("raw series values: the graph z-normalises each series and channel"
                 if with_preprocess else "each series and channel z-normalised over time "
                 "(minus its mean, over its population std; flat series: zeros)")
-    return ("0..255 raw pixels" if with_preprocess else
-            "normalised: (x/255 - mean)/std, see preprocess")
+    if with_preprocess:
+        return "0..255 raw pixels"
+    return ("normalised: (x/255 - mean)/std, see preprocess" if preprocess.mean is not None
+            else "x/255: pixels scaled to 0..1 (this run was trained without normalisation)")
 
 
 def client_preprocess(preprocess: Preprocess | SeriesPreprocess) -> dict[str, Any]:
@@ -466,7 +473,8 @@ def _add_onnx_metadata(onnx: Any, path: Path, classes: list[str], preprocess: di
     if preprocess.get("kind") == "series":
         what = "float32 raw series" if with_preprocess else "float32 z-normalised series"
     else:
-        what = "uint8 pixels 0..255" if with_preprocess else "float32 (x/255 - mean)/std"
+        what = ("uint8 pixels 0..255" if with_preprocess else "float32 (x/255 - mean)/std"
+                if preprocess.get("mean") is not None else "float32 x/255")
     props = {"cnnlab.model": model_name, "cnnlab.classes": json.dumps(classes),
              "cnnlab.preprocess": json.dumps(preprocess), "cnnlab.input": what}
     onnx.helper.set_model_props(proto, props)

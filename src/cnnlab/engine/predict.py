@@ -28,7 +28,7 @@ class Prediction:
     probabilities: list[float]
     inverted: bool
     error: str | None = None  # why the file could not be read (then no classes)
-    blank: bool = False  # the model's input is almost one colour: the answer means little
+    blank: bool = False  # the input is almost one colour, or one dot: the answer means little
 
     def to_dict(self) -> dict:
         if self.error is not None:
@@ -71,6 +71,14 @@ def collect_files(inputs: Sequence[str | Path], suffixes: set[str] = IMAGE_SUFFI
     return unique
 
 
+def reads_digits(run: LoadedRun) -> bool:
+    """Whether the run reads MNIST-like digits (grey, light on dark, classes 0..9): what
+    framing like MNIST (``frame``) is made for; the drawing page offers it, ticked."""
+    pre = run.preprocess
+    return (not pre.is_series and pre.channels == 1 and pre.light_on_dark
+            and list(run.classes) == [str(i) for i in range(10)])
+
+
 def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None = 3,
                   invert: str = "auto", batch_size: int = 256,
                   progress: Callable[[int], None] | None = None,
@@ -98,9 +106,12 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None
         chunk = list(files[start:start + batch_size])
         views: dict[int, tuple[torch.Tensor, bool]] = {}
         errors: dict[int, str] = {}
+        blanks: dict[int, bool] = {}  # one colour, or one dot: the answer means little
         for j, f in enumerate(chunk):
             try:
-                views[j] = model_view(read_image(f), run.preprocess, invert, frame)
+                picture = read_image(f)
+                views[j] = model_view(picture, run.preprocess, invert, frame)
+                blanks[j] = looks_blank(views[j][0], picture)
             except CnnlabError as e:
                 errors[j] = str(e)
         top: dict[int, tuple[list[float], list[int]]] = {}
@@ -115,7 +126,7 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None
                 pi, ii = top[j]
                 view, flipped = views[j]
                 yield Prediction(str(f), [run.classes[i] for i in ii], pi, flipped,
-                                 blank=looks_blank(view))
+                                 blank=blanks[j])
         if progress is not None:
             progress(len(chunk))
 

@@ -37,6 +37,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from cnnlab.data.images import looks_blank, model_view
+from cnnlab.engine.predict import reads_digits
 from cnnlab.errors import CnnlabError
 from cnnlab.run import LoadedRun
 from cnnlab.serve.batcher import MicroBatcher
@@ -106,7 +107,8 @@ class BodyLimit:
     async def _refuse(self, send: Any) -> None:
         mb = self.max_bytes / 2**20
         body = json.dumps({"error": f"the request body is over {mb:g} MB; send a smaller image "
-                                    "(the server's limit is --max-upload-mb)"}).encode()
+                                    "(the server's limit is --max-upload-mb)"},
+                          separators=(",", ":")).encode()  # as JSONResponse writes it
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
@@ -144,21 +146,21 @@ class Service:
         self.ready.set()
         log.info("model warmed up; ready")
 
-    def view(self, data: bytes, invert: str, frame: bool) -> tuple[torch.Tensor, bool]:
-        """Upload bytes -> the uint8 image the model receives, and whether it was inverted."""
+    def view(self, data: bytes, invert: str, frame: bool) -> tuple[torch.Tensor, bool, bool]:
+        """Upload bytes -> the uint8 image the model receives, whether it was inverted, and
+        whether it is blank (one colour, or one dot: :func:`looks_blank`)."""
+        picture = decode_upload(data, self.max_pixels)
         try:
-            return model_view(decode_upload(data, self.max_pixels), self.run.preprocess,
-                              invert, frame)
+            image, inverted = model_view(picture, self.run.preprocess, invert, frame)
         except CnnlabError as e:  # a request this model cannot take (frame on colour)
             raise UploadError(400, str(e)) from None
+        return image, inverted, looks_blank(image, picture)
 
     @property
     def digits(self) -> bool:
         """Whether the run reads MNIST-like digits (grey, light on dark, classes 0..9): then
         the drawing page offers framing like MNIST, ticked."""
-        pre = self.run.preprocess
-        return (pre.channels == 1 and pre.light_on_dark
-                and list(self.run.classes) == [str(i) for i in range(10)])
+        return reads_digits(self.run)
 
     def describe(self) -> dict[str, Any]:
         run, last = self.run, (self.run.history[-1] if self.run.history else None)
@@ -316,7 +318,7 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
     async def _upload_error(_r: Request, e: UploadError) -> JSONResponse:
         return JSONResponse({"error": e.message}, status_code=e.status)
 
-    routes = "POST /predict; GET /, /model, /health, /ready"
+    routes = "POST /predict; GET /, /model, /health, /ready, /docs, /openapi.json"
 
     @app.exception_handler(HTTPException)
     async def _http_error(_r: Request, e: HTTPException) -> JSONResponse:
@@ -394,13 +396,13 @@ def create_app(run: LoadedRun, cfg: ServeConfig) -> FastAPI:
             raise UploadError(400, f"unknown query parameter(s) {', '.join(sorted(unknown))}; "
                                    f"/predict takes {', '.join(OPTIONS)}")
         data = await _image_bytes(request)
-        image, inverted = await run_in_threadpool(service.view, data, invert, frame)
+        image, inverted, blank = await run_in_threadpool(service.view, data, invert, frame)
         probs = await service.batcher.submit(image)
         p, idx = probs.topk(k)
         out: dict[str, Any] = {
             "top": [{"class": run.classes[i], "probability": round(float(q), 6)}
                     for q, i in zip(p.tolist(), idx.tolist(), strict=True)],
-            "inverted": inverted, "blank": looks_blank(image)}
+            "inverted": inverted, "blank": blank}
         if show_input:
             out["input"] = _png_data_url(image)
         out["ms"] = round((time.perf_counter() - start) * 1000, 2)

@@ -88,17 +88,17 @@ def decode_upload(data: bytes, max_pixels: int) -> torch.Tensor:
             progressive = im.info.get("progressive") or im.info.get("progression")
             w, h = im.size if progressive else reduce_jpeg(im).size
             if w * h > max_pixels:
-                raise UploadError(413, f"the image is {declared} ({w * h / 1e6:.1f} MP to "
+                raise UploadError(413, f"the image is {declared} ({w * h:,} pixels to "
                                        f"decode), more than this service accepts "
-                                       f"({max_pixels / 1e6:.1f} MP); shrink it first")
+                                       f"({max_pixels:,}); shrink it first")
             return pil_to_tensor(im)  # an animated GIF gives its first frame
     except UploadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow says how many
-        size = f" ({int(found[1]) / 1e6:.1f} MP)" if found else ""
+        size = f" ({int(found[1]):,} pixels)" if found else ""
         raise UploadError(413, f"the image is larger{size} than this service accepts "
-                               f"({max_pixels / 1e6:.1f} MP); shrink it first") from None
+                               f"({max_pixels:,} pixels); shrink it first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise UploadError(400, f"the {fmt} image is corrupt or truncated "
                                f"({type(e).__name__}); send a complete image file") from None
