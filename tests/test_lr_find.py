@@ -222,6 +222,12 @@ def test_bad_sweeps_are_refused():
                            ({"start_lr": -1.0}, "positive"), ({"steps": 4}, "at least 5")]:
         with pytest.raises(CnnlabError, match=needle):
             lr_find(net, opt, nn.CrossEntropyLoss(), _digits_loader(), **kwargs)
+    other = torch.optim.SGD(_tiny_net().parameters(), lr=0.1)  # another model's optimizer
+    with pytest.raises(CnnlabError, match="holds none of the model's parameters"):
+        lr_find(net, other, nn.CrossEntropyLoss(), _digits_loader())
+    dicts = [{"image": x, "label": y} for x, y in _digits_loader()]
+    with pytest.raises(CnnlabError, match=r"must be \(inputs, labels\) pairs, got dict"):
+        lr_find(net, opt, nn.CrossEntropyLoss(), dicts)
 
 
 def test_config_sweep_and_plot(tmp_path, monkeypatch):

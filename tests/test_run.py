@@ -297,6 +297,8 @@ def test_the_python_api_takes_a_run_as_a_path_or_as_load_runs_result(lenet_run, 
         cnnlab.predict(lenet_run, x)
     with pytest.raises(CnnlabError, match="a run is given as its directory .* got int"):
         cnnlab.evaluate(3)
+    curves = cnnlab.plot_curves(str(lenet_run), tmp_path / "curves.png")
+    assert curves.read_bytes()[:4] == b"\x89PNG"
     # Preprocess takes numpy arrays and Pillow images too, as LoadedRun.logits does
     want = run.preprocess(x)
     assert torch.equal(run.preprocess(x.numpy()), want)
@@ -339,3 +341,12 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     assert second.name == first.name + "-2"
     second.mkdir()
     assert train_module.default_run_dir(cfg).name == first.name + "-3"
+
+
+def test_preprocess_takes_a_square_size_and_names_bad_arguments():
+    assert Preprocess(1, 28).input_shape == (1, 28, 28)
+    assert Preprocess(3, [32, 32]).size == (32, 32)
+    with pytest.raises(CnnlabError, match=r"1 or 3 channels \(an int\), got '1'"):
+        Preprocess("1", (28, 28))
+    with pytest.raises(CnnlabError, match=r"size is \(height, width\) in pixels, got \(28,\)"):
+        Preprocess(1, (28,))

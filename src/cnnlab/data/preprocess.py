@@ -15,6 +15,7 @@ and channel z-normalised on its own. It is saved in the same ``preprocess.json``
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,8 +46,16 @@ class Preprocess:
     kind: ClassVar[str] = "image"  # "series": SeriesPreprocess (not a field: old files lack it)
 
     def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise CnnlabError(f"preprocessing needs 1 or 3 channels, got {self.channels}")
+        if isinstance(self.channels, bool) or self.channels not in (1, 3):
+            raise CnnlabError(f"preprocessing needs 1 or 3 channels (an int), got "
+                              f"{self.channels!r}")
+        if isinstance(self.size, int):  # Preprocess(1, 28): a square, as --resize 28 is
+            object.__setattr__(self, "size", (self.size, self.size))
+        if len(self.size) != 2 or not all(isinstance(v, numbers.Integral) and v > 0
+                                          for v in self.size):
+            raise CnnlabError(f"preprocessing size is (height, width) in pixels, got "
+                              f"{self.size!r}")
+        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
         if (self.mean is None) != (self.std is None):
             raise CnnlabError("preprocessing needs both mean and std, or neither")
         for stats in (self.mean, self.std):

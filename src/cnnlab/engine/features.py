@@ -136,7 +136,12 @@ def extract_split(run: LoadedRun, layer: str | None = None, dataset: str | None 
                   split: str = "test", data_dir: str | None = None, limit: int | None = None,
                   batch_size: int = 512, limit_name: str = "--limit") -> Features:
     """Features of a split of the run's data set, or of any other data set (its images are
-    given the model's channels and size). ``limit`` takes a fixed random subset."""
+    given the model's channels and size). ``limit`` takes a fixed random subset.
+
+    ``layer`` defaults to what the classifier's last linear layer reads (the penultimate
+    features); a layer with feature maps (a conv, say) gives one value per channel, its
+    maps averaged over height and width (global average pooling), so ``conv1`` of 10
+    channels gives 10 features per image."""
     from cnnlab.engine.build import fixed_subset
     from cnnlab.engine.evaluate import load_for_run
 

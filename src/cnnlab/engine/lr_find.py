@@ -203,6 +203,10 @@ def _batches(loader: Iterable) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         empty = True
         for batch in batches:
             empty = False
+            if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+                raise CnnlabError(f"the loader's batches must be (inputs, labels) pairs, got "
+                                  f"{type(batch).__name__}; for dict batches wrap the loader: "
+                                  "((b['image'], b['label']) for b in loader)")
             yield batch[0], batch[1]
         if empty:
             raise CnnlabError("the training loader gives no batches: nothing to sweep")
@@ -242,6 +246,11 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Mo
     if not 0 <= smooth < 1 or diverge <= 1:
         raise CnnlabError(f"smooth must be in [0, 1) and diverge above 1, got {smooth}, {diverge}")
     params = list(model.parameters())
+    mine = {id(p) for p in params}
+    if not any(id(p) in mine for g in optimizer.param_groups for p in g["params"]):
+        raise CnnlabError("the optimizer holds none of the model's parameters, so the sweep "
+                          "would train nothing; make it from this model: "
+                          "torch.optim.SGD(model.parameters(), lr=...)")
     device = params[0].device if params else torch.device("cpu")
     saved_model = copy.deepcopy(model.state_dict())
     saved_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]

@@ -46,8 +46,8 @@ class EpochResult:
 
 @dataclass
 class TrainResult:
-    """What :func:`fit` returns: where the run was saved, its history, the trained model,
-    and the resolved configuration it ran with."""
+    """What training returns (``cnnlab.train``): where the run was saved, its history, the
+    trained model, and the resolved configuration it ran with."""
 
     run_dir: Path
     history: list[EpochMetrics]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
@@ -9,8 +10,14 @@ from cnnlab.fileio import atomic_path
 from cnnlab.run import EpochMetrics
 
 
-def plot_curves(history: list[EpochMetrics], path: Path, title: str = "") -> Path:
-    """Draw the three d2l curves against epoch and write them atomically to ``path``."""
+def plot_curves(history: list[EpochMetrics] | str | Path, path: str | Path,
+                title: str = "") -> Path:
+    """Draw the three d2l curves against epoch and write them atomically to ``path``;
+    ``history`` is a run's metrics (``load_run(...).history``) or its run directory."""
+    if isinstance(history, (str, os.PathLike)):
+        from cnnlab.run import RunDir
+
+        history = RunDir(history).require().read_metrics()
     if not history:
         raise CnnlabError("the run has no finished epoch yet: nothing to plot")
     import matplotlib
