@@ -148,3 +148,13 @@ def test_model_summary_takes_a_module_of_your_own():
     assert "torch.Size([1, 4, 6, 6])" in text and "Total params: 1,490" in text
     with pytest.raises(CnnlabError, match=r"needs input_shape=\(C, H, W\)"):
         model_summary(net)
+
+
+def test_create_model_names_a_bad_class_count():
+    import pytest
+
+    from cnnlab.errors import CnnlabError
+
+    for bad in ("10", 1, 2.5):
+        with pytest.raises(CnnlabError, match="num_classes must be a whole number of at least 2"):
+            create_model("lenet5", num_classes=bad)

@@ -10,6 +10,7 @@ readable layer aliases (``conv1`` -> ``0``) for commands that name a layer.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,8 +76,10 @@ def create_model(name: str, num_classes: int = 10, in_channels: int | None = Non
     """Build model ``name`` with a ``num_classes``-way output layer. ``in_channels``: the
     channel count of a series model's data (image models take their registered shape, to
     which images are adapted, and ignore it)."""
-    if num_classes < 2:
-        raise CnnlabError(f"num_classes must be at least 2, got {num_classes}")
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) \
+            or num_classes < 2:
+        raise CnnlabError(f"num_classes must be a whole number of at least 2, got "
+                          f"{num_classes!r}")
     info = get_model_info(name)
     if info.series:
         return info.builder(num_classes=num_classes,
