@@ -134,6 +134,30 @@ def test_folder_errors(tmp_path):
         load_split("folder", "train", tmp_path / "empty")
 
 
+def test_folders_that_cannot_make_a_classifier_say_why(tmp_path):
+    """One class, images with no class folders, or a flat folder of one image per class:
+    each named as what it is (they said "num_classes must be at least 2" or "no images found
+    under test/<class>/"), on a cache hit too; a file that is no zip is not "a bad zip"."""
+    one = _tree(tmp_path / "one", classes=("zero",))
+    loose = tmp_path / "loose" / "zero"
+    loose.mkdir(parents=True)
+    single = tmp_path / "single"
+    for c in ("a", "b"):
+        (single / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(single / c / "0.png")
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(loose / f"{i}.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
+    load_split("folder", "test", one)  # the test split alone loads, and may be cached
+    for root, says in ((one, r"has one class \('zero'\); a classifier needs at least 2"),
+                       (tmp_path / "loose", r"zero holds 3 image\(s\) but no class folders"),
+                       (single, "every class in .* has a single image, so none is left"),
+                       (tmp_path / "x.png", "is a file, not an image folder or a .zip")):
+        for _ in range(2):  # the second time, whatever was cached
+            with pytest.raises(CnnlabError, match=says):
+                load_split("folder", "train", root)
+
+
 def test_layouts_people_make(tmp_path):
     """Subfolders of a class folder belong to it (as in torchvision's ImageFolder); an empty
     class folder is left out and said; a tree with train/ but no test/ is refused before any

@@ -161,6 +161,8 @@ def test_cli_takes_the_source_model_and_fits_the_data_to_it(source, letters, tmp
     (["--init-from", "SRC", "--freeze", "fc"], "freezes the classifier head"),
     (["--init-from", "SRC", "--freeze", "conv9"], "has no layer 'conv9'"),
     (["--init-from", "SRC", "--model", "lenet5"], "pass --model fastnet"),
+    # said before the input-shape advice that fits the other model (--channels 3 --resize 32)
+    (["--init-from", "SRC", "--model", "airbench-small"], "holds a 'fastnet' model"),
     (["--init-from", "nowhere"], "does not exist"),
     (["--init-from", "SRC", "--head-lr-scale", "0"], "--head-lr-scale must be positive"),
     (["--head-lr-scale", "10"], "--head-lr-scale speeds up a new head on trained layers: add "
@@ -265,3 +267,14 @@ def test_sync_batchnorm_keeps_frozen_norms_frozen_and_their_own_lr():
     scaled = {id(p) for g in groups if g["lr_scale"] == 64.0 for p in g["params"]}
     assert scaled == {id(m.bias) for m in model.modules()
                       if isinstance(m, torch.nn.SyncBatchNorm) and m.bias.requires_grad}
+
+
+def test_an_image_run_cannot_seed_a_series_run_and_says_so_first(source, tmp_path):
+    """The advice went in a circle (pass --model fastnet; fastnet takes images; pick a series
+    model; ... holds a 'fastnet' model): now one line naming both kinds."""
+    out = tmp_path / "never"
+    r = CliRunner().invoke(cli, ["train", "--init-from", str(source), "--dataset",
+                                 "ucr:GunPoint", "--epochs", "1", "--out", str(out)])
+    assert r.exit_code == 1 and not out.exists()
+    assert "was trained on images (fastnet) and 'ucr:GunPoint' holds 1-D series; --init-from " \
+        "needs a run trained on 1-D series too" in r.output

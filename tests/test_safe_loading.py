@@ -137,6 +137,14 @@ def test_other_files_are_not_runs(tmp_path):
         assert len(r.output.strip().splitlines()) == 1
 
 
+def test_a_file_inside_a_run_points_to_its_run(lenet_run):
+    weights = lenet_run / "model.safetensors"
+    r = CliRunner().invoke(cli, ["eval", str(weights)])
+    assert r.exit_code == 1
+    assert f"is a file, not a run directory; give the run folder it belongs to, {lenet_run}" \
+        in r.output.replace("\n", "")
+
+
 def test_garbage_weights_name_the_file(lenet_run, tmp_path):
     run = shutil.copytree(lenet_run, tmp_path / "run")
     (run / "model.safetensors").write_bytes(b"not weights at all")

@@ -314,10 +314,17 @@ def test_predict_on_series_files_agrees_with_the_model(series_run, tmp_path):
     np.save(tmp_path / "short.npy", x[:, 0, :10].numpy())
     (tmp_path / "x.png").write_bytes(b"\x89PNG")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
-    for name, says in (("short.npy", "24 steps, got 1x10"), ("x.png", "is an image"),
-                       ("obj.npy", "cannot read")):
+    gap = x[:2, 0].numpy().copy()
+    gap[1, 3] = np.nan  # a NaN answered "<0.1%" everywhere and wrote NaN into --json
+    np.save(tmp_path / "gap.npy", gap)
+    (tmp_path / "empty.csv").write_text("")
+    for name, says in (("short.npy", "24 steps, got 1x10; give series of that shape"),
+                       ("x.png", "is an image"), ("obj.npy", "cannot read"),
+                       ("gap.npy", "holds 1 missing (NaN) or infinite value(s)"),
+                       ("empty.csv", "holds no numbers")):
         r = CliRunner().invoke(cli, ["predict", str(series_run.run_dir), str(tmp_path / name)])
         assert r.exit_code == 1 and says in r.output, r.output
+        assert "Warning" not in r.output
 
 
 def test_serving_a_series_run_is_refused_before_anything_starts(series_run):

@@ -186,10 +186,25 @@ def _fit_to_source(recipe: str | None, overrides: dict[str, Any]) -> dict[str, A
 
     src_model, shape = source_input_shape(overrides["init_from"])
     named = load_recipe(recipe) if recipe else {}
+    dataset = overrides.get("dataset") or named.get("dataset")
+    if dataset:  # an image run cannot learn series, nor a series run images: say so first
+        from cnnlab.data import get_info
+
+        source_series, target_series = len(shape) == 2, get_info(dataset).series
+        if source_series != target_series:
+            kinds = ("1-D series", "images") if source_series else ("images", "1-D series")
+            raise CnnlabError(f"{overrides['init_from']} was trained on {kinds[0]} ({src_model})"
+                              f" and '{dataset}' holds {kinds[1]}; --init-from needs a run "
+                              f"trained on {kinds[1]} too (or train from scratch without it)")
     out = dict(overrides)
     if out.get("model") is None and "model" not in named:
         out["model"] = src_model
-    if (out.get("model") or named.get("model")) == src_model and len(shape) == 3:
+    model = out.get("model") or named.get("model")
+    if model != src_model:  # before any shape advice, which would fit the other model
+        raise CnnlabError(f"--init-from {overrides['init_from']} holds a '{src_model}' model "
+                          f"but this run trains '{model}'; pass --model {src_model} (or init "
+                          f"from a '{model}' run)")
+    if len(shape) == 3:
         for key, value in (("channels", shape[0]), ("resize", shape[1])):
             if out.get(key) is None and key not in named:
                 out[key] = value

@@ -99,8 +99,11 @@ class RunDir:
                               "`cnnlab train` (runs/MODEL-DATASET-TIME)")
         if not self.path.is_dir():  # a .pt checkpoint is the usual mistake: say why it is refused
             refuse_pickle(self.path)
-            raise CnnlabError(f"{self.path} is a file, not a run directory; give the folder "
-                              "that `cnnlab train` wrote")
+            parent = RunDir(self.path.parent)
+            hint = (f"it belongs to, {parent.path}" if parent.is_run() else
+                    "that `cnnlab train` wrote")
+            raise CnnlabError(f"{self.path} is a file, not a run directory; give the run "
+                              f"folder {hint}")
         if not self.is_run():
             inside = sorted(d.name for d in self.path.iterdir()
                             if d.is_dir() and RunDir(d).is_run()) if self.path.is_dir() else []

@@ -88,6 +88,8 @@ def load_split(
         assert location is not None
         tree = folder.Tree(location)  # listed once: the cache key, then any decode
         options["tree"] = tree
+        if split == "train":  # on a cache hit too: one class, nothing to test
+            folder.check_classes(tree, location, test_fraction)
         # folder decode 2: EXIF orientation applied, transparency on contrasting paper (as_seen)
         key_options = {"resize": resize, "decode": 2}
         signature, flat = folder.split_signature(tree, split, test_fraction)

@@ -319,7 +319,7 @@ class SeriesPreprocess:
         if tuple(series.shape[1:]) != self.input_shape:
             raise CnnlabError(f"this run was trained on series of {self.channels} channel(s) x "
                               f"{self.length} steps, got {series.shape[1]}x{series.shape[2]}; "
-                              "use a data set of that shape")
+                              "give series of that shape")
 
     def adapt(self, series: torch.Tensor) -> torch.Tensor:
         """Check the shape and z-normalise each series and channel (float32)."""

@@ -97,7 +97,7 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None,
         split = fixed_subset(load_split(cfg.dataset, name, cfg.data_dir, log=log, mmap=mmap,
                                         **cfg.folder_options()), limit)
         if split.is_series:  # as stored: SeriesPreprocess z-normalises them
-            check_input_shape(cfg.model, split.shape, _named(cfg))
+            check_input_shape(cfg.model, split.shape, _named(cfg), bool(cfg.init_from))
             refuse_image_options(cfg)
             splits.append(split)
             continue
@@ -112,7 +112,7 @@ def load_train_test(cfg: TrainConfig, log: Log = lambda _m: None,
             have, want = ("x".join(map(str, x.shape[1:])) for x in (images, splits[0].images))
             raise CnnlabError(f"the test split's images are {have} but the training split's "
                               f"are {want}; pass --resize SIZE to give both one size")
-        check_input_shape(cfg.model, tuple(images.shape[1:]), _named(cfg))
+        check_input_shape(cfg.model, tuple(images.shape[1:]), _named(cfg), bool(cfg.init_from))
         splits.append(Split(images, split.labels, split.classes))
     return splits[0], splits[1]
 
@@ -135,7 +135,7 @@ def _check_folder_size_early(cfg: TrainConfig) -> None:
     size = (cfg.resize, cfg.resize) if cfg.resize else first[:2]
     channels = cfg.channels or (3 if first[2] else want[0])  # grey: unknown until decoded
     if (channels, *size) != tuple(want):
-        check_input_shape(cfg.model, (channels, *size), _named(cfg))
+        check_input_shape(cfg.model, (channels, *size), _named(cfg), bool(cfg.init_from))
 
 
 def refuse_image_options(cfg: TrainConfig) -> None:
@@ -260,8 +260,11 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
         preprocess = Preprocess.from_train(train.images, cfg.normalize, published,
                                            channels_last=cfg.channels_last)
     if len(train) < max(dist.world, 1) or (cfg.drop_last and len(train) < cfg.batch_size):
+        fix = (f"lower --batch-size to {len(train)} or less, or add --no-drop-last"
+               if cfg.drop_last and len(train) >= max(dist.world, 1) else
+               "give more examples (raise --limit-train)")
         raise CnnlabError(f"the training split has {len(train)} example(s): too few for one "
-                          f"step (batch {cfg.batch_size}, {dist.world} process(es))")
+                          f"step (batch {cfg.batch_size}, {dist.world} process(es)); {fix}")
     if dist.enabled and cfg.batch_size < dist.world:
         raise CnnlabError(f"--batch-size {cfg.batch_size} is the global batch, shared by "
                           f"{dist.world} processes; make it at least {dist.world}")

@@ -135,6 +135,8 @@ def read_series(path: str | Path, channels: int) -> torch.Tensor:
     """A file of series -> float32 (N, C, L): ``.npy`` (read without pickle), or text with one
     series per row (``.csv``: commas; ``.tsv``/``.txt``: tabs or spaces). 1-D is one series;
     2-D is one series per row for a one-channel run, or one (C, L) series otherwise."""
+    import warnings
+
     import numpy as np
 
     path = Path(path)
@@ -142,15 +144,23 @@ def read_series(path: str | Path, channels: int) -> torch.Tensor:
         if path.suffix.lower() == ".npy":
             arr = np.load(path, allow_pickle=False)
         else:
-            arr = np.loadtxt(path, delimiter="," if path.suffix.lower() == ".csv" else None,
-                             dtype=np.float64, ndmin=1)
+            with warnings.catch_warnings():  # an empty file: said below, not as a warning
+                warnings.simplefilter("ignore", UserWarning)
+                arr = np.loadtxt(path, delimiter="," if path.suffix.lower() == ".csv" else None,
+                                 dtype=np.float64, ndmin=1)
     except (OSError, ValueError, EOFError) as e:
         raise CnnlabError(f"cannot read {path} as series ({type(e).__name__}: "
                           f"{(str(e).splitlines() or [''])[0]}); give .npy, or numbers in "
                           "rows separated by commas (.csv) or spaces (.txt)") from None
-    if arr.dtype.kind not in "fiu" or arr.ndim > 3 or arr.size == 0:
+    if arr.size == 0:
+        raise CnnlabError(f"{path} holds no numbers; give one series per row")
+    if arr.dtype.kind not in "fiu" or arr.ndim > 3:
         raise CnnlabError(f"{path} holds {arr.dtype} of shape {arr.shape}; give numbers as "
                           "(L,), (N, L) or (N, C, L)")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # the answer would be NaN
+        bad = int((~np.isfinite(arr)).sum())
+        raise CnnlabError(f"{path} holds {bad} missing (NaN) or infinite value(s); fill or "
+                          "drop them first (the network cannot classify a series with gaps)")
     x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     if x.dim() == 1:
         return x[None, None]

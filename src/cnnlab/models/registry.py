@@ -91,9 +91,11 @@ def series_model_names() -> list[str]:
     return [m for m in _REGISTRY if _REGISTRY[m].series]
 
 
-def check_input_shape(name: str, shape: tuple[int, ...], dataset: str = "the data") -> None:
+def check_input_shape(name: str, shape: tuple[int, ...], dataset: str = "the data",
+                      fixed_model: bool = False) -> None:
     """Raise a clear error when ``shape`` is not what model ``name`` takes: (C, H, W) images
-    of its registered shape, or, for a series model, (C, L) series of any C and L."""
+    of its registered shape, or, for a series model, (C, L) series of any C and L.
+    ``fixed_model``: the model cannot change (fine-tuning a run), so no other is offered."""
     info = get_model_info(name)
     want = info.input_shape
     given = "x".join(map(str, shape))
@@ -115,7 +117,8 @@ def check_input_shape(name: str, shape: tuple[int, ...], dataset: str = "the dat
         fixes.append(f"--resize {h}")
     fits = [m for m in model_names() if get_model_info(m).input_shape == tuple(shape)
             and not get_model_info(m).series]
-    alt = f", or pick a model made for it ({', '.join(fits)})" if fits else ""
+    alt = f", or pick a model made for it ({', '.join(fits)})" if fits and not fixed_model \
+        else ""
     raise CnnlabError(
         f"model '{name}' takes {c}x{h}x{want[2]} input but {dataset} gives "
         f"{'x'.join(map(str, shape))}; pass {' '.join(fixes)} to adapt the data{alt}"

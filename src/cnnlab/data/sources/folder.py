@@ -57,6 +57,9 @@ class Tree:
         self.root = root
         self.zip: zipfile.ZipFile | None = None
         if root.is_file():
+            if root.suffix.lower() != ".zip" and not zipfile.is_zipfile(root):
+                raise CnnlabError(f"{root} is a file, not an image folder or a .zip of one; "
+                                  "pass --data-dir FOLDER (ROOT/<class>/*.png)")
             try:
                 self.zip = zipfile.ZipFile(root)
             except zipfile.BadZipFile as e:
@@ -411,6 +414,27 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
         yield advance
 
 
+def check_classes(tree: Tree, location: Path, test_fraction: float) -> None:
+    """Before any decode: images with no class folders, a single class, or a flat folder
+    with nothing left to test, each said as what it is (not as "no images found")."""
+    train = sorted({c for c, _ in tree.images("train", test_fraction)})
+    if not train:
+        loose = sum(1 for f in tree.files
+                    if len(tree._parts(f)) == 1 and f.suffix.lower() in IMAGE_SUFFIXES)
+        if loose:
+            where = location / tree.prefix if tree.prefix and tree.zip is None else location
+            raise CnnlabError(f"{where} holds {loose} image(s) but no class folders; put each "
+                              "class's images in a folder of its own: ROOT/<class>/*.png")
+        return  # read_image_folder says what a folder must look like
+    if len(train) == 1:
+        raise CnnlabError(f"{location} has one class ('{train[0]}'); a classifier needs at "
+                          "least 2: add a folder of images for each class")
+    if tree.flat and not tree.images("test", test_fraction):
+        raise CnnlabError(f"every class in {location} has a single image, so none is left for "
+                          "the test split; give each class at least 2 images (or make "
+                          "train/ and test/ folders)")
+
+
 def decode_split(split: str, location: Path | None, resize: int | None = None,
                  bad_files: BadFiles = "fail", log: Callable[[str], None] = lambda _m: None,
                  scratch: Path | None = None, test_fraction: float = TEST_FRACTION,
@@ -420,6 +444,8 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
     (``skipped``: see :func:`read_image_folder`; ``tree``: the location already listed.)"""
     assert location is not None, "an image folder is read from files"
     tree = tree or Tree(location)  # listed once for this split: the checks, classes, decode
+    if split == "train":
+        check_classes(tree, location, test_fraction)
     if split == "train" and tree.flat:
         log(f"{location} has class folders but no train/ and test/: {test_fraction:.0%} of each "
             "class is the test split (the same files every time; --test-fraction)")
