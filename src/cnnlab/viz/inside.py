@@ -228,7 +228,9 @@ def plot_activations(run: LoadedRun, layers: Sequence[str], images: torch.Tensor
         # one bar per layer, under its column: as wide as the maps, however many rows
         bar = fig.colorbar(im, ax=axes[n - 1][col], location="bottom", aspect=25, pad=0.02)
         bar.ax.tick_params(labelsize=7)
-        bar.set_label(f"{layer} activation" + (" (one scale for all rows)" if n > 1 else ""),
+        # what the values are: a conv's raw output (any sign), or after a Sigmoid/ReLU
+        kind = type(find_layer(run.config.model, run.model, layer)[1]).__name__
+        bar.set_label(f"{layer} output ({kind})" + (", one scale for all rows" if n > 1 else ""),
                       fontsize=8)
     for row in range(n):
         ax = axes[row][0]
