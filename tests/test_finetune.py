@@ -160,6 +160,7 @@ def test_cli_takes_the_source_model_and_fits_the_data_to_it(source, letters, tmp
     (["--init-from", "SRC", "--freeze", "conv1", "--freeze-until", "bn1"], "not both"),
     (["--init-from", "SRC", "--freeze", "fc"], "freezes the classifier head"),
     (["--init-from", "SRC", "--freeze", "conv9"], "has no layer 'conv9'"),
+    (["--init-from", "SRC", "--freeze", ""], "--freeze needs layer names"),  # froze nothing
     (["--init-from", "SRC", "--model", "lenet5"], "pass --model fastnet"),
     # said before the input-shape advice that fits the other model (--channels 3 --resize 32)
     (["--init-from", "SRC", "--model", "airbench-small"], "holds a 'fastnet' model"),
@@ -278,3 +279,15 @@ def test_an_image_run_cannot_seed_a_series_run_and_says_so_first(source, tmp_pat
     assert r.exit_code == 1 and not out.exists()
     assert "was trained on images (fastnet) and 'ucr:GunPoint' holds 1-D series; --init-from " \
         "needs a run trained on 1-D series too" in r.output
+
+
+def test_freeze_names_are_checked_before_the_data_is_read(source, tmp_path, monkeypatch):
+    """A typo in --freeze was found only after the data set's (maybe long) decode."""
+    import cnnlab.engine.build as build_module
+
+    monkeypatch.setattr(build_module, "load_train_test",
+                        lambda *a, **k: pytest.fail("the data was read first"))
+    for flag in ("--freeze", "--freeze-until"):
+        r = CliRunner().invoke(cli, ["train", "--init-from", str(source), flag, "conv9",
+                                     "--dataset", "digits", "--out", str(tmp_path / "x")])
+        assert r.exit_code == 1 and "has no layer 'conv9'" in r.output, r.output

@@ -91,10 +91,15 @@ def _check_new_run(cfg: TrainConfig, typed: dict[str, Any]) -> None:
 
     get_model_info(cfg.model)
     info = get_info(cfg.dataset)
+    cfg.dataset = info.name  # ucr:gunpoint is ucr:GunPoint in the header, as in config.yaml
     if typed.get("test_fraction") is not None and not info.image_tree:
         raise CnnlabError(f"--test-fraction splits an image folder that has no test split; "
                           f"{info.name} has its own test split: drop --test-fraction")
     check_typed_options(cfg, typed)
+    if cfg.init_from and (cfg.freeze is not None or cfg.freeze_until):
+        from cnnlab.engine.finetune import check_freeze_names
+
+        check_freeze_names(cfg)
 
 
 def check_typed_options(cfg: TrainConfig, typed: dict[str, Any]) -> None:

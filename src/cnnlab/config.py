@@ -165,9 +165,9 @@ class TrainConfig:
             self.triangle = (float(t[0]), float(t[1]), float(t[2]))
         if self.data_dir is not None:  # saved absolute: eval, resume and report may run elsewhere
             self.data_dir = str(Path(self.data_dir).expanduser().absolute())
-        if self.freeze and self.freeze_until:
+        if self.freeze is not None and self.freeze_until:
             raise CnnlabError("give --freeze or --freeze-until, not both")
-        if (self.freeze or self.freeze_until) and not self.init_from:
+        if (self.freeze is not None or self.freeze_until) and not self.init_from:
             raise CnnlabError("--freeze/--freeze-until fix trained layers: add --init-from RUN "
                               "(frozen random weights would learn nothing)")
         if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:

@@ -155,7 +155,7 @@ def _frozen_modules(name: str, model: nn.Module, freeze: str | None,
                     freeze_until: str | None, input_shape: tuple[int, ...]) -> list[str]:
     """Module names to freeze: the named layers, or every module that runs up to and
     including one (in forward order)."""
-    if freeze:
+    if freeze is not None:  # `--freeze ""` too: it froze nothing, silently
         wanted = [s.strip() for s in freeze.split(",") if s.strip()]
         if not wanted:
             raise CnnlabError("--freeze needs layer names, e.g. --freeze conv1,conv2 "
@@ -182,6 +182,17 @@ def _frozen_modules(name: str, model: nn.Module, freeze: str | None,
                               "once (see `cnnlab summary MODEL`)")
         return list(dict.fromkeys(calls[:calls.index(target) + 1]))
     return []
+
+
+def check_freeze_names(cfg) -> None:
+    """``--freeze``/``--freeze-until`` checked on a throwaway copy of the model, before the
+    data is read (a typo was found only after a long decode)."""
+    from cnnlab.models import create_model
+
+    _, shape = source_input_shape(cfg.init_from)
+    channels = {"in_channels": shape[0]} if len(shape) == 2 else {}
+    _frozen_modules(cfg.model, create_model(cfg.model, **channels), cfg.freeze,
+                    cfg.freeze_until, shape)
 
 
 def _inference_mode_hook(module: nn.Module, _args: tuple) -> None:
