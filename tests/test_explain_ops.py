@@ -268,3 +268,21 @@ def test_every_text_stays_on_the_picture_and_off_its_neighbours(make):
         sizes = {t.get_fontsize() for t in fig.findobj(Text)
                  if t.get_gid() in ("example-max", "example-avg")}
         assert len(sizes) == 1  # side by side, alike
+
+
+def test_frame_seconds_sets_the_pace_of_a_gif_and_is_refused_for_a_png(tmp_path):
+    """0.7 s a frame reads too fast aloud in a class: --frame-seconds slows it down."""
+    out = tmp_path / "c.gif"
+    r = CliRunner().invoke(cli, ["explain", "conv", "--out", str(out), "--frame-seconds", "2"])
+    assert r.exit_code == 0, r.output
+    with Image.open(out) as im:
+        assert im.info["duration"] == 2000
+        im.seek(im.n_frames - 1)
+        assert im.info["duration"] == LAST_FRAME_MS  # the whole output stays a while
+    for args, says in ((["pool", "--out", str(tmp_path / "p.png"), "--frame-seconds", "2"],
+                        "sets the pace of an animation"),
+                       (["channels", "--out", str(tmp_path / "p.gif"), "--frame-seconds", "0"],
+                        "between 0.05 and 60")):
+        r = CliRunner().invoke(cli, ["explain", *args])
+        assert r.exit_code == 1 and says in r.output, r.output
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "p.gif").exists()

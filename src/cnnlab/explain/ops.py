@@ -23,6 +23,7 @@ from cnnlab.explain.grids import (
     HI_EDGE,
     HI_FILL,
     KERNEL_FILL,
+    LAST_FRAME_MS,
     NEXT_EDGE,
     PAD_FILL,
     PAD_TEXT,
@@ -316,7 +317,8 @@ def _conv_frame(op: _Conv, i: int, j: int, widths: tuple[float, int]) -> Any:
 
 
 def explain_conv(input: Matrix = None, kernel: Matrix = None, padding: int = 0,
-                 stride: int = 1, path: str | Path = "explain-conv.png") -> Path:
+                 stride: int = 1, path: str | Path = "explain-conv.png",
+                 frame_seconds: float | None = None) -> Path:
     """Draw a single-channel convolution (the tutorial's 5x5 input and 3x3 kernel unless
     given, as matrices or `cnnlab conv`'s text) to ``path``: a .png with the padded input,
     the kernel and the output, or a .gif with one frame per output number. Returns ``path``."""
@@ -325,16 +327,29 @@ def explain_conv(input: Matrix = None, kernel: Matrix = None, padding: int = 0,
     widths = _frame_widths(op)
     return _write(path, lambda: _conv_picture(op),
                   [lambda n=n: _conv_frame(op, *divmod(n, op.ow), widths)
-                   for n in range(op.out.numel())])
+                   for n in range(op.out.numel())], frame_seconds)
 
 
-def _write(path: Path, picture: Any, frames: list[Any]) -> Path:
+def _write(path: Path, picture: Any, frames: list[Any],
+           frame_seconds: float | None = None) -> Path:
+    """``path`` as a .gif of ``frames`` (``frame_seconds`` each, for a class that reads each
+    step aloud; the last frame stays longer) or a .png of ``picture``."""
+    if frame_seconds is not None:
+        if not is_gif(path):
+            raise CnnlabError("--frame-seconds sets the pace of an animation: give --out "
+                              "NAME.gif, or drop it for a .png")
+        if not 0.05 <= frame_seconds <= 60:
+            raise CnnlabError(f"--frame-seconds must be between 0.05 and 60, got "
+                              f"{frame_seconds:g}")
     if is_gif(path):
         if len(frames) > MAX_FRAMES:
             raise CnnlabError(f"the animation would have {len(frames)} frames, one per output "
                               f"number; at most {MAX_FRAMES}: give a smaller input or a larger "
                               "stride, or write a .png")
-        return write_gif(frames, path)
+        if frame_seconds is None:
+            return write_gif(frames, path)
+        ms = round(frame_seconds * 1000)
+        return write_gif(frames, path, frame_ms=ms, last_ms=max(ms, LAST_FRAME_MS))
     from cnnlab.viz.plots import save_png
 
     return save_png(picture(), path, dpi=PNG_DPI)
@@ -501,14 +516,15 @@ def pool_figure(input: Matrix = None, kernel_size: int = 2, stride: int | None =
 
 
 def explain_pool(input: Matrix = None, kernel_size: int = 2, stride: int | None = None,
-                 mode: str | None = None, path: str | Path = "explain-pool.png") -> Path:
+                 mode: str | None = None, path: str | Path = "explain-pool.png",
+                 frame_seconds: float | None = None) -> Path:
     """Draw max and/or average pooling (the tutorial's 4x4 input, 2x2 windows, stride 2
     unless given) to ``path``: a .png with every window and the number it keeps, or a .gif
     with one frame per output number. Returns ``path``."""
     path = check_out(path)
     op = _pool_op(input, kernel_size, stride, mode)
     return _write(path, lambda: _pool_draw(op, None),
-                  [lambda n=n: _pool_draw(op, n) for n in range(op.oh * op.ow)])
+                  [lambda n=n: _pool_draw(op, n) for n in range(op.oh * op.ow)], frame_seconds)
 
 
 # ---------------------------------------------------------------- channels
@@ -718,8 +734,8 @@ def channels_figure(in_channels: int = 3, out_channels: int = 2, kernel_size: in
 
 
 def explain_channels(in_channels: int = 3, out_channels: int = 2, kernel_size: int = 3,
-                     size: int = 5, seed: int = 0, path: str | Path = "explain-channels.png"
-                     ) -> Path:
+                     size: int = 5, seed: int = 0, path: str | Path = "explain-channels.png",
+                     frame_seconds: float | None = None) -> Path:
     """Draw a convolution over ``in_channels`` input channels into ``out_channels`` output
     channels (small random whole numbers, fixed by ``seed``) to ``path``: a .png with one
     output channel worked out and all of them with their kernels and the weight shape, or a
@@ -727,4 +743,5 @@ def explain_channels(in_channels: int = 3, out_channels: int = 2, kernel_size: i
     path = check_out(path)
     op = _channels_op(in_channels, out_channels, kernel_size, size, seed)
     return _write(path, lambda: _channels_draw(op, None),
-                  [lambda n=n: _channels_draw(op, n) for n in range(op.out.numel())])
+                  [lambda n=n: _channels_draw(op, n) for n in range(op.out.numel())],
+                  frame_seconds)
