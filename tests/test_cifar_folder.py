@@ -150,7 +150,9 @@ def test_folders_that_cannot_make_a_classifier_say_why(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "x.png")
     load_split("folder", "test", one)  # the test split alone loads, and may be cached
     for root, says in ((one, r"has one class \('zero'\); a classifier needs at least 2"),
-                       (tmp_path / "loose", r"zero holds 3 image\(s\) but no class folders"),
+                       (tmp_path / "loose", r"holds one folder, 'zero', with 3 image\(s\) "
+                                            "directly in it: that is one class"),
+                       (loose, r"holds 3 image\(s\) but no class folders"),
                        (single, "every class in .* has a single image, so none is left"),
                        (tmp_path / "x.png", "is a file, not an image folder or a .zip")):
         for _ in range(2):  # the second time, whatever was cached

@@ -225,7 +225,8 @@ def test_nproc_refuses_nccl_on_cpu_and_unknown_backends():
 def test_too_few_examples_for_one_step_is_an_error(tmp_path):
     cfg = build_config(None, {**SETTINGS, "limit_train": 10, "batch_size": 64,
                               "drop_last": True, "out": str(tmp_path / "r")})
-    with pytest.raises(Exception, match="too few for one step"):
+    with pytest.raises(Exception, match=r"too few for one step .* lower --batch-size to 10 or "
+                                        r"less, or add --no-drop-last, or raise --limit-train"):
         fit(cfg, log=lambda _m: None)
     assert not (tmp_path / "r").exists()
 

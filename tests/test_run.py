@@ -190,12 +190,18 @@ def test_python_api_train_evaluate_load(tmp_path):
         cnnlab.train(recipe="nope")
     with pytest.raises(CnnlabError, match="drop --recipe"):
         cnnlab.train(recipe="default", resume=result.run_dir)
-    # a TrainConfig, with overrides on top; log hears each epoch, on_epoch_end gets its row
+    # a TrainConfig, with overrides on top; log hears each epoch, on_epoch_end gets its row.
+    # A recipe's config with one setting changed is a base, not all typed: seed-mnist's
+    # momentum stays with Adam, as `-r seed-mnist --optimizer adam` allows
+    from cnnlab.api import train_config
+
     lines, rows = [], []
-    cfg = cnnlab.TrainConfig(epochs=2, limit_train=100, lr=0.05)
-    again = cnnlab.train(cfg, out=str(tmp_path / "cfg"), log=lines.append,
+    cfg = train_config("seed-mnist", dataset="digits", resize=28, limit_train=100)
+    cfg.optimizer, cfg.lr = "adam", 0.002
+    again = cnnlab.train(cfg, epochs=2, out=str(tmp_path / "cfg"), log=lines.append,
                          on_epoch_end=rows.append)
-    assert again.config.lr == 0.05 and again.config.limit_train == 100
+    assert again.config.optimizer == "adam" and again.config.lr == 0.002
+    assert again.config.limit_train == 100 and again.config.epochs == 2
     assert [r.epoch for r in rows] == [1, 2] and rows == again.history
     assert [line.split(":")[0] for line in lines if line.startswith("epoch")] == \
         ["epoch 1/2", "epoch 2/2"]
@@ -291,7 +297,13 @@ def test_the_python_api_takes_a_run_as_a_path_or_as_load_runs_result(lenet_run, 
     assert a.maps.shape[0] == 3
     Image.fromarray(x[0, 0].numpy()).save(tmp_path / "d.png")
     assert cnnlab.predict(run, tmp_path / "d.png")[0].classes[0] == \
-        cnnlab.predict(str(lenet_run), [str(tmp_path / "d.png")])[0].classes[0]
+        cnnlab.predict(str(lenet_run), [str(tmp_path / "d.png")])[0].classes[0] == \
+        cnnlab.predict(run, tmp_path.glob("*.png"))[0].classes[0]  # any iterable of paths
+    # a loaded run is used as it is in memory, not loaded again from its folder
+    zeroed = load_run(lenet_run, device="cpu")
+    for p in zeroed.model.parameters():
+        p.data.zero_()
+    assert cnnlab.interpret(zeroed).accuracy < cnnlab.interpret(lenet_run).accuracy
     with pytest.raises(CnnlabError, match="predict takes file or folder paths, got Tensor; "
                                           r"for images in memory use .*probabilities"):
         cnnlab.predict(lenet_run, x)
@@ -350,3 +362,10 @@ def test_preprocess_takes_a_square_size_and_names_bad_arguments():
         Preprocess("1", (28, 28))
     with pytest.raises(CnnlabError, match=r"size is \(height, width\) in pixels, got \(28,\)"):
         Preprocess(1, (28,))
+    import numpy as np
+
+    p = Preprocess(np.int64(1), (torch.tensor(28), np.int64(28)))  # stored as plain ints
+    assert p.input_shape == (1, 28, 28) and json.loads(p.to_json())["size"] == [28, 28]
+    for bad in (28.0, True):
+        with pytest.raises(CnnlabError, match="size is"):
+            Preprocess(1, bad)

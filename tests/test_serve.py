@@ -126,16 +126,21 @@ def test_predict_multipart_json_and_raw_agree_with_the_model(client, run, digits
     assert sum(t["probability"] for t in full) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_a_single_tap_is_marked_blank_framed_or_not(client):
-    """One dot on the drawing pad: framing blows it up into a confident 0; the answer is
-    marked blank (it means little), as an empty canvas is, and a drawn stroke is not."""
+def test_a_single_tap_framed_is_marked_blank_and_a_small_digit_is_not(client):
+    """One dot on the drawing pad: framing blows it up into a confident 0, so the answer is
+    marked blank (it means little), as an empty canvas is. A drawn stroke is not, nor a
+    small "7" on a big scan, which is what framing is for."""
     pad = np.full((280, 280), 255, np.uint8)
     pad[130:150, 130:150] = 0  # a tap of the default 22-pixel pen
     stroke = pad.copy()
     stroke[40:240, 130:150] = 0  # a "1"
-    for frame in ("true", "false"):
-        assert client.post(f"/predict?frame={frame}", content=_png(pad)).json()["blank"]
-        assert not client.post(f"/predict?frame={frame}", content=_png(stroke)).json()["blank"]
+    scan = np.full((1200, 1200), 250, np.uint8)
+    scan[500:512, 500:590] = 20  # a 7 about 90 pixels tall: its bar
+    for i in range(90):  # and its slanted stroke
+        scan[512 + i, 585 - i // 2:597 - i // 2] = 20
+    assert client.post("/predict?frame=true", content=_png(pad)).json()["blank"]
+    for picture in (stroke, scan):
+        assert not client.post("/predict?frame=true", content=_png(picture)).json()["blank"]
 
 
 def test_the_page_gets_the_model_input_and_drawings_are_inverted(client, run, digits):

@@ -18,7 +18,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.engine.evaluate import EvalResult
 from cnnlab.engine.train import TrainResult
 from cnnlab.errors import CnnlabError
-from cnnlab.run import EpochMetrics
+from cnnlab.run import EpochMetrics, LoadedRun
 
 
 def train_config(recipe: str | None = None, resume: str | Path | None = None,
@@ -232,10 +232,16 @@ def train(recipe: str | TrainConfig | None = None, *, resume: str | Path | None 
 
     from cnnlab.engine.train import fit
 
-    if isinstance(recipe, TrainConfig):  # its fields, as if typed; then the overrides
-        given = {k: v for k, v in asdict(recipe).items() if v != asdict(TrainConfig())[k]}
-        recipe, overrides = None, {**given, **overrides}
-    cfg = train_config(recipe, resume, **overrides)
+    if isinstance(recipe, TrainConfig):  # the base, as a saved config is; then the overrides
+        from cnnlab.config import build_config
+
+        if resume is not None:
+            raise CnnlabError("resume= continues a run with its saved config; give "
+                              "train(resume=RUN) without a TrainConfig")
+        cfg = build_config(None, overrides, base=asdict(recipe))
+        _check_new_run(cfg, overrides)  # only what is typed here is checked as typed
+    else:
+        cfg = train_config(recipe, resume, **overrides)
     say = log or (lambda _m: None)
 
     def epoch_done(m: EpochMetrics) -> None:
@@ -251,8 +257,9 @@ def train(recipe: str | TrainConfig | None = None, *, resume: str | Path | None 
                on_epoch_end=epoch_done)
 
 
-def evaluate(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
-             split: str = "test", batch_size: int = 1024, device: str = "auto") -> EvalResult:
+def evaluate(run_dir: str | Path | LoadedRun, dataset: str | None = None,
+             data_dir: str | None = None, split: str = "test", batch_size: int = 1024,
+             device: str = "auto") -> EvalResult:
     """Evaluate a run's final weights on a split (``accuracy``, ``loss``, ``confusion``);
     also writes eval-SPLIT.json into the run directory, as `cnnlab eval` does."""
     from cnnlab.engine.evaluate import evaluate_run

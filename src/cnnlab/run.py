@@ -373,11 +373,12 @@ class LoadedRun:
         raise CnnlabError(f"this run takes {what}, got {type(images).__name__}")
 
 
-def as_run(run: LoadedRun | str | Path) -> LoadedRun:
-    """What the functions taking a trained run accept: a :class:`LoadedRun` as it is, or a
-    run directory, loaded (so ``cnnlab.attribute("runs/a", x)`` works as
-    ``cnnlab.attribute(load_run("runs/a"), x)`` does)."""
-    return run if isinstance(run, LoadedRun) else load_run(run)
+def as_run(run: LoadedRun | str | Path, device: str = "auto") -> LoadedRun:
+    """What the functions taking a trained run accept: a :class:`LoadedRun` as it is (its
+    weights and device as they are in memory), or a run directory, loaded on ``device`` (so
+    ``cnnlab.attribute("runs/a", x)`` works as ``cnnlab.attribute(load_run("runs/a"), x)``
+    does)."""
+    return run if isinstance(run, LoadedRun) else load_run(run, device)
 
 
 def load_run(path: str | Path | LoadedRun, device: str = "auto") -> LoadedRun:

@@ -104,8 +104,8 @@ def serve(run_dir: Path, host: str, port: int, max_upload_mb: float, max_pixels:
     h, w = run.preprocess.size
     if max_pixels is not None and max_pixels < h * w:
         raise CnnlabError(f"--max-pixels {max_pixels} is below the model's own input ({w}x{h} "
-                          f"= {h * w:,} pixels): every picture would be refused; give at least "
-                          f"{h * w}, or leave it out for the default")
+                          f"= {h * w:,} pixels): no upload could have the detail the model "
+                          f"reads; give at least {h * w}, or leave it out for the default")
     con = console()
     shown = f"[{host}]" if ":" in host else host
     con.print(Text.assemble("serving ", (run.config.model, "bold"),

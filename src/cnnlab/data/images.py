@@ -128,14 +128,14 @@ def check_frame(preprocess: Preprocess) -> None:
                           "takes colour images, so leave framing off")
 
 
-SPECK = 0.1  # ink within a square this share of the picture's shorter side is a dot
+SPECK = 0.1  # ink within a square this share of the picture's shorter side may be a dot
 
 
 def looks_blank(image: torch.Tensor, picture: torch.Tensor | None = None) -> bool:
     """Whether a uint8 model input is almost one colour (every pixel within ``INK`` of 255
-    of the others): an empty canvas, a lens cap; or, given the ``picture`` it was made from,
-    whether that holds only a speck of ink (:func:`only_a_speck`: one tap on the drawing
-    page, which framing would blow up to fill the box). The model still answers, and the
+    of the others): an empty canvas, a lens cap; or, given the ``picture`` it was framed
+    from (``frame``, which blows any ink up to fill the box), whether that holds only a dot
+    (:func:`only_a_speck`: one tap on the drawing page). The model still answers, and the
     answer means little, so predict and serve say so."""
     return int(image.amax()) - int(image.amin()) < INK or (
         picture is not None and only_a_speck(picture))
@@ -143,15 +143,18 @@ def looks_blank(image: torch.Tensor, picture: torch.Tensor | None = None) -> boo
 
 def only_a_speck(picture: torch.Tensor) -> bool:
     """Whether a uint8 (C, H, W) picture's ink (pixels over ``INK`` from the border's median
-    grey) fits in a box smaller than ``SPECK`` of its shorter side both ways: a dot, not a
-    digit or an object. Noise or texture spread over a photo spans it, so photos pass."""
+    grey) is one small filled dot: it fits in a box under ``SPECK`` of the picture's shorter
+    side both ways, the box is roughly square and the ink fills most of it. A small digit on
+    a big scan is strokes (a "1" is thin, a "7" or "0" leaves its box mostly empty), and
+    noise spread over a photo spans it, so those pass."""
     grey = picture.float().mean(0)
     border = torch.cat([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     rows, cols = torch.nonzero((grey - border.median()).abs() > INK, as_tuple=True)
     if len(rows) == 0:
         return False  # one colour: the model input says so
+    h, w = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
     side = SPECK * min(grey.shape)
-    return int(rows.max() - rows.min()) + 1 < side and int(cols.max() - cols.min()) + 1 < side
+    return h < side and w < side and max(h, w) <= 2 * min(h, w) and len(rows) >= 0.5 * h * w
 
 
 def model_view(image: torch.Tensor, preprocess: Preprocess, invert: str = "auto",

@@ -15,7 +15,7 @@ and channel z-normalised on its own. It is saved in the same ``preprocess.json``
 from __future__ import annotations
 
 import json
-import numbers
+import operator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,16 +46,20 @@ class Preprocess:
     kind: ClassVar[str] = "image"  # "series": SeriesPreprocess (not a field: old files lack it)
 
     def __post_init__(self) -> None:
-        if isinstance(self.channels, bool) or self.channels not in (1, 3):
+        channels = _whole(self.channels)
+        if channels not in (1, 3):
             raise CnnlabError(f"preprocessing needs 1 or 3 channels (an int), got "
                               f"{self.channels!r}")
-        if isinstance(self.size, int):  # Preprocess(1, 28): a square, as --resize 28 is
-            object.__setattr__(self, "size", (self.size, self.size))
-        if len(self.size) != 2 or not all(isinstance(v, numbers.Integral) and v > 0
-                                          for v in self.size):
+        try:
+            parts = list(self.size)
+        except TypeError:  # Preprocess(1, 28): a square, as --resize 28 is
+            parts = [self.size, self.size]
+        size = [_whole(v) for v in parts]
+        if len(size) != 2 or None in size or min(size) < 1:
             raise CnnlabError(f"preprocessing size is (height, width) in pixels, got "
                               f"{self.size!r}")
-        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+        object.__setattr__(self, "channels", channels)  # plain ints: the JSON record
+        object.__setattr__(self, "size", (size[0], size[1]))
         if (self.mean is None) != (self.std is None):
             raise CnnlabError("preprocessing needs both mean and std, or neither")
         for stats in (self.mean, self.std):
@@ -195,6 +199,17 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     mean = total / n
     std = (squares / n - mean * mean).clamp_min(1e-6).sqrt()
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as a plain int when it is a whole number (an int, a numpy integer, a 0-d
+    integer tensor; not a bool or a float), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def as_uint8_batch(images: Any, preprocess: Preprocess) -> torch.Tensor:

@@ -260,9 +260,12 @@ def build(cfg: TrainConfig, log: Log = lambda _m: None, fresh: bool = True) -> B
         preprocess = Preprocess.from_train(train.images, cfg.normalize, published,
                                            channels_last=cfg.channels_last)
     if len(train) < max(dist.world, 1) or (cfg.drop_last and len(train) < cfg.batch_size):
-        fix = (f"lower --batch-size to {len(train)} or less, or add --no-drop-last"
-               if cfg.drop_last and len(train) >= max(dist.world, 1) else
-               "give more examples (raise --limit-train)")
+        if len(train) < max(dist.world, 1):
+            fix = f"use at most {len(train)} processes, or give more examples"
+        else:
+            fix = f"lower --batch-size to {len(train)} or less, or add --no-drop-last"
+        if cfg.limit_train:
+            fix += f", or raise --limit-train (now {cfg.limit_train})"
         raise CnnlabError(f"the training split has {len(train)} example(s): too few for one "
                           f"step (batch {cfg.batch_size}, {dist.world} process(es)); {fix}")
     if dist.enabled and cfg.batch_size < dist.world:

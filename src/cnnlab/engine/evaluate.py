@@ -132,7 +132,7 @@ def split_loader(run: LoadedRun, data: Split, batch_size: int = 1024) -> DeviceL
                         run.preprocess)
 
 
-def evaluate_run(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
+def evaluate_run(run_dir: str | Path | LoadedRun, dataset: str | None = None, data_dir: str | None = None,
                  split: str = "test", batch_size: int = 1024, device: str = "auto",
                  ) -> tuple[EvalResult, tuple[str, ...]]:
     """Evaluate a run directory's final weights on a split of its data set (or of another
@@ -142,11 +142,11 @@ def evaluate_run(run_dir: str | Path, dataset: str | None = None, data_dir: str 
     (statistics from the training split, as in training), so a data set of another size or
     channel count is adapted to the model's input, and whole splits are always read.
     """
-    from cnnlab.run import load_run
+    from cnnlab.run import as_run
 
     if batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {batch_size}")
-    run = load_run(run_dir, device)
+    run = as_run(run_dir, device)  # a LoadedRun as it is in memory
     cfg = run.config
     name, data = run_split(run, dataset, data_dir, split)
     res = evaluate(run.model, split_loader(run, data, batch_size), len(run.classes),

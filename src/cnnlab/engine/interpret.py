@@ -159,14 +159,14 @@ def interpret_loader(model: nn.Module, loader: DeviceLoader, num_classes: int, t
             pairs)
 
 
-def interpret(run_dir: str | Path, split: str = "test", top: int = 16,
+def interpret(run_dir: str | Path | LoadedRun, split: str = "test", top: int = 16,
               dataset: str | None = None, data_dir: str | None = None,
               batch_size: int = 1024, device: str = "auto") -> Interpretation:
     """Most confident mistakes, top losses and the confusion matrix of a trained run on a
     split, with the run's own preprocessing and test-time augmentation (as `cnnlab eval`)."""
-    from cnnlab.run import load_run
+    from cnnlab.run import as_run
 
-    run = load_run(run_dir, device)
+    run = as_run(run_dir, device)  # a LoadedRun as it is in memory
     return interpret_run(run, split, top, dataset, data_dir, batch_size)
 
 

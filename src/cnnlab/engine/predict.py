@@ -10,7 +10,7 @@ a folder of thousands of files streams in bounded memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +111,7 @@ def predict_files(run: LoadedRun, files: Sequence[str | Path], top_k: int | None
             try:
                 picture = read_image(f)
                 views[j] = model_view(picture, run.preprocess, invert, frame)
-                blanks[j] = looks_blank(views[j][0], picture)
+                blanks[j] = looks_blank(views[j][0], picture if frame else None)
             except CnnlabError as e:
                 errors[j] = str(e)
         top: dict[int, tuple[list[float], list[int]]] = {}
@@ -192,20 +192,23 @@ def _predict_series(run: LoadedRun, files: Sequence[str | Path], top_k: int,
             progress(1)
 
 
-def predict(run_dir: str | Path, inputs: str | Path | Sequence[str | Path],
+def predict(run_dir: str | Path | LoadedRun, inputs: str | Path | Iterable[str | Path],
             top_k: int | None = 3, invert: str = "auto", device: str = "auto",
             frame: bool = False) -> list[Prediction]:
-    """Load a run and predict on files and folders (the Python form of `cnnlab predict`);
-    ``inputs`` is one path or a list of them."""
-    from cnnlab.run import load_run
+    """Predict on files and folders with a run (its directory, or what ``load_run``
+    returned), the Python form of `cnnlab predict`; ``inputs`` is one path or any iterable
+    of them (a list, ``Path("imgs").glob("*.png")``)."""
+    from cnnlab.run import as_run
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    if not isinstance(inputs, (list, tuple)) or not all(
-            isinstance(i, (str, os.PathLike)) for i in inputs):
-        raise CnnlabError(f"predict takes file or folder paths, got {type(inputs).__name__}; "
-                          "for images in memory use cnnlab.load_run(RUN).probabilities(x)")
-    run = load_run(run_dir, device)
+    given = type(inputs).__name__
+    if isinstance(inputs, Iterable) and not hasattr(inputs, "shape"):  # a generator, a glob
+        inputs = list(inputs)
+    if not isinstance(inputs, list) or not all(isinstance(i, (str, os.PathLike)) for i in inputs):
+        raise CnnlabError(f"predict takes file or folder paths, got {given}; for images in "
+                          "memory use cnnlab.load_run(RUN).probabilities(x)")
+    run = as_run(run_dir, device)  # a LoadedRun as it is in memory
     suffixes = SERIES_SUFFIXES if run.is_series else IMAGE_SUFFIXES
     return list(predict_files(run, collect_files(inputs, suffixes), top_k, invert, frame=frame))
 

@@ -154,7 +154,7 @@ class Service:
             image, inverted = model_view(picture, self.run.preprocess, invert, frame)
         except CnnlabError as e:  # a request this model cannot take (frame on colour)
             raise UploadError(400, str(e)) from None
-        return image, inverted, looks_blank(image, picture)
+        return image, inverted, looks_blank(image, picture if frame else None)
 
     @property
     def digits(self) -> bool:

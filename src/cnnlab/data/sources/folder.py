@@ -421,10 +421,14 @@ def check_classes(tree: Tree, location: Path, test_fraction: float) -> None:
     if not train:
         loose = sum(1 for f in tree.files
                     if len(tree._parts(f)) == 1 and f.suffix.lower() in IMAGE_SUFFIXES)
+        if loose and tree.prefix:  # ROOT/cats/*.png: one folder, read as a wrapper
+            raise CnnlabError(f"{location} holds one folder, '{tree.prefix}', with {loose} "
+                              "image(s) directly in it: that is one class, and a classifier "
+                              "needs at least 2; add a folder of images for each class "
+                              "(ROOT/<class>/*.png)")
         if loose:
-            where = location / tree.prefix if tree.prefix and tree.zip is None else location
-            raise CnnlabError(f"{where} holds {loose} image(s) but no class folders; put each "
-                              "class's images in a folder of its own: ROOT/<class>/*.png")
+            raise CnnlabError(f"{location} holds {loose} image(s) but no class folders; put "
+                              "each class's images in a folder of its own: ROOT/<class>/*.png")
         return  # read_image_folder says what a folder must look like
     if len(train) == 1:
         raise CnnlabError(f"{location} has one class ('{train[0]}'); a classifier needs at "
