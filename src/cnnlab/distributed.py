@@ -196,6 +196,18 @@ def peer_lost(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and any(s in str(error) for s in PEER_GONE)
 
 
+def finish() -> None:
+    """At the end of a run that succeeded on every rank: wait for all of them, so that no
+    rank leaves the process group while another still works in it (rank 0 writing the
+    final files). A rank that left early made gloo's threads in the other abort it at exit
+    now and then ("terminate called without an active exception", SIGABRT) after a run that
+    had finished. Not on the way out of an error, where a peer may be gone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def teardown() -> None:
     """Leave the process group (at the end of a run), so the process exits cleanly."""
     import torch.distributed as dist

@@ -21,7 +21,7 @@ from torch import nn
 from cnnlab.config import TrainConfig
 from cnnlab.data.loader import DeviceLoader
 from cnnlab.device import autocast
-from cnnlab.distributed import SINGLE, Dist, backend_name, current, teardown
+from cnnlab.distributed import SINGLE, Dist, backend_name, current, finish, teardown
 from cnnlab.engine.build import build, stepped
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.ema import LookaheadEMA
@@ -185,7 +185,9 @@ def fit(cfg: TrainConfig, resume: Path | None = None, log: Callable[[str], None]
         log, progress, on_epoch_end = (lambda _m: None), None, None
     discard: list[Callable[[], None]] = []  # set by _fit once it starts a fresh run folder
     try:
-        return _fit(cfg, resume, log, progress, on_epoch_end, discard)
+        result = _fit(cfg, resume, log, progress, on_epoch_end, discard)
+        finish()  # every rank done (rank 0 has written its files) before any leaves the group
+        return result
     except BaseException:  # an error, a NaN, Ctrl-C or SIGTERM before the first epoch ended
         for undo in discard:
             undo()
