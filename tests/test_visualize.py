@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from cnnlab.cli import cli
 from cnnlab.config import build_config
@@ -62,10 +63,20 @@ def test_layer_is_repeatable_like_index(lenet_run, tmp_path, monkeypatch):
                                    "--out", str(tmp_path / "a.png")])
     assert res.exit_code == 0, res.output
     assert seen["layers"] == ["conv1", "pool1", "conv2"]
+    from cnnlab.explain import network
+
+    real_rf = network.plot_receptive_field
+
+    def spy_rf(net, name, image, path, layers, *args, **kwargs):
+        seen["rf"] = list(layers)
+        return real_rf(net, name, image, path, layers, *args, **kwargs)
+
+    monkeypatch.setattr(network, "plot_receptive_field", spy_rf)
     res = CliRunner().invoke(cli, ["explain", "receptive-field", str(lenet_run), "--layer", "conv1",
                                    "--layer", "conv2", "--out", str(tmp_path / "rf.png")])
     assert res.exit_code == 0, res.output
-    assert "wrote" in res.output
+    assert seen["rf"] == ["conv1", "conv2"]
+    assert Image.open(tmp_path / "rf.png").size[0] > 400
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -187,7 +187,7 @@ def _fit_to_source(recipe: str | None, overrides: dict[str, Any]) -> dict[str, A
     """With ``--init-from RUN``: the source's model unless one is named, and the data fitted
     to the source's input (``channels``, ``resize``) unless those are given."""
     from cnnlab.config import load_recipe
-    from cnnlab.engine.finetune import source_input_shape
+    from cnnlab.engine.finetune import refuse_other_model, source_input_shape
 
     src_model, shape = source_input_shape(overrides["init_from"])
     named = load_recipe(recipe) if recipe else {}
@@ -204,11 +204,8 @@ def _fit_to_source(recipe: str | None, overrides: dict[str, Any]) -> dict[str, A
     out = dict(overrides)
     if out.get("model") is None and "model" not in named:
         out["model"] = src_model
-    model = out.get("model") or named.get("model")
-    if model != src_model:  # before any shape advice, which would fit the other model
-        raise CnnlabError(f"--init-from {overrides['init_from']} holds a '{src_model}' model "
-                          f"but this run trains '{model}'; pass --model {src_model} (or init "
-                          f"from a '{model}' run)")
+    # before any input-shape advice, which would fit the other model
+    refuse_other_model(overrides["init_from"], src_model, out.get("model") or named.get("model"))
     if len(shape) == 3:
         for key, value in (("channels", shape[0]), ("resize", shape[1])):
             if out.get(key) is None and key not in named:

@@ -352,25 +352,19 @@ class LoadedRun:
 
     def as_batch(self, images: Any) -> torch.Tensor:
         """A tensor, a numpy array or Pillow image(s) -> a tensor batch (Pillow images at the
-        model's channels and size); a one-line error naming what is accepted otherwise."""
+        model's channels and size: :func:`~cnnlab.data.preprocess.as_uint8_batch`); a series
+        run takes tensors and arrays only. A one-line error naming what is accepted."""
         import numpy as np
         import torch
 
         from cnnlab.data.preprocess import as_uint8_batch
 
-        if isinstance(images, (torch.Tensor, np.ndarray)):
-            return as_uint8_batch(images, self.preprocess)  # series: float arrays too
-        pictures = images if isinstance(images, (list, tuple)) else [images]
-        if pictures and all(hasattr(p, "getbands") for p in pictures):  # Pillow images
-            if self.is_series:
-                c, length = self.preprocess.input_shape
-                raise CnnlabError(f"{self.run_dir} is a 1-D series run: it takes float series "
-                                  f"(N, {c}, {length}) as a tensor or numpy array, not Pillow "
-                                  "images")
-            return as_uint8_batch(images, self.preprocess)
-        what = "float (N, C, L) series" if self.preprocess.is_series else \
-            "uint8 images (N, C, H, W) as a torch tensor or numpy array, or Pillow images"
-        raise CnnlabError(f"this run takes {what}, got {type(images).__name__}")
+        if self.is_series and not isinstance(images, (torch.Tensor, np.ndarray)):
+            c, length = self.preprocess.input_shape
+            raise CnnlabError(f"{self.run_dir} is a 1-D series run: it takes float series "
+                              f"(N, {c}, {length}) as a tensor or numpy array, got "
+                              f"{type(images).__name__}")
+        return as_uint8_batch(images, self.preprocess)  # series: float arrays as they are
 
 
 def as_run(run: LoadedRun | str | Path, device: str = "auto") -> LoadedRun:

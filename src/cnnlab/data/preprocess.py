@@ -227,8 +227,8 @@ def as_uint8_batch(images: Any, preprocess: Preprocess) -> torch.Tensor:
         from cnnlab.data.images import pil_to_tensor
 
         return torch.stack([preprocess.adapt(pil_to_tensor(p)[None])[0] for p in pictures])
-    raise CnnlabError("images are given as uint8 (N, C, H, W) in a torch tensor or numpy "
-                      f"array, or as Pillow images; got {type(images).__name__}")
+    raise CnnlabError("this takes uint8 images (N, C, H, W) as a torch tensor or numpy array, "
+                      f"or Pillow images, got {type(images).__name__}")
 
 
 def adapt_images(images: torch.Tensor, size: int | tuple[int, int] | None,

@@ -80,6 +80,15 @@ def _shown_frozen(name: str, model: nn.Module, frozen: list[str]) -> str:
     return ", ".join(shown)
 
 
+def refuse_other_model(source: str, src_model: str, name: str) -> None:
+    """Weights load only into the model they were trained in: one line otherwise (checked
+    before the data is read for `cnnlab train`, and again when the weights are loaded)."""
+    if src_model != name:
+        raise CnnlabError(f"--init-from {source} holds a '{src_model}' model but this run "
+                          f"trains '{name}'; pass --model {src_model} (or init from a "
+                          f"'{name}' run)")
+
+
 def load_source(model: nn.Module, name: str, source: str, classes: tuple[str, ...],
                 log=lambda _m: None) -> None:
     """Load run ``source``'s final weights into ``model``; the head is kept only when the
@@ -88,11 +97,7 @@ def load_source(model: nn.Module, name: str, source: str, classes: tuple[str, ..
     from cnnlab.run import RunDir
 
     src = RunDir(source).require()
-    src_model = src.read_config().get("model")
-    if src_model != name:
-        raise CnnlabError(f"--init-from {source} holds a '{src_model}' model but this run "
-                          f"trains '{name}'; pass --model {src_model} (or init from a "
-                          f"'{name}' run)")
+    refuse_other_model(source, str(src.read_config().get("model")), name)
     src_classes = src.read_classes()
     state = upgrade_state_dict(model, read_weights(src.weights_path))
     head = head_keys(name, model, len(classes))
@@ -187,8 +192,6 @@ def _frozen_modules(name: str, model: nn.Module, freeze: str | None,
 def check_freeze_names(cfg) -> None:
     """``--freeze``/``--freeze-until`` checked on a throwaway copy of the model, before the
     data is read (a typo was found only after a long decode)."""
-    from cnnlab.models import create_model
-
     _, shape = source_input_shape(cfg.init_from)
     channels = {"in_channels": shape[0]} if len(shape) == 2 else {}
     _frozen_modules(cfg.model, create_model(cfg.model, **channels), cfg.freeze,

@@ -14,7 +14,7 @@ to 10 in lr near the minimum on our sweeps, which pushed every suggestion too hi
   curve (a longest decreasing subsequence). The stretch starts where the loss has fallen a
   tenth of the way from its starting level to its minimum: a net trained from scratch learns
   nothing at tiny lrs, and in fastai's version that long, faintly falling start won the
-  longest descent and put the valley 30-100x too low on every sweep we tried;
+  longest descent and put the valley 30-300x too low on every sweep we tried;
 - ``steep``: where the loss falls fastest per unit of log-lr, before the minimum;
 - ``minimum/10``: the lr of the lowest loss, divided by 10 (at the minimum the lr is
   already about to be too large).
@@ -298,8 +298,9 @@ def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Mo
             loader.load_state_dict(saved_loader)
 
     skip = trim(steps)
-    suggestions = suggest(lrs, centred(losses, steps), *skip)
-    warning = disagreement(suggestions) or slow_fall(lrs, centred(losses, steps), *skip)
+    curve = centred(losses, steps)
+    suggestions = suggest(lrs, curve, *skip)
+    warning = disagreement(suggestions) or slow_fall(lrs, curve, *skip)
     if not suggestions:
         warning = (f"only {len(lrs)} steps before the sweep stopped: too few points to suggest "
                    "an lr; lower --start-lr or raise --steps")

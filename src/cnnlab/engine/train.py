@@ -7,7 +7,6 @@ every ``log_every`` steps, to update the progress bar and to stop on a NaN/inf l
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -149,8 +148,10 @@ def default_run_dir(cfg: TrainConfig, dist: Dist = SINGLE) -> Path:
     handed to every rank, so they all name the same folder."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{cfg.model}-{cfg.dataset.replace(':', '-')}-{stamp}"  # ucr:NAME
-    path = next(p for n in itertools.count(1)
-                if not (p := base.with_name(base.name + (f"-{n}" if n > 1 else ""))).exists())
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
     if dist.enabled:
         import torch.distributed
 

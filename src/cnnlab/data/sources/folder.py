@@ -447,9 +447,10 @@ def decode_split(split: str, location: Path | None, resize: int | None = None,
     """Return one split of the tree at ``location``; class names are the train split's folders.
     (``skipped``: see :func:`read_image_folder`; ``tree``: the location already listed.)"""
     assert location is not None, "an image folder is read from files"
-    tree = tree or Tree(location)  # listed once for this split: the checks, classes, decode
-    if split == "train":
-        check_classes(tree, location, test_fraction)
+    if tree is None:  # (load_split lists it itself, and checks the classes on a cache hit too)
+        tree = Tree(location)  # listed once for this split: the checks, classes, decode
+        if split == "train":
+            check_classes(tree, location, test_fraction)
     if split == "train" and tree.flat:
         log(f"{location} has class folders but no train/ and test/: {test_fraction:.0%} of each "
             "class is the test split (the same files every time; --test-fraction)")
